@@ -1,0 +1,56 @@
+"""sessionmem: one shared short-term memory per project, served by ``sessionmemd``.
+
+    from sessionmem import Session
+    with Session() as s:
+        s.set_current_task("Build X")
+
+Attributes are imported lazily so that ``sessionmem`` (the CLI) starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .aio import AsyncSession
+    from .errors import (
+        ConnectionFailed,
+        DaemonStartError,
+        InvalidParams,
+        MethodNotFound,
+        SessionmemError,
+        VersionMismatch,
+    )
+    from .protocol import Message, SnapshotResult, Stats
+    from .session import Session
+
+_LAZY = {
+    "Session": "session",
+    "AsyncSession": "aio",
+    "Message": "protocol",
+    "Stats": "protocol",
+    "SnapshotResult": "protocol",
+    "HelloResult": "protocol",
+    "SessionmemError": "errors",
+    "ConnectionFailed": "errors",
+    "DaemonStartError": "errors",
+    "InvalidParams": "errors",
+    "MethodNotFound": "errors",
+    "PersistFailed": "errors",
+    "VersionMismatch": "errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sessionmem' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,269 @@
+"""The wire: JSON-RPC 2.0 over newline-delimited JSON, as msgspec Structs.
+
+Sans-I/O: nothing here touches a socket or a clock. The daemon and both clients
+import these types, so the Structs below *are* the protocol's documentation
+(``docs/protocol.md`` is written from them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+PROTOCOL_VERSION: Final = 1
+JSONRPC: Final = "2.0"
+
+# -- error codes ---------------------------------------------------------------
+# JSON-RPC 2.0 reserved codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# Application codes (-32000..-32099); each one is described in docs/protocol.md.
+FRAME_TOO_LARGE: Final = -32001
+TOO_MANY_CONNECTIONS: Final = -32002
+SHUTTING_DOWN: Final = -32003
+PERSIST_FAILED: Final = -32004
+OUTPUT_OVERFLOW: Final = -32005
+
+Role = Literal["user", "assistant", "system", "tool"]
+# SQLite INTEGER is a signed 64-bit value; anything wider could never be saved.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+EpochMs = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+RequestId = int | float | str | None
+
+
+# -- envelope --------------------------------------------------------------------
+class Request(Struct, omit_defaults=True, kw_only=True):
+    """One JSON-RPC call. ``id`` absent (UNSET) makes it a notification."""
+
+    jsonrpc: Literal["2.0"]
+    method: str
+    params: Raw | UnsetType = UNSET
+    id: RequestId | UnsetType = UNSET
+
+
+class ErrorObject(Struct, omit_defaults=True):
+    code: int
+    message: str
+    data: Any = UNSET
+
+
+class Response(Struct, kw_only=True):
+    jsonrpc: str = JSONRPC
+    id: RequestId
+    result: Any
+
+
+class ErrorResponse(Struct, kw_only=True):
+    jsonrpc: str = JSONRPC
+    id: RequestId
+    error: ErrorObject
+
+
+class Reply(Struct, omit_defaults=True, kw_only=True):
+    """What a client decodes: exactly one of ``result`` / ``error`` is present."""
+
+    jsonrpc: str = JSONRPC
+    id: RequestId = None
+    result: Raw | UnsetType = UNSET
+    error: ErrorObject | UnsetType = UNSET
+
+
+# -- values ----------------------------------------------------------------------
+class Message(Struct, frozen=True):
+    """One conversation message, exactly as it travels: {role, content, timestamp}.
+
+    ``role`` is checked on the way in (addMessage); results keep whatever a
+    database written by the original holds.
+    """
+
+    role: str
+    content: str
+    timestamp: EpochMs
+
+
+class _Params(Struct, forbid_unknown_fields=True, frozen=True):
+    """Base of every params Struct: unknown names are errors, so typos surface."""
+
+
+class NoParams(_Params):
+    pass
+
+
+class SetCurrentTaskParams(_Params):
+    task: str | None
+
+
+class AddMessageParams(_Params):
+    role: Role
+    content: str
+    timestamp: EpochMs | None | UnsetType = UNSET
+
+
+class GetRecentMessagesParams(_Params):
+    count: Count
+
+
+class FilePathParams(_Params):
+    filePath: str
+
+
+class SetActiveTicketParams(_Params):
+    ticketId: str | None
+
+
+class SetContextParams(_Params):
+    key: str
+    value: Raw
+
+
+class KeyParams(_Params):
+    key: str
+
+
+class HelloParams(_Params):
+    clientVersion: str | UnsetType = UNSET
+    protocolVersion: int | UnsetType = UNSET
+
+
+# -- results ---------------------------------------------------------------------
+class SnapshotResult(Struct):
+    written: bool
+    messages: int
+    files: int
+    contextKeys: int
+    sessionChanged: bool
+    durationMs: float
+
+
+class Stats(Struct):
+    sessionId: str
+    startTime: int
+    messagesCount: int
+    filesOpenCount: int
+    contextKeysCount: int
+    dbPath: str
+    currentTask: str | None
+    activeTicket: str | None
+    pendingChanges: int
+    lastSnapshotAt: int | None
+    lastSnapshotError: str | None
+    snapshotFailures: int
+    snapshotsWritten: int
+    durability: str
+    connections: int
+    uptimeMs: int
+    pid: int
+
+
+class HelloResult(Struct):
+    daemonVersion: str
+    protocolVersion: int
+    pid: int
+    projectRoot: str
+    dbPath: str
+    socketPath: str
+    capabilities: list[str]
+
+
+class MethodSpec(Struct, frozen=True):
+    params: type[_Params]
+    result: Any
+    mutates: bool
+
+
+METHODS: Final[dict[str, MethodSpec]] = {
+    "getSessionId": MethodSpec(NoParams, str, False),
+    "getCurrentTask": MethodSpec(NoParams, str | None, False),
+    "setCurrentTask": MethodSpec(SetCurrentTaskParams, None, True),
+    "addMessage": MethodSpec(AddMessageParams, None, True),
+    "getRecentMessages": MethodSpec(GetRecentMessagesParams, list[Message], False),
+    "getAllMessages": MethodSpec(NoParams, list[Message], False),
+    "trackOpenFile": MethodSpec(FilePathParams, None, True),
+    "untrackFile": MethodSpec(FilePathParams, None, True),
+    "getOpenFiles": MethodSpec(NoParams, list[str], False),
+    "setActiveTicket": MethodSpec(SetActiveTicketParams, None, True),
+    "getActiveTicket": MethodSpec(NoParams, str | None, False),
+    "setContext": MethodSpec(SetContextParams, None, True),
+    "getContext": MethodSpec(KeyParams, Any, False),
+    "deleteContext": MethodSpec(KeyParams, None, True),
+    "getAllContext": MethodSpec(NoParams, dict[str, Any], False),
+    "snapshot": MethodSpec(NoParams, SnapshotResult, False),
+    "restore": MethodSpec(NoParams, None, True),
+    "clear": MethodSpec(NoParams, str, True),
+    "getStats": MethodSpec(NoParams, Stats, False),
+    "hello": MethodSpec(HelloParams, HelloResult, False),
+    "shutdown": MethodSpec(NoParams, None, False),
+}
+
+
+# -- encoding helpers ------------------------------------------------------------
+_encoder = msgspec.json.Encoder()
+
+
+def encode_frame(obj: Any) -> bytes:
+    """One NDJSON frame. msgspec never emits a raw newline inside JSON text."""
+    return _encoder.encode(obj) + b"\n"
+
+
+def request_frame(method: str, params: Any, id: RequestId | UnsetType) -> bytes:
+    raw = UNSET if params is None else Raw(_encoder.encode(params))
+    return encode_frame(Request(jsonrpc=JSONRPC, method=method, params=raw, id=id))
+
+
+def error_object(code: int, message: str, data: Any = UNSET) -> ErrorObject:
+    return ErrorObject(code=code, message=message, data=data)
+
+
+# -- framing ---------------------------------------------------------------------
+class FrameTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"frame exceeds the {limit}-byte limit")
+        self.limit = limit
+
+
+class LineFramer:
+    """Splits a byte stream into newline-terminated frames.
+
+    A partial frame longer than ``max_frame`` raises FrameTooLarge as soon as it
+    is seen, so an endless line is never buffered whole. Partial chunks are kept
+    in a list and joined once, so a big frame arriving in many reads costs O(n).
+    """
+
+    __slots__ = ("_parts", "_size", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            self._parts.append(data)
+            self._size += len(data)
+            if self._size > self.max_frame:
+                raise FrameTooLarge(self.max_frame)
+            return []
+        if self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+        lines = data.split(b"\n")
+        rest = lines.pop()  # the unterminated remainder, b"" when data ended in \n
+        self._parts = [rest] if rest else []
+        self._size = len(rest)
+        if len(data) > self.max_frame:
+            for line in lines:
+                if len(line) > self.max_frame:
+                    raise FrameTooLarge(self.max_frame)
+        if self._size > self.max_frame:
+            raise FrameTooLarge(self.max_frame)
+        return lines
+
+    @property
+    def pending(self) -> int:
+        return self._size

@@ -1,0 +1,314 @@
+"""The daemon's life: startup -> serve -> graceful shutdown, in one place.
+
+Startup takes the lock, opens and checks the database, restores the session,
+binds (or inherits) the socket and only then says it is ready. Shutdown stops
+accepting, lets in-flight requests finish, writes the final snapshot and says
+exactly what could not be saved if the disk refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sessionmem import __version__, errors
+from sessionmem import protocol as p
+from sessionmem.paths import Paths
+
+from .listener import DaemonLock, Listener
+from .methods import build_handlers
+from .persist import Persister
+from .rpc import Dispatcher
+from .server import Limits, Server
+from .state import SessionState
+from .store import BadDatabase, Store, move_aside
+from .systemd import Notifier
+
+log = logging.getLogger("sessionmemd")
+
+CAPABILITIES = ["batch", "notifications", "pipelining", "durability", "snapshot", "restore"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Config:
+    paths: Paths
+    snapshot_interval: float = 1.0
+    durability: Literal["periodic", "always"] = "periodic"
+    idle_timeout: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    recover: bool = False
+
+
+class Daemon:
+    def __init__(self, cfg: Config, on_ready: Callable[[], None] = lambda: None) -> None:
+        self.cfg = cfg
+        self._on_ready = on_ready
+        self.notifier = Notifier()
+        self.state: SessionState
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._started_mono = time.monotonic()
+        self._last_activity = time.monotonic()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._signals = 0
+        self.exit_code = 0
+
+    # -- startup -------------------------------------------------------------------------
+    def _open_store(self) -> Store:
+        db = self.cfg.paths.db
+        sync = "FULL" if self.cfg.durability == "always" else "NORMAL"
+        try:
+            return Store(db, synchronous=sync)
+        except BadDatabase as e:
+            if not self.cfg.recover:
+                raise
+            moved = move_aside(db)
+            log.warning("recover: %s; moved aside: %s", e.reason, ", ".join(map(str, moved)))
+            return Store(db, synchronous=sync)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.lock = DaemonLock(cfg.paths.db)
+        try:
+            store = self._open_store()
+            restored = store.load()
+        except BaseException:
+            self.lock.release()
+            raise
+        if restored is None:
+            self.state = SessionState(new_session_id(), now_ms())
+            log.info("new session %s in %s", self.state.session_id, cfg.paths.db)
+        else:
+            self.state = SessionState.from_restored(restored)
+            log.info(
+                "restored session %s: %d messages, %d files, %d context keys",
+                restored.session_id, len(restored.messages), len(restored.files), len(restored.context),
+            )
+        self.persister = Persister(store, lambda: self.state)
+        handlers = build_handlers(self, now_ms, new_session_id, cfg.limits.max_depth)
+        self.dispatcher = Dispatcher(handlers, self._internal_error)
+        if cfg.durability == "always":
+            self.dispatcher.commit_gate = self._after_commit
+        self.server = Server(self.dispatcher, cfg.limits, self._touch)
+        try:
+            self.listener = Listener.open(cfg.paths.socket)
+        except BaseException:
+            self.persister.close()
+            self.lock.release()
+            raise
+        await self.server.serve(self.listener.sock)
+        self._install_signals()
+        self._tasks.append(asyncio.create_task(self._snapshot_timer()))
+        if cfg.idle_timeout:
+            self._tasks.append(asyncio.create_task(self._idle_timer(cfg.idle_timeout)))
+        wd = self.notifier.watchdog_interval()
+        if wd:
+            self._tasks.append(asyncio.create_task(self._watchdog(wd)))
+        log.info(
+            "serving %s on %s (pid %d, durability %s, snapshot every %gs%s)",
+            cfg.paths.root, self.listener.path, os.getpid(), cfg.durability, cfg.snapshot_interval,
+            f", idle exit after {cfg.idle_timeout:g}s" if cfg.idle_timeout else "",
+        )
+        self.notifier.send("READY=1", f"STATUS=serving {cfg.paths.root}", f"MAINPID={os.getpid()}")
+        self._on_ready()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        for sig in (signal.SIGUSR1, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_snapshot_signal, sig)
+
+    # -- serving -------------------------------------------------------------------------
+    async def run(self) -> int:
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1 and sig == signal.SIGINT:
+            log.error("second SIGINT: exiting now; %d unsaved change(s) lost", self.persister.pending)
+            os._exit(130)
+        self.request_stop(sig.name)
+
+    def _on_snapshot_signal(self, sig: signal.Signals) -> None:
+        log.info("%s: snapshot requested", sig.name)
+        asyncio.get_running_loop().create_task(self._quiet_snapshot())
+
+    async def _quiet_snapshot(self) -> None:
+        try:
+            await self.persister.snapshot()
+        except errors.PersistFailed:
+            pass  # logged by the persister, retried by the timer
+
+    async def _snapshot_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.snapshot_interval)
+            if self.persister.pending:
+                await self._quiet_snapshot()
+
+    async def _idle_timer(self, idle: float) -> None:
+        while True:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            if not self.server.connections and time.monotonic() - self._last_activity >= idle:
+                self.request_stop(f"idle for {idle:g}s")
+                return
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.send("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def _internal_error(self, method: str, e: BaseException) -> None:
+        log.error("internal error in %s", method, exc_info=e)
+
+    def _after_commit(self, result: Any) -> Any:
+        fut = self.persister.commit_soon()
+
+        async def wait() -> Any:
+            await fut
+            return result
+
+        return wait()
+
+    # -- Host: the methods that need the shell -------------------------------------------
+    async def snapshot(self) -> p.SnapshotResult:
+        return await self.persister.snapshot()
+
+    async def restore(self) -> None:
+        restored = await self.persister.load()
+        if restored is None:  # never saved: back to an empty session, same identity
+            self.state = SessionState(self.state.session_id, self.state.start_time)
+        else:
+            self.state = SessionState.from_restored(restored)
+        log.info("restore: reloaded session %s from the last snapshot", self.state.session_id)
+
+    async def shutdown_method(self) -> None:
+        await self.persister.snapshot()
+        asyncio.get_running_loop().call_soon(self.request_stop, "shutdown requested by a client")
+
+    def stats(self) -> p.Stats:
+        s = self.state
+        ps = self.persister
+        return p.Stats(
+            sessionId=s.session_id,
+            startTime=s.start_time,
+            messagesCount=s.messages_count,
+            filesOpenCount=s.files_count,
+            contextKeysCount=s.context_count,
+            dbPath=str(self.cfg.paths.db),
+            currentTask=s.current_task,
+            activeTicket=s.active_ticket,
+            pendingChanges=ps.pending,
+            lastSnapshotAt=ps.last_snapshot_at,
+            lastSnapshotError=ps.last_error,
+            snapshotFailures=ps.failures,
+            snapshotsWritten=ps.written,
+            durability=self.cfg.durability,
+            connections=len(self.server.connections),
+            uptimeMs=int((time.monotonic() - self._started_mono) * 1000),
+            pid=os.getpid(),
+        )
+
+    def hello(self, params: p.HelloParams) -> p.HelloResult:
+        return p.HelloResult(
+            daemonVersion=__version__,
+            protocolVersion=p.PROTOCOL_VERSION,
+            pid=os.getpid(),
+            projectRoot=str(self.cfg.paths.root),
+            dbPath=str(self.cfg.paths.db),
+            socketPath=str(self.listener.path),
+            capabilities=CAPABILITIES,
+        )
+
+    # -- shutdown ------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        log.info("shutting down (%s)", self._stop_reason)
+        self.notifier.send("STOPPING=1", f"STATUS=stopping: {self._stop_reason}")
+        self.server.stop_accepting()
+        await self.server.drain(timeout=10.0)
+        for t in self._tasks:
+            t.cancel()
+        saved = False
+        for attempt in range(3):
+            try:
+                await self.persister.snapshot()
+                saved = True
+                break
+            except errors.PersistFailed:
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if not saved:
+            self.exit_code = 1
+            self._dump_unsaved()
+        await self.server.close_all()
+        self.listener.close()
+        self.persister.close()
+        self.lock.release()
+        self.notifier.close()
+        log.info("stopped%s", "" if saved else " WITH UNSAVED CHANGES (see above)")
+
+    def _dump_unsaved(self) -> None:
+        """The disk refused the final snapshot: say what is lost, and try to keep it
+        as JSON in the runtime folder (a different file system, usually tmpfs)."""
+        batches = self.persister.unsaved_batches()
+        n_msgs = sum(len(b.messages) for b in batches)
+        log.error(
+            "final snapshot failed (%s): NOT SAVED to %s: %d message(s), %d file change(s), "
+            "%d context change(s)%s",
+            self.persister.last_error, self.cfg.paths.db, n_msgs,
+            sum(len(b.files) for b in batches), sum(len(b.context) for b in batches),
+            ", session row" if any(b.session_row for b in batches) else "",
+        )
+        dump = self.cfg.paths.socket.with_name(
+            f"{self.cfg.paths.socket.stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        )
+        doc = {
+            "db": str(self.cfg.paths.db),
+            "error": self.persister.last_error,
+            "batches": [
+                {
+                    "sessionId": b.session_id,
+                    "replacedSession": b.replaced_session,
+                    "currentTask": b.current_task,
+                    "activeTicket": b.active_ticket,
+                    "messages": [json.loads(m) for m in b.messages],
+                    "files": [{"path": f, "tracked": t} for f, t in b.files],
+                    "context": [{"key": k, "value": v} for k, v in b.context],
+                }
+                for b in batches
+            ],
+        }
+        try:
+            fd = os.open(dump, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            log.error("the unsaved changes were written to %s", dump)
+        except OSError as e:
+            log.error("could not write the unsaved changes to %s either: %s", dump, e)
+

@@ -1,0 +1,135 @@
+"""Snapshots: when the state's changes go to SQLite, on which thread, and what a
+failure does.
+
+All SQLite work runs on one dedicated writer thread, so the event loop keeps
+answering while a big snapshot is written. Snapshots are serialized by a lock;
+each drains the state's changes and writes them *after* any batch that failed
+before, in one transaction, so the database only ever moves forward through
+prefixes of what was acknowledged. A failed batch is kept and retried: nothing
+is dropped because the disk was full for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sessionmem import errors
+from sessionmem import protocol as p
+
+from .state import Changes, Restored, SessionState
+from .store import Store
+
+log = logging.getLogger("sessionmemd")
+
+
+class Persister:
+    def __init__(self, store: Store, get_state: Callable[[], SessionState]) -> None:
+        self.store = store
+        self._get_state = get_state
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._lock = asyncio.Lock()
+        self._unsaved: list[Changes] = []  # drained but not committed (a write failed)
+        self._next_commit: asyncio.Future[None] | None = None
+        self._committing = False
+        self.last_snapshot_at: int | None = None  # epoch ms of the last successful write
+        self.last_error: str | None = None
+        self.failures = 0
+        self.written = 0
+
+    # -- snapshots ---------------------------------------------------------------------
+    async def snapshot(self) -> p.SnapshotResult:
+        """Write what changed; raise PersistFailed (changes kept for retry) on error."""
+        async with self._lock:
+            started = time.perf_counter()
+            changes = self._get_state().drain()
+            if changes is not None:
+                self._unsaved.append(changes)
+            if not self._unsaved:
+                return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
+            batches = list(self._unsaved)
+            try:
+                await self._run(self.store.write, batches)
+            except Exception as e:
+                self._record_failure(e)
+                raise errors.PersistFailed(
+                    f"snapshot failed, changes kept in memory and retried: {e}",
+                    {"pendingBatches": len(self._unsaved)},
+                ) from e
+            del self._unsaved[: len(batches)]
+            if self.last_error is not None:
+                log.warning("snapshots recovered: %d batch(es) written", len(batches))
+            self.last_error = None
+            self.last_snapshot_at = int(time.time() * 1000)
+            self.written += 1
+            return p.SnapshotResult(
+                written=True,
+                messages=sum(len(b.messages) for b in batches),
+                files=sum(len(b.files) for b in batches),
+                contextKeys=sum(len(b.context) for b in batches),
+                sessionChanged=any(b.replaced_session is not None for b in batches),
+                durationMs=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    def _record_failure(self, e: Exception) -> None:
+        self.failures += 1
+        msg = f"{type(e).__name__}: {e}"
+        if msg != self.last_error:  # log each distinct failure once, not every retry
+            log.error("snapshot failed (serving from memory, will retry): %s", msg)
+        self.last_error = msg
+
+    @property
+    def pending(self) -> int:
+        return self._get_state().pending_changes + sum(len(b) for b in self._unsaved)
+
+    # -- group commit (durability=always) ----------------------------------------------
+    def commit_soon(self) -> asyncio.Future[None]:
+        """A future resolved once every change made so far is committed. All callers
+        in one loop turn share one transaction."""
+        if self._next_commit is None:
+            self._next_commit = asyncio.get_running_loop().create_future()
+            if not self._committing:
+                asyncio.get_running_loop().call_soon(self._start_commit)
+        return self._next_commit
+
+    def _start_commit(self) -> None:
+        fut, self._next_commit = self._next_commit, None
+        if fut is None:
+            return
+        self._committing = True
+        asyncio.get_running_loop().create_task(self._commit(fut))
+
+    async def _commit(self, fut: asyncio.Future[None]) -> None:
+        try:
+            await self.snapshot()
+        except errors.PersistFailed as e:
+            if not fut.done():
+                fut.set_exception(e)
+        else:
+            if not fut.done():
+                fut.set_result(None)
+        finally:
+            self._committing = False
+            if self._next_commit is not None:
+                self._start_commit()
+
+    # -- restore / shutdown ------------------------------------------------------------
+    async def load(self) -> Restored | None:
+        """Reload the last snapshot; unsaved changes (also failed ones) are dropped."""
+        async with self._lock:
+            self._unsaved.clear()
+            return await self._run(self.store.load)
+
+    def unsaved_batches(self) -> list[Changes]:
+        return list(self._unsaved)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.store.close()

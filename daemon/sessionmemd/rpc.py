@@ -1,0 +1,197 @@
+"""JSON-RPC 2.0 dispatch: one frame in, one reply frame (or none) out. Sans-I/O.
+
+A handler returns a value to encode, or a coroutine when the answer needs the
+I/O shell (snapshot, restore, shutdown): the frame's reply then comes back as a
+:class:`PendingReply` that the server awaits and finishes with :meth:`finish`.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Coroutine
+from typing import Any, NamedTuple
+
+import msgspec
+from msgspec import UNSET, Raw
+
+from sessionmem import errors
+from sessionmem import protocol as p
+
+Handler = Callable[[Any], Any]
+
+
+class Pending(NamedTuple):
+    id: p.RequestId
+    notify: bool
+    work: Coroutine[Any, Any, Any]
+
+
+class PendingReply(NamedTuple):
+    parts: list[bytes | Pending]
+    batch: bool
+
+
+_decode_request = msgspec.json.Decoder(p.Request).decode
+_decode_batch = msgspec.json.Decoder(list[Raw]).decode
+_check_json = msgspec.json.Decoder(Raw).decode
+_decode_any = msgspec.json.decode
+_EMPTY_PARAMS = b"{}"
+
+
+def check_json_value(raw: bytes, max_depth: int, field: str) -> None:
+    """Raise InvalidParams when an arbitrary JSON value nests deeper than allowed or
+    holds invalid UTF-8 (msgspec skips both when it keeps a value as Raw)."""
+    if raw.isascii() and raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return  # cannot nest deeper than it has brackets; ASCII is valid UTF-8
+    try:
+        value = _decode_any(raw)
+    except RecursionError:
+        raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels") from None
+    except (UnicodeDecodeError, msgspec.DecodeError) as e:
+        raise errors.InvalidParams(f"`{field}` is not valid UTF-8 JSON: {e}") from None
+    level: list[Any] = [value]
+    for _depth in range(max_depth + 1):
+        nxt: list[Any] = []
+        for v in level:
+            if type(v) is list:
+                nxt.extend(v)
+            elif type(v) is dict:
+                nxt.extend(v.values())
+        if not nxt:
+            return
+        level = nxt
+    raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels")
+
+
+def _params_message(method: str, e: msgspec.ValidationError) -> str:
+    text = str(e).replace("`$", "`params")
+    return f"invalid params for {method}: {text}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        on_internal_error: Callable[[str, BaseException], None] = lambda m, e: None,
+    ) -> None:
+        self._table: dict[str, tuple[Callable[[bytes], Any], Handler, bool]] = {}
+        for name, spec in p.METHODS.items():
+            self._table[name] = (msgspec.json.Decoder(spec.params).decode, handlers[name], spec.mutates)
+        self._encode = msgspec.json.Encoder().encode
+        self._on_internal_error = on_internal_error
+        # durability=always: wraps a mutating call's result in a coroutine that
+        # finishes once the change is committed, so the reply waits for the commit.
+        self.commit_gate: Callable[[Any], Coroutine[Any, Any, Any]] | None = None
+
+    # -- one frame -------------------------------------------------------------------
+    def handle_frame(self, frame: bytes) -> bytes | PendingReply | None:
+        """Returns the reply frame (newline included), a PendingReply, or None."""
+        first = frame[:1]
+        if first == b"[":
+            return self._handle_batch(frame)
+        if first != b"{":
+            stripped = frame.strip()
+            if not stripped:
+                return None  # blank lines (a human at socat pressing enter) are ignored
+            if stripped[:1] == b"[":
+                return self._handle_batch(stripped)
+        part = self._handle_one(frame)
+        if part is None:
+            return None
+        if type(part) is bytes:
+            return part + b"\n"
+        return PendingReply([part], batch=False)
+
+    def _handle_batch(self, frame: bytes) -> bytes | PendingReply | None:
+        try:
+            items = _decode_batch(frame)
+        except (msgspec.DecodeError, RecursionError) as e:
+            return self._error(None, errors.ParseError(f"parse error: {_reason(e)}")) + b"\n"
+        if not items:
+            return self._error(None, errors.InvalidRequest("invalid request: empty batch")) + b"\n"
+        parts = [r for r in (self._handle_one(bytes(item)) for item in items) if r is not None]
+        if not parts:
+            return None
+        if all(type(x) is bytes for x in parts):
+            return b"[" + b",".join(parts) + b"]\n"  # type: ignore[arg-type]
+        return PendingReply(parts, batch=True)
+
+    def _handle_one(self, frame: bytes) -> bytes | Pending | None:
+        try:
+            req = _decode_request(frame)
+        except msgspec.ValidationError as e:
+            try:
+                _check_json(frame)
+            except (msgspec.DecodeError, RecursionError) as pe:
+                return self._error(None, errors.ParseError(f"parse error: {_reason(pe)}"))
+            return self._error(None, errors.InvalidRequest(f"invalid request: {e}"))
+        except (msgspec.DecodeError, RecursionError) as e:
+            return self._error(None, errors.ParseError(f"parse error: {_reason(e)}"))
+        rid = req.id
+        notify = rid is UNSET
+        entry = self._table.get(req.method)
+        if entry is None:
+            if notify:
+                return None
+            return self._error(rid, errors.MethodNotFound(f"method not found: {req.method!r}"))
+        decode, handler, mutates = entry
+        try:
+            params = decode(_EMPTY_PARAMS if req.params is UNSET else req.params)
+        except msgspec.ValidationError as e:
+            return None if notify else self._error(rid, errors.InvalidParams(_params_message(req.method, e)))
+        except (msgspec.DecodeError, RecursionError) as e:  # nesting too deep inside params
+            return None if notify else self._error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
+        try:
+            result = handler(params)
+        except errors.SessionmemError as e:
+            return None if notify else self._error(rid, e)
+        except Exception as e:  # a bug: report it, keep serving
+            self._on_internal_error(req.method, e)
+            return None if notify else self._error(rid, errors.InternalError(f"internal error in {req.method}: {e!r}"))
+        if mutates and self.commit_gate is not None and type(result) is not types.CoroutineType:
+            result = self.commit_gate(result)
+        if type(result) is types.CoroutineType:
+            return Pending(None if notify else rid, notify, result)
+        if notify:
+            return None
+        return self._encode(p.Response(id=rid, result=result))
+
+    # -- helpers ------------------------------------------------------------------------
+    def _error(self, rid: p.RequestId, e: errors.SessionmemError) -> bytes:
+        data = UNSET if e.data is None else e.data
+        return self._encode(p.ErrorResponse(id=rid, error=p.ErrorObject(e.code, e.message, data)))
+
+    def error_frame(self, rid: p.RequestId, e: errors.SessionmemError) -> bytes:
+        return self._error(rid, e) + b"\n"
+
+    def finish(self, pending: PendingReply, results: list[Any]) -> bytes | None:
+        """Encode a PendingReply once its coroutines have finished. ``results`` holds,
+        for each Pending in order, its value or the exception it raised."""
+        out: list[bytes] = []
+        it = iter(results)
+        for part in pending.parts:
+            if type(part) is bytes:
+                out.append(part)
+                continue
+            assert isinstance(part, Pending)
+            res = next(it)
+            if part.notify:
+                continue
+            if isinstance(res, errors.SessionmemError):
+                out.append(self._error(part.id, res))
+            elif isinstance(res, BaseException):
+                self._on_internal_error("deferred call", res)
+                out.append(self._error(part.id, errors.InternalError(f"internal error: {res!r}")))
+            else:
+                out.append(self._encode(p.Response(id=part.id, result=res)))
+        if not out:
+            return None
+        if pending.batch:
+            return b"[" + b",".join(out) + b"]\n"
+        return out[0] + b"\n"
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "JSON nests too deeply"
+    return str(e)

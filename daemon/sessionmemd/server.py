@@ -1,0 +1,210 @@
+"""The socket shell: connections, framing, limits, back-pressure, peer checks.
+
+Uses ``asyncio.Protocol`` rather than streams: a pipelining client's frames are
+split and dispatched in one callback and all replies leave in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from sessionmem import errors
+from sessionmem.protocol import FrameTooLarge, LineFramer
+
+from .rpc import Dispatcher, PendingReply
+
+log = logging.getLogger("sessionmemd")
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """Every bound the daemon enforces; defaults are documented in README.md."""
+
+    max_frame: int = 16 * 1024 * 1024
+    max_connections: int = 1024
+    max_output: int = 256 * 1024 * 1024
+    max_depth: int = 64
+    # Stop reading from a connection whose unsent replies pass this; resume below 1/4.
+    output_high_water: int = 1024 * 1024
+
+
+def peer_uid(sock: Any) -> int | None:
+    """The connecting process's uid, from the kernel (not from anything it sent)."""
+    try:
+        if hasattr(socket, "SO_PEERCRED"):
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            return struct.unpack("3i", creds)[1]
+        if sys.platform == "darwin":  # LOCAL_PEERCRED: struct xucred {u_int version; uid_t uid; ...}
+            creds = sock.getsockopt(0, 0x001, 76)
+            return struct.unpack_from("=II", creds)[1]
+    except OSError:
+        return None
+    return None
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("srv", "transport", "framer", "closed", "peer")
+
+    def __init__(self, srv: Server) -> None:
+        self.srv = srv
+        self.transport: asyncio.Transport | None = None
+        self.framer = LineFramer(srv.limits.max_frame)
+        self.closed = False
+        self.peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+        srv = self.srv
+        sock = transport.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None else None
+        self.peer = f"uid={uid}"
+        if uid is not None and uid != srv.uid:
+            log.warning("refused a connection from uid %d (daemon runs as uid %d)", uid, srv.uid)
+            self.closed = True
+            transport.abort()
+            return
+        if len(srv.connections) >= srv.limits.max_connections or srv.stopping:
+            err: errors.SessionmemError
+            if srv.stopping:
+                err = errors.ShuttingDown("daemon is shutting down")
+            else:
+                err = errors.TooManyConnections(
+                    f"too many connections (limit {srv.limits.max_connections})"
+                )
+                log.warning("refused a connection: %s", err.message)
+            transport.write(srv.dispatcher.error_frame(None, err))
+            self.closed = True
+            transport.close()
+            return
+        high = srv.limits.output_high_water
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        srv.connections.add(self)
+        srv.touch()
+
+    def data_received(self, data: bytes) -> None:
+        srv = self.srv
+        srv.touch()
+        if self.closed:
+            return
+        try:
+            frames = self.framer.feed(data)
+        except FrameTooLarge as e:
+            log.warning("closed a connection (%s): %s", self.peer, e)
+            self._fail(errors.FrameTooLargeError(str(e), {"limit": e.limit}))
+            return
+        if not frames:
+            return
+        handle = srv.dispatcher.handle_frame
+        out: list[bytes] = []
+        pending: list[PendingReply] = []
+        for frame in frames:
+            r = handle(frame)
+            if r is None:
+                continue
+            if type(r) is bytes:
+                out.append(r)
+            else:
+                pending.append(r)  # type: ignore[arg-type]
+        if out:
+            self.write(out[0] if len(out) == 1 else b"".join(out))
+        if pending:
+            srv.track(asyncio.ensure_future(self._finish(pending)))
+
+    async def _finish(self, pending: list[PendingReply]) -> None:
+        for reply in pending:
+            results = await asyncio.gather(
+                *(p.work for p in reply.parts if type(p) is not bytes), return_exceptions=True
+            )
+            frame = self.srv.dispatcher.finish(reply, results)
+            if frame is not None:
+                self.write(frame)
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if self.closed or t is None or t.is_closing():
+            return
+        t.write(data)
+        if t.get_write_buffer_size() > self.srv.limits.max_output:
+            # A client that does not read its replies is cut off; nobody else waits for it.
+            log.warning(
+                "closed a connection (%s): over %d bytes of unread replies",
+                self.peer,
+                self.srv.limits.max_output,
+            )
+            self.closed = True
+            t.abort()
+
+    def _fail(self, err: errors.SessionmemError) -> None:
+        assert self.transport is not None
+        self.transport.write(self.srv.dispatcher.error_frame(None, err))
+        self.closed = True
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.srv.stopping and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.srv.connections.discard(self)
+        self.srv.touch()
+
+
+class Server:
+    def __init__(
+        self, dispatcher: Dispatcher, limits: Limits, on_activity: Callable[[], None]
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.uid = os.getuid()
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._aserver: asyncio.AbstractServer | None = None
+        self.touch = on_activity
+
+    def track(self, fut: asyncio.Future[Any]) -> None:
+        self._inflight.add(fut)
+        fut.add_done_callback(self._inflight.discard)
+
+    async def serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._aserver = await loop.create_unix_server(lambda: Connection(self), sock=sock)
+
+    def stop_accepting(self) -> None:
+        """Close the listener and stop reading requests; in-flight ones still finish."""
+        self.stopping = True
+        if self._aserver is not None:
+            self._aserver.close()
+        for c in list(self.connections):
+            if c.transport is not None and not c.transport.is_closing():
+                c.transport.pause_reading()
+
+    async def drain(self, timeout: float) -> None:
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=timeout)
+
+    async def close_all(self, timeout: float = 2.0) -> None:
+        """Close every connection, giving each a moment to flush its last replies."""
+        for c in list(self.connections):
+            if c.transport is not None:
+                c.transport.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for c in list(self.connections):
+            if c.transport is not None:
+                c.transport.abort()
