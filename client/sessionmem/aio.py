@@ -1,0 +1,106 @@
+"""The asyncio client: many calls in flight on one connection, matched by id."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import TracebackType
+from typing import Any
+
+from . import errors
+from . import protocol as p
+from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
+from .connect import open_async
+from .paths import Paths, resolve
+from .session import MAX_REPLY
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.framer = p.LineFramer(MAX_REPLY)
+        self.waiters: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.framer.feed(data)
+        except p.FrameTooLarge as e:
+            self._fail(errors.ConnectionFailed(str(e)))
+            return
+        for frame in frames:
+            reply = decode_reply(frame)
+            entry = self.waiters.pop(reply.id, None) if isinstance(reply.id, int) else None
+            if entry is None:
+                if reply.error is not p.UNSET:  # connection-level error (id null): fails all
+                    self._fail(errors.from_wire(reply.error))  # type: ignore[arg-type]
+                continue
+            method, fut = entry
+            if fut.done():
+                continue
+            try:
+                fut.set_result(result_of(method, reply))
+            except errors.SessionmemError as e:
+                fut.set_exception(e)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.lost = exc
+        for _, fut in self.waiters.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.waiters.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self.lost or errors.ConnectionFailed(f"lost the daemon: {exc or 'connection closed'}"))
+
+
+class AsyncSession(SessionAPI):
+    def __init__(
+        self,
+        project: str | os.PathLike[str] | None = None,
+        socket: str | os.PathLike[str] | None = None,
+        autostart: bool = True,
+        timeout: float = 30.0,
+    ) -> None:
+        self.paths: Paths = resolve(project, socket)
+        self._autostart = autostart
+        self._timeout = timeout
+        self._proto: _ClientProtocol | None = None
+        self._next_id = 0
+        self.daemon: p.HelloResult | None = None
+
+    async def connect(self) -> AsyncSession:
+        _, proto = await open_async(self.paths, self._autostart, _ClientProtocol, self._timeout)
+        self._proto = proto  # type: ignore[assignment]
+        self.daemon = await self.hello()
+        check_hello(self.daemon)
+        return self
+
+    async def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            raise errors.ConnectionFailed("session is not connected (use `async with`)")
+        if proto.lost is not None:
+            raise proto.lost
+        self._next_id += 1
+        rid = self._next_id
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        proto.waiters[rid] = (method, fut)
+        proto.transport.write(encode_call(method, params, rid))
+        return await fut
+
+    async def close(self) -> None:
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.connect()
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,140 @@
+"""The client API, written once for both clients.
+
+Each method builds the wire call and hands it to ``self._call``. ``Session._call``
+returns the result; ``AsyncSession._call`` is a coroutine function, so the very
+same methods return awaitables there. Replies are decoded by the result type the
+protocol's METHODS table names, so ``get_recent_messages`` yields ``Message``
+objects and ``get_stats`` a ``Stats``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from . import errors
+from . import protocol as p
+
+_request_encoder = msgspec.json.Encoder()
+_reply_decoder = msgspec.json.Decoder(p.Reply)
+_result_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(spec.result) for name, spec in p.METHODS.items()
+}
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def encode_call(method: str, params: dict[str, Any] | None, rid: int) -> bytes:
+    req: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
+    if params:
+        req["params"] = params
+    return _request_encoder.encode(req) + b"\n"
+
+
+def decode_reply(frame: bytes) -> p.Reply:
+    try:
+        return _reply_decoder.decode(frame)
+    except msgspec.DecodeError as e:
+        raise errors.InternalError(f"malformed reply from the daemon: {e}") from None
+
+
+def result_of(method: str, reply: p.Reply) -> Any:
+    """The typed result of a reply, or the typed exception its error names."""
+    if reply.error is not p.UNSET:
+        raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+    raw = reply.result
+    if raw is p.UNSET:
+        raise errors.InternalError("reply holds neither result nor error")
+    decoder = _result_decoders.get(method, _any_decoder)
+    return decoder.decode(raw)  # type: ignore[arg-type]
+
+
+def check_hello(hello: p.HelloResult) -> None:
+    if hello.protocolVersion != p.PROTOCOL_VERSION:
+        raise errors.VersionMismatch(
+            f"sessionmemd {hello.daemonVersion} (pid {hello.pid}) speaks protocol "
+            f"{hello.protocolVersion}, this client speaks {p.PROTOCOL_VERSION}: "
+            f"run `sessionmem daemon restart` to start the installed version",
+            {"daemon": hello.protocolVersion, "client": p.PROTOCOL_VERSION},
+        )
+
+
+class SessionAPI:
+    """Every wire method in snake_case; see docs/protocol.md for the semantics."""
+
+    def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def get_session_id(self) -> Any:
+        return self._call("getSessionId")
+
+    def get_current_task(self) -> Any:
+        return self._call("getCurrentTask")
+
+    def set_current_task(self, task: str | None) -> Any:
+        return self._call("setCurrentTask", {"task": task})
+
+    def add_message(self, role: str, content: str, timestamp: int | None = None) -> Any:
+        params: dict[str, Any] = {"role": role, "content": content}
+        if timestamp is not None:
+            params["timestamp"] = timestamp
+        return self._call("addMessage", params)
+
+    def get_recent_messages(self, count: int) -> Any:
+        return self._call("getRecentMessages", {"count": count})
+
+    def get_all_messages(self) -> Any:
+        return self._call("getAllMessages")
+
+    def track_open_file(self, file_path: str) -> Any:
+        return self._call("trackOpenFile", {"filePath": file_path})
+
+    def untrack_file(self, file_path: str) -> Any:
+        return self._call("untrackFile", {"filePath": file_path})
+
+    def get_open_files(self) -> Any:
+        return self._call("getOpenFiles")
+
+    def set_active_ticket(self, ticket_id: str | None) -> Any:
+        return self._call("setActiveTicket", {"ticketId": ticket_id})
+
+    def get_active_ticket(self) -> Any:
+        return self._call("getActiveTicket")
+
+    def set_context(self, key: str, value: Any) -> Any:
+        return self._call("setContext", {"key": key, "value": value})
+
+    def get_context(self, key: str) -> Any:
+        return self._call("getContext", {"key": key})
+
+    def delete_context(self, key: str) -> Any:
+        return self._call("deleteContext", {"key": key})
+
+    def get_all_context(self) -> Any:
+        return self._call("getAllContext")
+
+    def snapshot(self) -> Any:
+        return self._call("snapshot")
+
+    def restore(self) -> Any:
+        return self._call("restore")
+
+    def clear(self) -> Any:
+        return self._call("clear")
+
+    def get_stats(self) -> Any:
+        return self._call("getStats")
+
+    def hello(self) -> Any:
+        from . import __version__
+
+        return self._call(
+            "hello", {"clientVersion": __version__, "protocolVersion": p.PROTOCOL_VERSION}
+        )
+
+    def shutdown(self) -> Any:
+        return self._call("shutdown")
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Any method by its wire name, params by name."""
+        return self._call(method, params)

@@ -1,0 +1,133 @@
+"""Finding the daemon, and starting one when none answers (autostart).
+
+Race-free by construction: every racing client runs ``sessionmemd --background``;
+the daemons take an exclusive lock on the database before binding, so exactly
+one serves and the others exit with EXIT_ALREADY_RUNNING, which their clients
+take as "someone else is starting it" and simply connect. A daemon that fails
+for a real reason (bad flag, corrupt database, unwritable folder) reports that
+reason through its start pipe, and the client raises it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import errors
+from .paths import Paths
+
+AUTOSTART_IDLE_TIMEOUT = 900.0
+_NO_DAEMON = (errno.ENOENT, errno.ECONNREFUSED)
+
+
+def autostart_enabled(autostart: bool) -> bool:
+    return autostart and os.environ.get("SESSIONMEM_NO_AUTOSTART", "") in ("", "0")
+
+
+def daemon_command(paths: Paths, idle_timeout: float | None = AUTOSTART_IDLE_TIMEOUT) -> list[str]:
+    cmd = [sys.executable, "-m", "sessionmemd", "--background", "--project", str(paths.root)]
+    if paths.explicit_socket:
+        cmd += ["--socket", str(paths.socket)]
+    if idle_timeout:
+        cmd += ["--idle-timeout", str(idle_timeout)]
+    return cmd
+
+
+def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
+    if code in (errors.EXIT_OK, errors.EXIT_ALREADY_RUNNING):
+        return
+    text = stderr.decode(errors="replace").strip() or f"sessionmemd exited with status {code}"
+    raise errors.DaemonStartError(
+        f"could not start sessionmemd for {paths.root}: {text}", {"exitCode": code}
+    )
+
+
+def start_daemon(paths: Paths, timeout: float = 30.0) -> None:
+    """Start a detached daemon; returns once one serves (ours or a racer's)."""
+    try:
+        proc = subprocess.run(
+            daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
+    _start_result(proc.returncode, proc.stderr, paths)
+
+
+async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
+    _start_result(proc.returncode or 0, err, paths)
+
+
+def _no_daemon(paths: Paths, e: OSError) -> errors.ConnectionFailed:
+    return errors.ConnectionFailed(
+        f"no sessionmemd answers on {paths.socket} ({e.strerror}); start one with "
+        f"`sessionmem daemon start` or allow autostart",
+        {"socket": str(paths.socket)},
+    )
+
+
+def _connect_once(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.socket:
+    try:
+        return _connect_once(paths.socket, timeout)
+    except OSError as e:
+        if e.errno not in _NO_DAEMON:
+            raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
+        if not autostart_enabled(autostart):
+            raise _no_daemon(paths, e) from None
+    start_daemon(paths, timeout)
+    deadline = time.monotonic() + timeout
+    while True:  # a racer's daemon may still be binding its socket
+        try:
+            return _connect_once(paths.socket, timeout)
+        except OSError as e:
+            if e.errno not in _NO_DAEMON or time.monotonic() > deadline:
+                raise _no_daemon(paths, e) from None
+            time.sleep(0.02)
+
+
+async def open_async(
+    paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+    except OSError as e:
+        if e.errno not in _NO_DAEMON:
+            raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
+        if not autostart_enabled(autostart):
+            raise _no_daemon(paths, e) from None
+    await start_daemon_async(paths, timeout)
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+        except OSError as e:
+            if e.errno not in _NO_DAEMON or loop.time() > deadline:
+                raise _no_daemon(paths, e) from None
+            await asyncio.sleep(0.02)

@@ -1,0 +1,81 @@
+"""The blocking client: one socket, one call at a time.
+
+Safe to share between threads (calls are serialized by a lock); for concurrency
+within one process use AsyncSession, which pipelines calls on one connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+import threading
+from types import TracebackType
+from typing import Any
+
+from . import errors
+from . import protocol as p
+from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
+from .connect import connect
+from .paths import Paths, resolve
+
+MAX_REPLY = 1 << 31  # replies (getAllMessages) may be far larger than a request frame
+
+
+class Session(SessionAPI):
+    def __init__(
+        self,
+        project: str | os.PathLike[str] | None = None,
+        socket: str | os.PathLike[str] | None = None,
+        autostart: bool = True,
+        timeout: float = 30.0,
+    ) -> None:
+        self.paths: Paths = resolve(project, socket)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._framer = p.LineFramer(MAX_REPLY)
+        self._ready: list[bytes] = []
+        self._sock: _socket.socket | None = connect(self.paths, autostart, timeout)
+        self.daemon: p.HelloResult = self.hello()
+        check_hello(self.daemon)
+
+    def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise errors.ConnectionFailed("session is closed")
+            self._next_id += 1
+            rid = self._next_id
+            try:
+                sock.sendall(encode_call(method, params, rid))
+                frame = self._read_frame(sock)
+            except (OSError, p.FrameTooLarge) as e:
+                self.close()
+                raise errors.ConnectionFailed(f"lost the daemon during {method}: {e}") from None
+            reply = decode_reply(frame)
+            if reply.id != rid and reply.error is not p.UNSET:
+                raise errors.from_wire(reply.error)  # a connection-level error (id null)
+        return result_of(method, reply)
+
+    def _read_frame(self, sock: _socket.socket) -> bytes:
+        while not self._ready:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._ready.extend(self._framer.feed(data))
+        return self._ready.pop(0)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_sock", None) is not None:
+            self.close()
