@@ -28,6 +28,7 @@ class Session(SessionAPI):
         socket: str | os.PathLike[str] | None = None,
         autostart: bool = True,
         timeout: float = 30.0,
+        check_version: bool = True,
     ) -> None:
         self.paths: Paths = resolve(project, socket)
         self._timeout = timeout
@@ -37,7 +38,8 @@ class Session(SessionAPI):
         self._ready: list[bytes] = []
         self._sock: _socket.socket | None = connect(self.paths, autostart, timeout)
         self.daemon: p.HelloResult = self.hello()
-        check_hello(self.daemon)
+        if check_version:
+            check_hello(self.daemon)
 
     def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         with self._lock:
