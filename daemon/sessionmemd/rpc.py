@@ -50,17 +50,17 @@ def check_json_value(raw: bytes, max_depth: int, field: str) -> None:
     except (UnicodeDecodeError, msgspec.DecodeError) as e:
         raise errors.InvalidParams(f"`{field}` is not valid UTF-8 JSON: {e}") from None
     level: list[Any] = [value]
-    for _depth in range(max_depth + 1):
-        nxt: list[Any] = []
-        for v in level:
-            if type(v) is list:
-                nxt.extend(v)
-            elif type(v) is dict:
-                nxt.extend(v.values())
-        if not nxt:
+    depth = 0
+    while True:
+        containers = [v for v in level if type(v) is list or type(v) is dict]
+        if not containers:
             return
-        level = nxt
-    raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels")
+        depth += 1
+        if depth > max_depth:
+            raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels")
+        level = []
+        for v in containers:
+            level.extend(v if type(v) is list else v.values())
 
 
 def _params_message(method: str, e: msgspec.ValidationError) -> str:
@@ -119,6 +119,8 @@ class Dispatcher:
     def _handle_one(self, frame: bytes) -> bytes | Pending | None:
         try:
             req = _decode_request(frame)
+        except UnicodeDecodeError as e:
+            return self._error(None, errors.InvalidRequest(f"invalid request: {e}"))
         except msgspec.ValidationError as e:
             try:
                 _check_json(frame)
@@ -139,7 +141,7 @@ class Dispatcher:
             params = decode(_EMPTY_PARAMS if req.params is UNSET else req.params)
         except msgspec.ValidationError as e:
             return None if notify else self._error(rid, errors.InvalidParams(_params_message(req.method, e)))
-        except (msgspec.DecodeError, RecursionError) as e:  # nesting too deep inside params
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
             return None if notify else self._error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
         try:
             result = handler(params)

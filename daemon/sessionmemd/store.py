@@ -340,6 +340,11 @@ class Store:
                 )
         return len(ch)
 
+    @property
+    def total_changes(self) -> int:
+        """Rows SQLite has inserted, updated or deleted through this connection."""
+        return self._conn.total_changes
+
     def close(self) -> None:
         self._conn.close()
 

@@ -1,0 +1,195 @@
+"""Fixtures that run the real thing: a sessionmemd process, its socket, its SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DAEMON = [sys.executable, "-m", "sessionmemd"]
+CLI = [sys.executable, "-m", "sessionmem.cli"]
+
+
+def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Raw:
+    """A raw JSON-RPC connection: bytes in, parsed JSON out."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buf = b""
+        self.next_id = 0
+
+    def send(self, data: bytes | dict[str, Any] | list[Any]) -> None:
+        if not isinstance(data, bytes):
+            data = json.dumps(data).encode() + b"\n"
+        self.sock.sendall(data)
+
+    def recv(self) -> Any:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionResetError("closed by daemon")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        self.next_id += 1
+        req: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": self.next_id}
+        if params is not None:
+            req["params"] = params
+        self.send(req)
+        reply = self.recv()
+        assert reply["id"] == self.next_id, reply
+        return reply
+
+    def result(self, method: str, params: Any = None) -> Any:
+        reply = self.call(method, params)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, root: Path, socket_path: Path, db: Path, args: list[str], env: dict[str, str]) -> None:
+        self.root = root
+        self.socket = socket_path
+        self.db = db
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root.parent / f"daemon-{socket_path.stem}.log"
+
+    def cmd(self, *extra: str) -> list[str]:
+        return [*DAEMON, "--project", str(self.root), "--socket", str(self.socket), "--db", str(self.db), *self.args, *extra]
+
+    def start(self, *extra: str, wait: bool = True) -> Daemon:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd(*extra), stdout=log, stderr=log, env=self.env)
+        if wait:
+            wait_for(lambda: self._ready(), 15, f"sessionmemd on {self.socket}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sessionmemd exited with {self.proc.returncode}:\n{self.read_log()}")
+        return answers(self.socket)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def read_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def conn(self) -> Raw:
+        return Raw(self.socket)
+
+    def session(self) -> Any:
+        from sessionmem import Session
+
+        return Session(project=self.root, socket=self.socket, autostart=False)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A private runtime folder and no autostart unless a test asks for it."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    e = dict(os.environ)
+    e["XDG_RUNTIME_DIR"] = str(run)
+    e["SESSIONMEM_NO_AUTOSTART"] = "1"
+    for var in ("SESSIONMEM_PROJECT", "SESSIONMEM_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"):
+        e.pop(var, None)
+    return e
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(*args: str, root: Path | None = None, db: Path | None = None, name: str = "d", start: bool = True) -> Daemon:
+        r = root or tmp_path / "proj"
+        r.mkdir(exist_ok=True)
+        d = Daemon(r, tmp_path / f"{name}.sock", db or r / ".arela" / "memory" / "session.db", list(args), env)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(10)
+
+
+@pytest.fixture
+def daemon(make_daemon: Any) -> Daemon:
+    return make_daemon()
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,129 @@
+"""The session in memory: the original's behaviour, its fixes, and change tracking."""
+
+from __future__ import annotations
+
+import msgspec
+
+from sessionmem.protocol import Message
+from sessionmemd.state import Restored, SessionState
+
+msgs = msgspec.json.Decoder(list[Message]).decode
+obj = msgspec.json.decode
+
+
+def fresh() -> SessionState:
+    s = SessionState("sid", 1000)
+    s.drain()  # the new-session row
+    return s
+
+
+def test_messages_keep_insertion_order_and_explicit_timestamps() -> None:
+    s = fresh()
+    s.add_message("user", "b", 200)
+    s.add_message("assistant", "a", 100)  # older timestamp, added later
+    assert msgs(s.all_messages()) == [Message("user", "b", 200), Message("assistant", "a", 100)]
+
+
+def test_recent_messages() -> None:
+    s = fresh()
+    assert obj(s.recent_messages(3)) == []
+    for i in range(5):
+        s.add_message("user", str(i), i)
+    assert [m.content for m in msgs(s.recent_messages(2))] == ["3", "4"]
+    assert obj(s.recent_messages(0)) == []  # the original returned everything here
+    assert len(msgs(s.recent_messages(99))) == 5
+
+
+def test_files_no_duplicates_and_order_first_tracked() -> None:
+    s = fresh()
+    for f in ["a", "b", "a", "c"]:
+        s.track_file(f)
+    assert s.open_files() == ["a", "b", "c"]
+    s.untrack_file("b")
+    s.untrack_file("zzz")
+    assert s.open_files() == ["a", "c"]
+    got = s.open_files()
+    got.append("x")
+    assert s.open_files() == ["a", "c"]  # results are copies
+
+
+def test_context_values_of_every_json_type() -> None:
+    s = fresh()
+    values = {"s": "x", "i": 1, "f": 1.5, "t": True, "n": None, "l": [1, [2]], "o": {"a": {"b": []}}}
+    for k, v in values.items():
+        s.set_context(k, msgspec.json.encode(v))
+    assert obj(s.all_context()) == values
+    assert obj(s.get_context("o")) == {"a": {"b": []}}
+    assert s.get_context("missing") is None
+    s.set_context("s", b'"y"')
+    assert obj(s.get_context("s")) == "y"
+    s.delete_context("s")
+    assert "s" not in obj(s.all_context())
+
+
+def test_null_unsets_task_and_ticket() -> None:
+    s = fresh()
+    s.set_current_task("t")
+    s.set_active_ticket("T-1")
+    s.set_current_task(None)
+    s.set_active_ticket(None)
+    assert s.current_task is None and s.active_ticket is None
+
+
+def test_drain_holds_only_what_changed() -> None:
+    s = fresh()
+    assert s.drain() is None  # nothing changed, nothing to write
+    s.add_message("user", "m", 1)
+    s.track_file("a")
+    s.set_context("k", b"1")
+    ch = s.drain()
+    assert ch is not None
+    assert [obj(m) for m in ch.messages] == [{"role": "user", "content": "m", "timestamp": 1}]
+    assert ch.files == [("a", True)] and ch.context == [("k", "1")]
+    assert not ch.session_row
+    s.add_message("user", "n", 2)
+    ch2 = s.drain()
+    assert ch2 is not None and len(ch2.messages) == 1 and ch2.files == [] and ch2.context == []
+
+
+def test_no_op_calls_record_nothing() -> None:
+    s = fresh()
+    s.track_file("a")
+    s.drain()
+    s.track_file("a")
+    s.untrack_file("nope")
+    s.delete_context("nope")
+    s.set_current_task(None)
+    assert s.pending_changes == 0 and s.drain() is None
+
+
+def test_file_changes_come_in_tracking_order() -> None:
+    s = fresh()
+    s.track_file("a")
+    s.track_file("b")
+    s.drain()
+    s.untrack_file("a")
+    s.track_file("c")
+    s.track_file("a")  # re-tracked: now last
+    ch = s.drain()
+    assert ch is not None and ch.files == [("c", True), ("a", True)]
+    assert s.open_files() == ["b", "c", "a"]
+
+
+def test_clear_replaces_the_session_and_remembers_the_saved_one() -> None:
+    s = fresh()
+    s.add_message("user", "m", 1)
+    s.drain()
+    s.add_message("user", "lost", 2)
+    s.clear("sid2", 5000)
+    s.clear("sid3", 6000)  # twice before a snapshot: still the saved "sid" goes
+    assert s.session_id == "sid3" and s.messages_count == 0 and s.start_time == 6000
+    ch = s.drain()
+    assert ch is not None and ch.replaced_session == "sid" and ch.session_row and ch.messages == []
+
+
+def test_restored_state_has_nothing_to_write() -> None:
+    r = Restored("sid", 1, "t", None, [msgspec.json.encode(Message("user", "x", 1))], ["f"], {"k": b"2"})
+    s = SessionState.from_restored(r)
+    assert s.drain() is None
+    assert s.open_files() == ["f"] and obj(s.get_context("k")) == 2 and s.messages_count == 1
