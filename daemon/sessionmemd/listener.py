@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,13 @@ class Listener:
         if inherited is not None:
             name = inherited.getsockname()
             return cls(inherited, Path(name) if isinstance(name, str) and name else path, False)
-        if path.exists() or path.is_symlink():
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise OSError(f"{path} exists and is not a socket; refusing to replace it")
             if _answers(path):
                 raise AlreadyRunning(f"another daemon answers on {path}")
             path.unlink()  # stale: its daemon died without cleaning up
