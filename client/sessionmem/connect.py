@@ -82,14 +82,22 @@ def _no_daemon(paths: Paths, e: OSError) -> errors.ConnectionFailed:
 
 
 def _connect_once(path: Path, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            # EAGAIN: the daemon's accept queue is full for a moment (a burst of clients)
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.socket:

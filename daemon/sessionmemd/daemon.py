@@ -53,6 +53,7 @@ class Config:
     idle_timeout: float | None = None
     limits: Limits = field(default_factory=Limits)
     recover: bool = False
+    fsync: bool = False
 
 
 class Daemon:
@@ -72,7 +73,9 @@ class Daemon:
     # -- startup -------------------------------------------------------------------------
     def _open_store(self) -> Store:
         db = self.cfg.paths.db
-        sync = "FULL" if self.cfg.durability == "always" else "NORMAL"
+        # NORMAL in WAL mode: a commit is in the OS once it returns, which survives any
+        # crash of this process; FULL also fsyncs it, which survives power loss.
+        sync = "FULL" if self.cfg.fsync else "NORMAL"
         try:
             return Store(db, synchronous=sync)
         except BadDatabase as e:
@@ -104,8 +107,8 @@ class Daemon:
         handlers = build_handlers(self, now_ms, new_session_id, cfg.limits.max_depth)
         self.dispatcher = Dispatcher(handlers, self._internal_error)
         if cfg.durability == "always":
-            self.dispatcher.commit_gate = self._after_commit
-        self.server = Server(self.dispatcher, cfg.limits, self._touch)
+            self.dispatcher.durable = True
+        self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister)
         try:
             self.listener = Listener.open(cfg.paths.socket)
         except BaseException:
@@ -187,15 +190,6 @@ class Daemon:
 
     def _internal_error(self, method: str, e: BaseException) -> None:
         log.error("internal error in %s", method, exc_info=e)
-
-    def _after_commit(self, result: Any) -> Any:
-        fut = self.persister.commit_soon()
-
-        async def wait() -> Any:
-            await fut
-            return result
-
-        return wait()
 
     # -- Host: the methods that need the shell -------------------------------------------
     async def snapshot(self) -> p.SnapshotResult:

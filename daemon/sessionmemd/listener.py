@@ -21,6 +21,10 @@ from pathlib import Path
 from .systemd import inherited_listener
 
 
+# Deep enough that a burst of clients connecting at once is queued, not refused (EAGAIN).
+BACKLOG = 4096
+
+
 class AlreadyRunning(Exception):
     """Another daemon holds this database (or answers on this socket)."""
 
@@ -71,7 +75,7 @@ class Listener:
     _ino: tuple[int, int] | None = None
 
     @classmethod
-    def open(cls, path: Path, backlog: int = 1024) -> Listener:
+    def open(cls, path: Path, backlog: int = BACKLOG) -> Listener:
         inherited = inherited_listener()
         if inherited is not None:
             name = inherited.getsockname()

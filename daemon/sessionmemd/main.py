@@ -120,6 +120,7 @@ def _background(cfg: Config, log_path: str) -> None:
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False), help="Unix socket path (default: <runtime>/<key>.sock).")
 @click.option("--snapshot-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Seconds between snapshots of changes.")
 @click.option("--durability", type=click.Choice(["periodic", "always"]), default="periodic", show_default=True)
+@click.option("--fsync", is_flag=True, help="fsync every commit: survives power loss, not only crashes (slower).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=None, help="Exit (after a final snapshot) when idle this many seconds.")
 @click.option("--max-frame", type=click.IntRange(min=1024), default=_DEFAULTS.max_frame, show_default=True, help="Largest request line in bytes.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=_DEFAULTS.max_connections, show_default=True)
@@ -135,6 +136,7 @@ def main(
     socket_path: str | None,
     snapshot_interval: float,
     durability: str,
+    fsync: bool,
     idle_timeout: float | None,
     max_frame: int,
     max_connections: int,
@@ -159,6 +161,7 @@ def main(
         limits=Limits(max_frame=max_frame, max_connections=max_connections,
                       max_output=max_output, max_depth=max_depth),
         recover=recover,
+        fsync=fsync,
     )
     if background:
         _background(cfg, str(paths.log))

@@ -3,6 +3,8 @@
 A handler returns a value to encode, or a coroutine when the answer needs the
 I/O shell (snapshot, restore, shutdown): the frame's reply then comes back as a
 :class:`PendingReply` that the server awaits and finishes with :meth:`finish`.
+With ``durable`` set (durability=always), a mutating call's reply is pending too:
+its value is known, but it may only be sent once the change is committed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ Handler = Callable[[Any], Any]
 class Pending(NamedTuple):
     id: p.RequestId
     notify: bool
-    work: Coroutine[Any, Any, Any]
+    # The coroutine that produces the result, or None when the result is ``value``
+    # and only waits for the commit of the change that produced it.
+    work: Coroutine[Any, Any, Any] | None
+    value: Any = None
 
 
 class PendingReply(NamedTuple):
     parts: list[bytes | Pending]
     batch: bool
+
+    def pending(self) -> list[Pending]:
+        return [x for x in self.parts if type(x) is not bytes]  # type: ignore[misc]
 
 
 _decode_request = msgspec.json.Decoder(p.Request).decode
@@ -79,9 +87,7 @@ class Dispatcher:
             self._table[name] = (msgspec.json.Decoder(spec.params).decode, handlers[name], spec.mutates)
         self._encode = msgspec.json.Encoder().encode
         self._on_internal_error = on_internal_error
-        # durability=always: wraps a mutating call's result in a coroutine that
-        # finishes once the change is committed, so the reply waits for the commit.
-        self.commit_gate: Callable[[Any], Coroutine[Any, Any, Any]] | None = None
+        self.durable = False  # durability=always: mutating replies wait for the commit
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> bytes | PendingReply | None:
@@ -150,10 +156,10 @@ class Dispatcher:
         except Exception as e:  # a bug: report it, keep serving
             self._on_internal_error(req.method, e)
             return None if notify else self._error(rid, errors.InternalError(f"internal error in {req.method}: {e!r}"))
-        if mutates and self.commit_gate is not None and type(result) is not types.CoroutineType:
-            result = self.commit_gate(result)
         if type(result) is types.CoroutineType:
             return Pending(None if notify else rid, notify, result)
+        if mutates and self.durable:
+            return Pending(None if notify else rid, notify, None, result)
         if notify:
             return None
         return self._encode(p.Response(id=rid, result=result))

@@ -20,6 +20,8 @@ import msgspec
 from sessionmem import errors
 from sessionmem.protocol import FrameTooLarge, LineFramer
 
+from .listener import BACKLOG
+from .persist import WOULD_BLOCK, Persister
 from .rpc import Dispatcher, PendingReply
 
 log = logging.getLogger("sessionmemd")
@@ -116,13 +118,42 @@ class Connection(asyncio.Protocol):
         if out:
             self.write(out[0] if len(out) == 1 else b"".join(out))
         if pending:
-            srv.track(asyncio.ensure_future(self._finish(pending)))
+            self._settle(pending)
 
-    async def _finish(self, pending: list[PendingReply]) -> None:
+    def _settle(self, pending: list[PendingReply]) -> None:
+        """Finish replies that wait for the disk. Writes that only wait for their commit
+        (durability=always) are committed right here when that is cheap, so a write
+        costs no thread hop and no task; anything else goes to a task."""
+        srv = self.srv
+        parts = [x for r in pending for x in r.pending()]
+        persister = srv.persister
+        if persister is not None and all(x.work is None for x in parts):
+            outcome = persister.commit_inline()
+            if outcome is not WOULD_BLOCK:
+                for r in pending:
+                    results = [x.value if outcome is None else outcome for x in r.pending()]
+                    frame = srv.dispatcher.finish(r, results)
+                    if frame is not None:
+                        self.write(frame)
+                return
+        commit = None
+        if persister is not None and any(x.work is None for x in parts):
+            commit = persister.commit_soon()  # now: it must cover the changes just made
+        srv.track(asyncio.ensure_future(self._finish(pending, commit)))
+
+    async def _finish(self, pending: list[PendingReply], commit: asyncio.Future[None] | None) -> None:
         for reply in pending:
-            results = await asyncio.gather(
-                *(p.work for p in reply.parts if type(p) is not bytes), return_exceptions=True
-            )
+            results: list[Any] = []
+            for part in reply.pending():
+                try:
+                    if part.work is not None:
+                        results.append(await part.work)
+                    else:
+                        assert commit is not None
+                        await asyncio.shield(commit)
+                        results.append(part.value)
+                except Exception as e:  # encoded as the call's error by finish()
+                    results.append(e)
             frame = self.srv.dispatcher.finish(reply, results)
             if frame is not None:
                 self.write(frame)
@@ -164,9 +195,14 @@ class Connection(asyncio.Protocol):
 
 class Server:
     def __init__(
-        self, dispatcher: Dispatcher, limits: Limits, on_activity: Callable[[], None]
+        self,
+        dispatcher: Dispatcher,
+        limits: Limits,
+        on_activity: Callable[[], None],
+        persister: Persister | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.persister = persister
         self.limits = limits
         self.uid = os.getuid()
         self.connections: set[Connection] = set()
@@ -181,7 +217,11 @@ class Server:
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._aserver = await loop.create_unix_server(lambda: Connection(self), sock=sock)
+        # asyncio re-listens with its own backlog (100 by default): keep a deep one, so a
+        # burst of clients connecting at once is queued rather than refused with EAGAIN.
+        self._aserver = await loop.create_unix_server(
+            lambda: Connection(self), sock=sock, backlog=BACKLOG
+        )
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading requests; in-flight ones still finish."""
