@@ -1,0 +1,203 @@
+"""Durability under kill -9, SIGTERM under load, full disks and file-size limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessionmem import errors
+
+from conftest import Daemon, wait_for
+
+AUDIT = Path(__file__).resolve().parent.parent / "benchmarks" / "kill9_audit.py"
+
+
+@pytest.mark.parametrize("mode,interval", [("always", "1"), ("periodic", "0.05")])
+def test_kill9_audit(tmp_path: Path, mode: str, interval: str) -> None:
+    out = tmp_path / "audit.json"
+    r = subprocess.run([sys.executable, str(AUDIT), "--cycles", "12", "--durability", mode,
+                        "--interval", interval, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    figures = json.loads(out.read_text())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert figures["cycles"] == 12 and figures["acknowledged"] > 0
+    assert figures["duplicates"] == 0 and figures["outOfOrder"] == 0 and figures["integrityFailures"] == 0
+    if mode == "always":
+        assert figures["lostAcknowledged"] == 0
+        assert figures["restored"] >= figures["acknowledged"]
+
+
+def test_periodic_loss_is_bounded_by_the_interval(make_daemon) -> None:
+    d = make_daemon("--snapshot-interval", "0.1")
+    with d.session() as s:
+        for i in range(500):
+            s.add_message("user", str(i))
+        # Quiet for many intervals: everything acknowledged must be on disk by now.
+        wait_for(lambda: s.get_stats().pendingChanges == 0, what="the periodic snapshot")
+    d.kill9()
+    d.start()
+    with d.session() as s:
+        assert [m.content for m in s.get_all_messages()] == [str(i) for i in range(500)]
+
+
+def test_sigterm_under_load_saves_everything_acknowledged(make_daemon) -> None:
+    d = make_daemon("--snapshot-interval", "3600")
+    acked: dict[int, list[int]] = {k: [] for k in range(4)}
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        try:
+            with d.session() as s:
+                i = 0
+                while not stop.is_set():
+                    s.add_message("user", f"{k}-{i}")
+                    acked[k].append(i)
+                    i += 1
+        except errors.SessionmemError:
+            pass
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in acked]
+    for t in threads:
+        t.start()
+    wait_for(lambda: all(len(v) > 50 for v in acked.values()), what="writers under way")
+    assert d.stop(signal.SIGTERM) == 0
+    stop.set()
+    for t in threads:
+        t.join()
+    d.start()
+    with d.session() as s:
+        got = [m.content for m in s.get_all_messages()]
+    for k, idx in acked.items():
+        mine = [int(c.split("-")[1]) for c in got if c.startswith(f"{k}-")]
+        assert mine[: len(idx)] == idx  # every acknowledged one, in order, once
+
+
+# -- full disks -------------------------------------------------------------------------
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    if os.getuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k,mode=0700", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_until_snapshots_fail(d: Daemon, s, size: int = 8192, limit: int = 2000) -> int:  # type: ignore[no-untyped-def]
+    for i in range(limit):
+        s.add_message("user", f"{i}:" + "x" * size)
+        if i % 10 == 9:
+            try:
+                s.snapshot()
+            except errors.PersistFailed:
+                return i + 1
+    raise AssertionError("the disk never filled up")
+
+
+def test_full_disk_keeps_serving_then_recovers_with_nothing_lost(make_daemon, tiny_fs: Path) -> None:
+    d = make_daemon("--snapshot-interval", "0.1", db=tiny_fs / "session.db")
+    with d.session() as s:
+        n = fill_until_snapshots_fail(d, s)
+        st = s.get_stats()
+        assert st.lastSnapshotError and ("full" in st.lastSnapshotError.lower() or "disk" in st.lastSnapshotError.lower())
+        assert st.snapshotFailures >= 1 and st.pendingChanges > 0
+        for i in range(n, n + 5):  # still serving from memory
+            s.add_message("user", f"{i}:after")
+        assert s.get_stats().messagesCount == n + 5
+        subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_fs)], check=True)  # the disk recovers
+        wait_for(lambda: s.get_stats().lastSnapshotError is None and s.get_stats().pendingChanges == 0,
+                 what="the retried snapshot")
+    assert "snapshot failed" in d.read_log() and "recovered" in d.read_log()
+    assert d.stop() == 0
+    d.start()
+    with d.session() as s:
+        assert [int(m.content.split(":")[0]) for m in s.get_all_messages()] == list(range(n + 5))
+
+
+def test_sigterm_on_a_full_disk_says_what_was_not_saved(make_daemon, tiny_fs: Path) -> None:
+    d = make_daemon("--snapshot-interval", "3600", db=tiny_fs / "session.db")
+    with d.session() as s:
+        n = fill_until_snapshots_fail(d, s)
+    assert d.stop() == errors.EXIT_FAILURE
+    log = d.read_log()
+    assert "NOT SAVED" in log and "message(s)" in log
+    dumps = list(d.socket.parent.glob("*.unsaved-*.json"))
+    assert len(dumps) == 1
+    doc = json.loads(dumps[0].read_text())
+    unsaved = [m["content"] for b in doc["batches"] for m in b["messages"]]
+    assert unsaved and unsaved[-1].startswith(f"{n - 1}:")
+
+
+def test_always_mode_refuses_to_acknowledge_what_it_cannot_commit(make_daemon, tiny_fs: Path) -> None:
+    d = make_daemon("--durability", "always", db=tiny_fs / "session.db")
+    with d.session() as s:
+        with pytest.raises(errors.PersistFailed) as ei:
+            for i in range(2000):
+                s.add_message("user", f"{i}:" + "x" * 8192)
+        failed_at = i
+        assert ei.value.code == -32004
+        assert s.get_stats().messagesCount == failed_at + 1  # applied in memory, reported unsaved
+        subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_fs)], check=True)
+        s.add_message("user", f"{failed_at + 1}:later")  # commits the backlog too
+        assert s.get_stats().pendingChanges == 0
+    d.kill9()
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == failed_at + 2
+
+
+def test_file_size_limit_is_an_error_not_a_crash(make_daemon) -> None:
+    """RLIMIT_FSIZE makes writes fail with EFBIG (SIGXFSZ is ignored); raising the
+    limit afterwards (like freeing disk space) lets the retried snapshot through."""
+    d = make_daemon(start=False)
+    d.args = ["--snapshot-interval", "0.1"]
+    limit = 256 * 1024
+
+    def lower_fsize() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    with open(d.log, "ab") as log:
+        d.proc = subprocess.Popen(d.cmd(), stdout=log, stderr=log, env=d.env, preexec_fn=lower_fsize)
+    wait_for(lambda: d._ready(), what="daemon")
+    with d.session() as s:
+        n = fill_until_snapshots_fail(d, s, size=4096)
+        assert d.proc.poll() is None  # no SIGXFSZ death
+        assert s.get_stats().lastSnapshotError
+        resource.prlimit(d.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        wait_for(lambda: s.get_stats().pendingChanges == 0, what="the retried snapshot")
+    assert d.stop() == 0
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == n
+
+
+# -- bad databases at start --------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"garbage " * 1000, b"SQLite format 3\x00" + b"\x00" * 84])
+def test_daemon_refuses_a_bad_database_and_leaves_it_alone(make_daemon, content: bytes) -> None:
+    d = make_daemon(start=False)
+    d.db.parent.mkdir(parents=True)
+    d.db.write_bytes(content)
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(30) == errors.EXIT_BAD_DATABASE
+    assert d.db.read_bytes() == content
+    assert not os.path.exists(str(d.db) + "-wal")
+    log = d.read_log()
+    assert "refusing to use" in log and str(d.db) in log and "--recover" in log
+    assert not d.socket.exists()
+    d.start("--recover")  # the explicit way out: moved aside, never deleted
+    assert [p.read_bytes() for p in d.db.parent.glob("session.db.corrupt-*")] == [content]
+    with d.session() as s:
+        assert s.get_all_messages() == []
