@@ -201,3 +201,30 @@ def test_daemon_refuses_a_bad_database_and_leaves_it_alone(make_daemon, content:
     assert [p.read_bytes() for p in d.db.parent.glob("session.db.corrupt-*")] == [content]
     with d.session() as s:
         assert s.get_all_messages() == []
+
+
+def test_a_big_first_snapshot_does_not_freeze_the_daemon(make_daemon) -> None:
+    d = make_daemon("--snapshot-interval", "3600")
+    c = d.conn()
+    n = 200_000
+    note = b'{"jsonrpc":"2.0","method":"addMessage","params":{"role":"user","content":"' + b"x" * 150 + b'"}}\n'
+    for _ in range(n // 10_000):
+        c.send(note * 10_000)  # notifications: no replies to read
+    assert c.result("getStats")["messagesCount"] == n
+    done = threading.Event()
+    result: dict = {}
+
+    def snap() -> None:
+        result.update(d.conn().result("snapshot"))
+        done.set()
+
+    t = threading.Thread(target=snap)
+    t.start()
+    answered_during = 0
+    other = d.conn()
+    while not done.is_set():
+        if other.result("getStats")["snapshotInProgress"]:
+            answered_during += 1  # answered while the writer thread was busy
+    t.join()
+    assert result["written"] and result["messages"] == n
+    assert answered_during > 0  # served while the snapshot was being written

@@ -155,6 +155,7 @@ class Stats(Struct):
     lastSnapshotError: str | None
     snapshotFailures: int
     snapshotsWritten: int
+    snapshotInProgress: bool
     durability: str
     connections: int
     uptimeMs: int

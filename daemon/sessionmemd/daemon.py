@@ -224,6 +224,7 @@ class Daemon:
             lastSnapshotError=ps.last_error,
             snapshotFailures=ps.failures,
             snapshotsWritten=ps.written,
+            snapshotInProgress=ps.busy,
             durability=self.cfg.durability,
             connections=len(self.server.connections),
             uptimeMs=int((time.monotonic() - self._started_mono) * 1000),

@@ -91,6 +91,11 @@ class Persister:
         self.last_error = msg
 
     @property
+    def busy(self) -> bool:
+        """A snapshot (or restore) is being written (read) on the writer thread."""
+        return self._lock.locked()
+
+    @property
     def pending(self) -> int:
         return self._get_state().pending_changes + sum(len(b) for b in self._unsaved)
 
