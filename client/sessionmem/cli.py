@@ -395,5 +395,62 @@ def daemon_restart(ctx: click.Context, idle_timeout: float | None) -> None:
     ctx.invoke(daemon_start, idle_timeout=idle_timeout)
 
 
+# -- service files ----------------------------------------------------------------------
+@main.group()
+def service() -> None:
+    """Run this project's daemon as a user service (systemd socket activation / launchd)."""
+
+
+def _print_files(files: list[tuple[str, str]]) -> None:
+    for path, text in files:
+        click.echo(f"# {path}")
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@service.command("install")
+@click.option("--print", "only_print", is_flag=True, help="Only print the files; write and start nothing.")
+@click.option("--no-start", is_flag=True, help="Write the files but do not enable or start the socket.")
+@pass_ctx
+def service_install(c: Ctx, only_print: bool, no_start: bool) -> None:
+    """Write the unit files (or plist) for this project and start listening."""
+    from . import service as svc
+
+    root = c.paths().root
+    lay = svc.Layout.for_project(root)
+    if only_print:
+        if sys.platform == "darwin":
+            _print_files([(str(lay.plist), svc.render_plist(root).decode())])
+        else:
+            u = svc.render_units(root)
+            _print_files([(str(lay.unit_dir / "sessionmem@.socket"), u.socket),
+                          (str(lay.unit_dir / "sessionmem@.service"), u.service),
+                          (str(lay.env_file), u.env)])
+        return
+    for line in svc.install(root, start=not no_start):
+        click.echo(line)
+
+
+@service.command("uninstall")
+@pass_ctx
+def service_uninstall(c: Ctx) -> None:
+    """Stop and disable this project's service and remove its files."""
+    from . import service as svc
+
+    for line in svc.uninstall(c.paths().root):
+        click.echo(line)
+
+
+@service.command("status")
+@pass_ctx
+def service_status(c: Ctx) -> None:
+    """The service manager's view of this project's socket and daemon."""
+    from . import service as svc
+
+    code, lines = svc.status(c.paths().root)
+    for line in lines:
+        click.echo(line)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()

@@ -73,6 +73,20 @@ async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
     _start_result(proc.returncode or 0, err, paths)
 
 
+def _may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
+    """Raise unless this client should start a daemon itself."""
+    if not autostart_enabled(autostart):
+        raise _no_daemon(paths, e) from None
+    from .service import managed_by_service
+
+    if managed_by_service(paths):
+        raise errors.ConnectionFailed(
+            f"no daemon answers on {paths.socket}, and a service manager owns this project's "
+            f"socket, so none is autostarted: check `sessionmem service status`",
+            {"socket": str(paths.socket)},
+        ) from None
+
+
 def _no_daemon(paths: Paths, e: OSError) -> errors.ConnectionFailed:
     return errors.ConnectionFailed(
         f"no sessionmemd answers on {paths.socket} ({e.strerror}); start one with "
@@ -106,8 +120,7 @@ def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.sock
     except OSError as e:
         if e.errno not in _NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
-        if not autostart_enabled(autostart):
-            raise _no_daemon(paths, e) from None
+        _may_autostart(paths, autostart, e)
     start_daemon(paths, timeout)
     deadline = time.monotonic() + timeout
     while True:  # a racer's daemon may still be binding its socket
@@ -128,8 +141,7 @@ async def open_async(
     except OSError as e:
         if e.errno not in _NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
-        if not autostart_enabled(autostart):
-            raise _no_daemon(paths, e) from None
+        _may_autostart(paths, autostart, e)
     await start_daemon_async(paths, timeout)
     deadline = loop.time() + timeout
     while True:
