@@ -16,26 +16,38 @@ import msgspec
 from . import errors
 from . import protocol as p
 
-_request_encoder = msgspec.json.Encoder()
+_encode = msgspec.json.Encoder().encode
 _reply_decoder = msgspec.json.Decoder(p.Reply)
 _result_decoders: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(spec.result) for name, spec in p.METHODS.items()
 }
+_typed_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(p.TypedReply[spec.result]) for name, spec in p.METHODS.items()  # type: ignore[name-defined]
+}
 _any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+_any_typed: msgspec.json.Decoder[Any] = msgspec.json.Decoder(p.TypedReply[Any])
+_prefixes: dict[str, bytes] = {}
 
 
 def encode_call(method: str, params: dict[str, Any] | None, rid: int) -> bytes:
-    req: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
+    """One request frame. The constant head is encoded once per method."""
+    head = _prefixes.get(method)
+    if head is None:
+        head = _prefixes[method] = b'{"jsonrpc":"2.0","method":' + _encode(method) + b',"id":'
     if params:
-        req["params"] = params
-    return _request_encoder.encode(req) + b"\n"
+        return head + str(rid).encode() + b',"params":' + _encode(params) + b"}\n"
+    return head + str(rid).encode() + b"}\n"
+
+
+def _malformed(e: Exception) -> errors.SessionmemError:
+    return errors.InternalError(f"malformed reply from the daemon: {e}")
 
 
 def decode_reply(frame: bytes) -> p.Reply:
     try:
         return _reply_decoder.decode(frame)
     except msgspec.DecodeError as e:
-        raise errors.InternalError(f"malformed reply from the daemon: {e}") from None
+        raise _malformed(e) from None
 
 
 def result_of(method: str, reply: p.Reply) -> Any:
@@ -46,7 +58,23 @@ def result_of(method: str, reply: p.Reply) -> Any:
     if raw is p.UNSET:
         raise errors.InternalError("reply holds neither result nor error")
     decoder = _result_decoders.get(method, _any_decoder)
-    return decoder.decode(raw)  # type: ignore[arg-type]
+    try:
+        return decoder.decode(raw)  # type: ignore[arg-type]
+    except msgspec.DecodeError as e:
+        raise _malformed(e) from None
+
+
+def decode_typed(method: str, frame: bytes) -> p.TypedReply[Any]:
+    """Decode a reply and its result in one pass (the blocking client's fast path)."""
+    try:
+        return _typed_decoders.get(method, _any_typed).decode(frame)
+    except msgspec.ValidationError:
+        # An error reply, or a result of an unexpected shape: decode loosely to tell.
+        reply = decode_reply(frame)
+        result_of(method, reply)
+        raise
+    except msgspec.DecodeError as e:
+        raise _malformed(e) from None
 
 
 def check_hello(hello: p.HelloResult) -> None:

@@ -7,7 +7,7 @@ import these types, so the Structs below *are* the protocol's documentation
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -71,6 +71,18 @@ class Reply(Struct, omit_defaults=True, kw_only=True):
     jsonrpc: str = JSONRPC
     id: RequestId = None
     result: Raw | UnsetType = UNSET
+    error: ErrorObject | UnsetType = UNSET
+
+
+T = TypeVar("T")
+
+
+class TypedReply(Struct, Generic[T], omit_defaults=True, kw_only=True):
+    """A reply whose result is decoded straight into the method's result type."""
+
+    jsonrpc: str = JSONRPC
+    id: RequestId = None
+    result: T | UnsetType = UNSET
     error: ErrorObject | UnsetType = UNSET
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from . import errors
 from . import protocol as p
-from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
-from .connect import connect
+from .api import SessionAPI, check_hello, decode_typed, encode_call
+from .connect import connect, set_io_timeout
 from .paths import Paths, resolve
 
 MAX_REPLY = 1 << 31  # replies (getAllMessages) may be far larger than a request frame
+READ_SIZE = 1 << 16  # below the malloc mmap threshold: a recv buffer must not cost a syscall
 
 
 class Session(SessionAPI):
@@ -37,6 +38,7 @@ class Session(SessionAPI):
         self._framer = p.LineFramer(MAX_REPLY)
         self._ready: list[bytes] = []
         self._sock: _socket.socket | None = connect(self.paths, autostart, timeout)
+        set_io_timeout(self._sock, timeout)
         self.daemon: p.HelloResult = self.hello()
         if check_version:
             check_hello(self.daemon)
@@ -46,22 +48,33 @@ class Session(SessionAPI):
             sock = self._sock
             if sock is None:
                 raise errors.ConnectionFailed("session is closed")
-            self._next_id += 1
-            rid = self._next_id
+            self._next_id = rid = self._next_id + 1
             try:
                 sock.sendall(encode_call(method, params, rid))
                 frame = self._read_frame(sock)
+            except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
+                self.close()
+                raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
             except (OSError, p.FrameTooLarge) as e:
                 self.close()
                 raise errors.ConnectionFailed(f"lost the daemon during {method}: {e}") from None
-            reply = decode_reply(frame)
-            if reply.id != rid and reply.error is not p.UNSET:
-                raise errors.from_wire(reply.error)  # a connection-level error (id null)
-        return result_of(method, reply)
+        # A connection-level error (id null, e.g. frame too large) raises here too.
+        reply = decode_typed(method, frame)
+        if reply.error is not p.UNSET:
+            raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+        return reply.result
 
     def _read_frame(self, sock: _socket.socket) -> bytes:
+        if not self._ready and not self._framer.pending:
+            data = sock.recv(READ_SIZE)
+            # The common case: exactly one whole reply arrived in one read.
+            if data[-1:] == b"\n" and data.count(b"\n") == 1:
+                return data
+            if not data:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._ready.extend(self._framer.feed(data))
         while not self._ready:
-            data = sock.recv(1 << 20)
+            data = sock.recv(READ_SIZE)
             if not data:
                 raise ConnectionResetError("the daemon closed the connection")
             self._ready.extend(self._framer.feed(data))
