@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, Union
 
 import msgspec
-from msgspec import UNSET, Raw
+from msgspec import UNSET, Raw, UnsetType
 
 from sessionmem import errors
 from sessionmem import protocol as p
@@ -44,6 +44,27 @@ _decode_batch = msgspec.json.Decoder(list[Raw]).decode
 _check_json = msgspec.json.Decoder(Raw).decode
 _decode_any = msgspec.json.decode
 _EMPTY_PARAMS = b"{}"
+
+
+def _typed_request(name: str, spec: p.MethodSpec) -> type:
+    """A request Struct for one method, tagged by its name: a union of these decodes
+    envelope and params in a single pass."""
+    try:
+        default: Any = spec.params()  # params may be omitted when none is required
+        field: tuple[Any, ...] = ("params", spec.params, default)
+    except TypeError:
+        field = ("params", spec.params)
+    return msgspec.defstruct(
+        f"{name}Request",
+        [("jsonrpc", Literal["2.0"]), field, ("id", p.RequestId | UnsetType, UNSET)],
+        tag_field="method",
+        tag=name,
+        kw_only=True,
+    )
+
+
+_TYPED_REQUESTS = tuple(_typed_request(n, s) for n, s in p.METHODS.items())
+_decode_typed_request = msgspec.json.Decoder(Union[_TYPED_REQUESTS]).decode  # type: ignore[valid-type]
 
 
 def check_json_value(raw: bytes, max_depth: int, field: str) -> None:
@@ -83,8 +104,12 @@ class Dispatcher:
         on_internal_error: Callable[[str, BaseException], None] = lambda m, e: None,
     ) -> None:
         self._table: dict[str, tuple[Callable[[bytes], Any], Handler, bool]] = {}
+        self._by_type: dict[type, tuple[str, Handler, bool]] = {}
         for name, spec in p.METHODS.items():
             self._table[name] = (msgspec.json.Decoder(spec.params).decode, handlers[name], spec.mutates)
+        for cls in _TYPED_REQUESTS:
+            name = cls.__struct_config__.tag  # type: ignore[attr-defined]
+            self._by_type[cls] = (name, handlers[name], p.METHODS[name].mutates)
         self._encode = msgspec.json.Encoder().encode
         self._on_internal_error = on_internal_error
         self.durable = False  # durability=always: mutating replies wait for the commit
@@ -123,6 +148,16 @@ class Dispatcher:
         return PendingReply(parts, batch=True)
 
     def _handle_one(self, frame: bytes) -> bytes | Pending | None:
+        # Fast path: a valid request decodes, params and all, in one pass. Anything
+        # else takes the slow path, which decodes step by step to name the error.
+        try:
+            req = _decode_typed_request(frame)
+        except Exception:
+            return self._handle_slow(frame)
+        name, handler, mutates = self._by_type[type(req)]
+        return self._run(name, handler, mutates, req.id, req.params)
+
+    def _handle_slow(self, frame: bytes) -> bytes | Pending | None:
         try:
             req = _decode_request(frame)
         except UnicodeDecodeError as e:
@@ -149,13 +184,17 @@ class Dispatcher:
             return None if notify else self._error(rid, errors.InvalidParams(_params_message(req.method, e)))
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
             return None if notify else self._error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
+        return self._run(req.method, handler, mutates, rid, params)
+
+    def _run(self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any) -> bytes | Pending | None:
+        notify = rid is UNSET
         try:
             result = handler(params)
         except errors.SessionmemError as e:
             return None if notify else self._error(rid, e)
         except Exception as e:  # a bug: report it, keep serving
-            self._on_internal_error(req.method, e)
-            return None if notify else self._error(rid, errors.InternalError(f"internal error in {req.method}: {e!r}"))
+            self._on_internal_error(method, e)
+            return None if notify else self._error(rid, errors.InternalError(f"internal error in {method}: {e!r}"))
         if type(result) is types.CoroutineType:
             return Pending(None if notify else rid, notify, result)
         if mutates and self.durable:
