@@ -4,15 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from types import TracebackType
 from typing import Any
 
 from . import errors
 from . import protocol as p
 from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
-from .connect import open_async
+from .connect import NO_DAEMON, daemon_command, may_autostart, no_daemon, start_result
 from .paths import Paths, resolve
 from .session import MAX_REPLY
+
+
+async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
+    start_result(proc.returncode or 0, err, paths)
+
+
+async def open_async(
+    paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+    except OSError as e:
+        if e.errno not in NO_DAEMON:
+            raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
+        may_autostart(paths, autostart, e)
+    await start_daemon_async(paths, timeout)
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+        except OSError as e:
+            if e.errno not in NO_DAEMON or loop.time() > deadline:
+                raise no_daemon(paths, e) from None
+            await asyncio.sleep(0.02)
 
 
 class _ClientProtocol(asyncio.Protocol):

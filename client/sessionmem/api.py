@@ -18,15 +18,29 @@ from . import protocol as p
 
 _encode = msgspec.json.Encoder().encode
 _reply_decoder = msgspec.json.Decoder(p.Reply)
-_result_decoders: dict[str, msgspec.json.Decoder[Any]] = {
-    name: msgspec.json.Decoder(spec.result) for name, spec in p.METHODS.items()
-}
-_typed_decoders: dict[str, msgspec.json.Decoder[Any]] = {
-    name: msgspec.json.Decoder(p.TypedReply[spec.result]) for name, spec in p.METHODS.items()  # type: ignore[name-defined]
-}
-_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
-_any_typed: msgspec.json.Decoder[Any] = msgspec.json.Decoder(p.TypedReply[Any])
+_result_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+_typed_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
 _prefixes: dict[str, bytes] = {}
+
+
+def _result_type(method: str) -> Any:
+    spec = p.METHODS.get(method)
+    return Any if spec is None else spec.result
+
+
+def _result_decoder(method: str) -> msgspec.json.Decoder[Any]:
+    # Built on first use: a one-shot CLI call should not pay for all of them.
+    dec = _result_decoders.get(method)
+    if dec is None:
+        dec = _result_decoders[method] = msgspec.json.Decoder(_result_type(method))
+    return dec
+
+
+def _typed_decoder(method: str) -> msgspec.json.Decoder[Any]:
+    dec = _typed_decoders.get(method)
+    if dec is None:
+        dec = _typed_decoders[method] = msgspec.json.Decoder(p.TypedReply[_result_type(method)])  # type: ignore[misc]
+    return dec
 
 
 def encode_call(method: str, params: dict[str, Any] | None, rid: int) -> bytes:
@@ -57,9 +71,8 @@ def result_of(method: str, reply: p.Reply) -> Any:
     raw = reply.result
     if raw is p.UNSET:
         raise errors.InternalError("reply holds neither result nor error")
-    decoder = _result_decoders.get(method, _any_decoder)
     try:
-        return decoder.decode(raw)  # type: ignore[arg-type]
+        return _result_decoder(method).decode(raw)  # type: ignore[arg-type]
     except msgspec.DecodeError as e:
         raise _malformed(e) from None
 
@@ -67,7 +80,7 @@ def result_of(method: str, reply: p.Reply) -> Any:
 def decode_typed(method: str, frame: bytes) -> p.TypedReply[Any]:
     """Decode a reply and its result in one pass (the blocking client's fast path)."""
     try:
-        return _typed_decoders.get(method, _any_typed).decode(frame)
+        return _typed_decoder(method).decode(frame)
     except msgspec.ValidationError:
         # An error reply, or a result of an unexpected shape: decode loosely to tell.
         reply = decode_reply(frame)

@@ -12,9 +12,9 @@ import click
 import msgspec
 
 from . import errors
+from .entry import EXIT_NOT_RUNNING, report
 from .paths import PathError, resolve
 
-EXIT_NOT_RUNNING = 3
 _json = msgspec.json.Encoder()
 
 
@@ -66,12 +66,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except errors.ConnectionFailed as e:
-            _fail(e.message, EXIT_NOT_RUNNING if not isinstance(e, errors.DaemonStartError) else 1)
-        except errors.SessionmemError as e:
-            _fail(f"{e.message} (code {e.code})")
-        except PathError as e:
-            _fail(str(e))
+        except (errors.SessionmemError, PathError) as e:
+            message, code = report(e) or (str(e), 1)
+            _fail(message, code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,12 +10,10 @@ reason through its start pipe, and the client raises it at once.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from . import errors
 from .paths import Paths
 
 AUTOSTART_IDLE_TIMEOUT = 900.0
-_NO_DAEMON = (errno.ENOENT, errno.ECONNREFUSED)
+NO_DAEMON = (errno.ENOENT, errno.ECONNREFUSED)
 
 
 def autostart_enabled(autostart: bool) -> bool:
@@ -40,7 +38,7 @@ def daemon_command(paths: Paths, idle_timeout: float | None = AUTOSTART_IDLE_TIM
     return cmd
 
 
-def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
+def start_result(code: int, stderr: bytes, paths: Paths) -> None:
     if code in (errors.EXIT_OK, errors.EXIT_ALREADY_RUNNING):
         return
     text = stderr.decode(errors="replace").strip() or f"sessionmemd exited with status {code}"
@@ -51,6 +49,8 @@ def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
 
 def start_daemon(paths: Paths, timeout: float = 30.0) -> None:
     """Start a detached daemon; returns once one serves (ours or a racer's)."""
+    import subprocess  # only when autostarting: keeps a plain call's imports small
+
     try:
         proc = subprocess.run(
             daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -58,26 +58,13 @@ def start_daemon(paths: Paths, timeout: float = 30.0) -> None:
         )
     except subprocess.TimeoutExpired:
         raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
-    _start_result(proc.returncode, proc.stderr, paths)
+    start_result(proc.returncode, proc.stderr, paths)
 
 
-async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
-    _start_result(proc.returncode or 0, err, paths)
-
-
-def _may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
+def may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
     """Raise unless this client should start a daemon itself."""
     if not autostart_enabled(autostart):
-        raise _no_daemon(paths, e) from None
+        raise no_daemon(paths, e) from None
     from .service import managed_by_service
 
     if managed_by_service(paths):
@@ -88,7 +75,7 @@ def _may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
         ) from None
 
 
-def _no_daemon(paths: Paths, e: OSError) -> errors.ConnectionFailed:
+def no_daemon(paths: Paths, e: OSError) -> errors.ConnectionFailed:
     return errors.ConnectionFailed(
         f"no sessionmemd answers on {paths.socket} ({e.strerror}); start one with "
         f"`sessionmem daemon start` or allow autostart",
@@ -129,36 +116,15 @@ def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.sock
     try:
         return _connect_once(paths.socket, timeout)
     except OSError as e:
-        if e.errno not in _NO_DAEMON:
+        if e.errno not in NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
-        _may_autostart(paths, autostart, e)
+        may_autostart(paths, autostart, e)
     start_daemon(paths, timeout)
     deadline = time.monotonic() + timeout
     while True:  # a racer's daemon may still be binding its socket
         try:
             return _connect_once(paths.socket, timeout)
         except OSError as e:
-            if e.errno not in _NO_DAEMON or time.monotonic() > deadline:
-                raise _no_daemon(paths, e) from None
+            if e.errno not in NO_DAEMON or time.monotonic() > deadline:
+                raise no_daemon(paths, e) from None
             time.sleep(0.02)
-
-
-async def open_async(
-    paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
-) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
-    except OSError as e:
-        if e.errno not in _NO_DAEMON:
-            raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
-        _may_autostart(paths, autostart, e)
-    await start_daemon_async(paths, timeout)
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
-        except OSError as e:
-            if e.errno not in _NO_DAEMON or loop.time() > deadline:
-                raise _no_daemon(paths, e) from None
-            await asyncio.sleep(0.02)
