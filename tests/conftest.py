@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 DAEMON = [sys.executable, "-m", "sessionmemd"]
-CLI = [sys.executable, "-m", "sessionmem.cli"]
+CLI = [sys.executable, "-m", "sessionmem"]  # the console script's entry point
 
 
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> Any:
