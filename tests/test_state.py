@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionmem.protocol import Message
+from sessionmemd.messages import MessageLog
 from sessionmemd.state import Restored, SessionState
 
 msgs = msgspec.json.Decoder(list[Message]).decode
@@ -78,7 +79,7 @@ def test_drain_holds_only_what_changed() -> None:
     s.set_context("k", b"1")
     ch = s.drain()
     assert ch is not None
-    assert [obj(m) for m in ch.messages] == [{"role": "user", "content": "m", "timestamp": 1}]
+    assert [obj(m) for m in ch.messages.encoded()] == [{"role": "user", "content": "m", "timestamp": 1}]
     assert ch.files == [("a", True)] and ch.context == [("k", "1")]
     assert not ch.session_row
     s.add_message("user", "n", 2)
@@ -119,11 +120,13 @@ def test_clear_replaces_the_session_and_remembers_the_saved_one() -> None:
     s.clear("sid3", 6000)  # twice before a snapshot: still the saved "sid" goes
     assert s.session_id == "sid3" and s.messages_count == 0 and s.start_time == 6000
     ch = s.drain()
-    assert ch is not None and ch.replaced_session == "sid" and ch.session_row and ch.messages == []
+    assert ch is not None and ch.replaced_session == "sid" and ch.session_row and len(ch.messages) == 0
 
 
 def test_restored_state_has_nothing_to_write() -> None:
-    r = Restored("sid", 1, "t", None, [msgspec.json.encode(Message("user", "x", 1))], ["f"], {"k": b"2"})
+    log = MessageLog()
+    log.append("user", "x", 1)
+    r = Restored("sid", 1, "t", None, log, ["f"], {"k": b"2"})
     s = SessionState.from_restored(r)
     assert s.drain() is None
     assert s.open_files() == ["f"] and obj(s.get_context("k")) == 2 and s.messages_count == 1

@@ -109,8 +109,8 @@ def test_round_trip_keeps_every_field_in_order(db: Path) -> None:
     r = Store(db).load()
     assert r is not None
     assert (r.session_id, r.start_time, r.current_task, r.active_ticket) == ("sid", 123, "task", "T-1")
-    assert [obj(m)["content"] for m in r.messages] == [f"m{i} ✓\n\x00" for i in range(4)]
-    assert [obj(m)["timestamp"] for m in r.messages] == [300, 100, 200, 100]
+    assert [obj(m)["content"] for m in r.messages.since(0).encoded()] == [f"m{i} ✓\n\x00" for i in range(4)]
+    assert [obj(m)["timestamp"] for m in r.messages.since(0).encoded()] == [300, 100, 200, 100]
     assert r.files == ["z.py", "a.py", "m.py"]
     assert list(r.context) == ["b", "a"] and obj(r.context["b"]) == {"x": [1, 2.5, None, True]}
 
@@ -191,7 +191,7 @@ def test_database_written_by_the_original_restores_here(db: Path) -> None:
     r = Store(db).load()
     assert r is not None
     assert (r.session_id, r.start_time, r.current_task) == ("orig-id", 555, "their task")
-    assert [tuple(obj(m).values()) for m in r.messages] == msgs
+    assert [tuple(obj(m).values()) for m in r.messages.since(0).encoded()] == msgs
     assert r.files == ["x.ts", "a.ts"]
     assert {k: obj(v) for k, v in r.context.items()} == {"n": 1, "o": {"deep": [1, "two"]}, "s": "str", "nul": None}
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -292,7 +292,7 @@ class Daemon:
                     "replacedSession": b.replaced_session,
                     "currentTask": b.current_task,
                     "activeTicket": b.active_ticket,
-                    "messages": [json.loads(m) for m in b.messages],
+                    "messages": [json.loads(m) for m in b.messages.encoded()],
                     "files": [{"path": f, "tracked": t} for f, t in b.files],
                     "context": [{"key": k, "value": v} for k, v in b.context],
                 }

@@ -1,8 +1,7 @@
 """The session in memory: pure state changes, no I/O, no clock.
 
-Messages and context values are kept as their encoded JSON bytes. Replies are
-then built by joining bytes (no re-encoding), every result is a fresh copy, and
-one message of ~200 B costs ~300 B of memory instead of a Python object graph.
+Messages (see messages.py) and context values are kept as their encoded JSON, so
+replies are built from bytes without re-encoding and every result is a fresh copy.
 
 Every mutation is also recorded as "dirty": :meth:`SessionState.drain` turns what
 changed since the last drain into a :class:`Changes` (plain values, detached from
@@ -17,10 +16,9 @@ from dataclasses import dataclass, field
 import msgspec
 from msgspec import Raw
 
-from sessionmem.protocol import Message
+from .messages import MessageLog, MessageSlice
 
 _encode = msgspec.json.Encoder().encode
-_EMPTY_LIST = Raw(b"[]")
 
 
 @dataclass(slots=True)
@@ -34,9 +32,9 @@ class Changes:
     # Set when the session was replaced (clear/new): the old id's rows go, the new row comes.
     replaced_session: str | None = None
     session_row: bool = False
-    # Encoded messages, decoded into rows by the writer thread: draining a million
-    # of them must cost the event loop a list slice, not a million decodes.
-    messages: list[bytes] = field(default_factory=list)
+    # The new messages, decoded into rows by the writer thread: draining a million
+    # of them must cost the event loop an offsets copy, not a million decodes.
+    messages: MessageSlice = field(default_factory=lambda: MessageLog().since(0))
     # (path, tracked): rows of these paths are deleted, then re-inserted in order if tracked.
     files: list[tuple[str, bool]] = field(default_factory=list)
     # (key, json text or None for deleted)
@@ -55,13 +53,9 @@ class Restored:
     start_time: int
     current_task: str | None
     active_ticket: str | None
-    messages: list[bytes]
+    messages: MessageLog
     files: list[str]
     context: dict[str, bytes]
-
-
-def encode_message(role: str, content: str, timestamp: int) -> bytes:
-    return _encode(Message(role, content, timestamp))  # type: ignore[arg-type]
 
 
 class SessionState:
@@ -93,7 +87,7 @@ class SessionState:
         self.start_time = start_time
         self.current_task: str | None = None
         self.active_ticket: str | None = None
-        self._messages: list[bytes] = []
+        self._messages = MessageLog()
         self._files: dict[str, None] = {}
         self._context: dict[str, bytes] = {}
         self._saved_messages = 0
@@ -131,16 +125,14 @@ class SessionState:
 
     # -- messages -------------------------------------------------------------
     def add_message(self, role: str, content: str, timestamp: int) -> None:
-        self._messages.append(encode_message(role, content, timestamp))
+        self._messages.append(role, content, timestamp)
         self._mutations += 1
 
     def recent_messages(self, count: int) -> Raw:
-        if count == 0 or not self._messages:
-            return _EMPTY_LIST
-        return Raw(b"[" + b",".join(self._messages[-count:]) + b"]")
+        return Raw(self._messages.recent(count))
 
     def all_messages(self) -> Raw:
-        return Raw(b"[" + b",".join(self._messages) + b"]")
+        return Raw(self._messages.all())
 
     @property
     def messages_count(self) -> int:
@@ -216,7 +208,7 @@ class SessionState:
         """Detach what changed since the last drain; None when nothing did."""
         if not self._mutations:
             return None
-        new_msgs = self._messages[self._saved_messages :]
+        new_msgs = self._messages.since(self._saved_messages)
         files = self._files
         ctx = self._context
         changes = Changes(

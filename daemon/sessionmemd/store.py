@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 
-from sessionmem.protocol import Message
 
+from .messages import MessageLog
 from .state import Changes, Restored
 
 SCHEMA_VERSION = 1
@@ -76,7 +76,6 @@ _REQUIRED_COLUMNS = {
 }
 
 _encode = msgspec.json.Encoder().encode
-_decode_message = msgspec.json.Decoder(Message).decode
 _validate_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
@@ -250,14 +249,14 @@ class Store:
         sid, start_time, task, ticket = row
         c.execute("BEGIN")
         try:
-            messages = [
-                _encode(Message(r, t, ts))
-                for r, t, ts in c.execute(
-                    "SELECT role, content, timestamp FROM session_messages "
-                    "WHERE session_id = ? ORDER BY rowid",
-                    (sid,),
-                )
-            ]
+            messages = MessageLog()
+            append = messages.append
+            for r, t, ts in c.execute(
+                "SELECT role, content, timestamp FROM session_messages "
+                "WHERE session_id = ? ORDER BY rowid",
+                (sid,),
+            ):
+                append(r, t, ts)
             files = [
                 r[0]
                 for r in c.execute(
@@ -313,11 +312,11 @@ class Store:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (sid,),
             )
-        if ch.messages:
+        for chunk in ch.messages.chunks():
             c.executemany(
                 "INSERT INTO session_messages (session_id, role, content, timestamp) "
                 "VALUES (?, ?, ?, ?)",
-                ((sid, m.role, m.content, m.timestamp) for m in map(_decode_message, ch.messages)),
+                [(sid, m.role, m.content, m.timestamp) for m in chunk],
             )
         for path, tracked in ch.files:
             c.execute(
