@@ -331,18 +331,22 @@ def cli_wall(tmp: Path, runs: int) -> dict[str, float]:
     d = sessionmemd(tmp, "cli")
     try:
         env = dict(os.environ, SESSIONMEM_SOCKET=str(d.sock), SESSIONMEM_PROJECT=str(tmp))
+        # As on a user's machine, where bytecode is cached: without that every run would
+        # compile sessionmem's modules anew (this workplace sets PYTHONDONTWRITEBYTECODE).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         exe = Path(PY).parent / "sessionmem"
+        subprocess.run([str(exe), "call", "getSessionId"], env=env, stdout=subprocess.DEVNULL, check=True)
 
-        def timed(cmd: list[str]) -> float:
-            ts = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
-                ts.append(time.perf_counter() - t)
-            return statistics.median(ts)
+        def once(cmd: list[str]) -> float:
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+            return time.perf_counter() - t
 
-        base = timed([PY, "-c", "pass"])
-        call = timed([str(exe), "call", "getSessionId"])
+        bases, calls = [], []
+        for _ in range(runs):  # interleaved, so drift hits both alike
+            bases.append(once([PY, "-c", "pass"]))
+            calls.append(once([str(exe), "call", "getSessionId"]))
+        base, call = statistics.median(bases), statistics.median(calls)
         return {"pythonPassMs": base * 1000, "cliCallMs": call * 1000, "ratio": call / base}
     finally:
         d.stop()

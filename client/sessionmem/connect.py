@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+# _socket, not socket: the C type has all a client needs, and `import socket` (with
+# selectors, enum) costs a one-shot CLI call ~3 ms.
+import _socket as socket
 import struct
 import sys
 import time

@@ -6,11 +6,18 @@ always realpath-resolved and the socket name is a hash of it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import NamedTuple
+
+try:  # the builtin SHA-256: hashlib would load OpenSSL, ~2.5 ms of every CLI call
+    from _sha2 import sha256  # type: ignore[import-not-found]  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found, no-redef]  # 3.11
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment]
 
 # sun_path is 108 bytes on Linux (104 on macOS) including the terminating NUL.
 SUN_PATH_MAX = 104 if os.uname().sysname == "Darwin" else 108
@@ -38,7 +45,7 @@ def find_project_root(project: str | os.PathLike[str] | None = None, cwd: str | 
 
 
 def project_key(root: Path) -> str:
-    return hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:16]
+    return sha256(str(root).encode("utf-8")).hexdigest()[:16]
 
 
 def default_db_path(root: Path) -> Path:

@@ -7,8 +7,8 @@ within one process use AsyncSession, which pipelines calls on one connection.
 from __future__ import annotations
 
 import os
-import socket as _socket
-import threading
+import _socket
+import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +33,7 @@ class Session(SessionAPI):
     ) -> None:
         self.paths: Paths = resolve(project, socket)
         self._timeout = timeout
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._next_id = 0
         self._framer = p.LineFramer(MAX_REPLY)
         self._ready: list[bytes] = []

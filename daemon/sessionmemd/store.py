@@ -4,8 +4,12 @@ The original tool's four tables are kept column for column, so a database either
 side wrote restores in the other. Our additions (schema version 1):
 
 * ``sessionmem_meta(key, value)``: ``current_session`` names the live session, so
-  "the latest session" no longer depends on a seconds-resolution column;
-* indexes on ``session_messages(session_id)`` and ``session_files(session_id)``.
+  "the latest session" no longer depends on a seconds-resolution column.
+
+No index on ``session_messages(session_id)``: a database holds one live session
+(clear deletes the old one), so restore scans the table in rowid order either way,
+and without it every committed message costs one page write instead of two
+(measured: 31.7 -> 21.4 us per single-message commit).
 
 Order is rowid order: messages and files restore in the order they were written,
 which incremental appends keep equal to the order they were added.
@@ -64,8 +68,6 @@ CREATE TABLE IF NOT EXISTS session_context (
 
 _ADDITIONS_V1 = """
 CREATE TABLE IF NOT EXISTS sessionmem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sessionmem_messages_by_session ON session_messages(session_id);
-CREATE INDEX IF NOT EXISTS sessionmem_files_by_session ON session_files(session_id);
 """
 
 _REQUIRED_COLUMNS = {
