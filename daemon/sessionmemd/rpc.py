@@ -117,6 +117,33 @@ class Dispatcher:
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> bytes | PendingReply | None:
         """Returns the reply frame (newline included), a PendingReply, or None."""
+        r = self._frame(frame)
+        return r + b"\n" if type(r) is bytes else r
+
+    def handle_frames(self, frames: list[bytes]) -> tuple[list[bytes], list[PendingReply]]:
+        """Every frame of one read: the reply frames ready now (for one writelines:
+        joining them would build, and page-fault in, a fresh megabyte-sized buffer
+        per read when replies carry messages), and those still pending."""
+        out: list[bytes] = []
+        pending: list[PendingReply] = []
+        one = self._handle_one
+        for frame in frames:
+            if frame[:1] == b"{":  # the common case, without a detour
+                r: Any = one(frame)
+                if type(r) is Pending:
+                    r = PendingReply([r], batch=False)
+            else:
+                r = self._frame(frame)
+            if r is None:
+                continue
+            if type(r) is bytes:
+                out.append(r + b"\n")
+            else:
+                pending.append(r)
+        return out, pending
+
+    def _frame(self, frame: bytes) -> bytes | PendingReply | None:
+        """One frame's reply without its newline, a PendingReply, or None."""
         first = frame[:1]
         if first == b"[":
             return self._handle_batch(frame)
@@ -127,24 +154,22 @@ class Dispatcher:
             if stripped[:1] == b"[":
                 return self._handle_batch(stripped)
         part = self._handle_one(frame)
-        if part is None:
-            return None
-        if type(part) is bytes:
-            return part + b"\n"
+        if part is None or type(part) is bytes:
+            return part
         return PendingReply([part], batch=False)
 
     def _handle_batch(self, frame: bytes) -> bytes | PendingReply | None:
         try:
             items = _decode_batch(frame)
         except (msgspec.DecodeError, RecursionError) as e:
-            return self._error(None, errors.ParseError(f"parse error: {_reason(e)}")) + b"\n"
+            return self._error(None, errors.ParseError(f"parse error: {_reason(e)}"))
         if not items:
-            return self._error(None, errors.InvalidRequest("invalid request: empty batch")) + b"\n"
+            return self._error(None, errors.InvalidRequest("invalid request: empty batch"))
         parts = [r for r in (self._handle_one(bytes(item)) for item in items) if r is not None]
         if not parts:
             return None
         if all(type(x) is bytes for x in parts):
-            return b"[" + b",".join(parts) + b"]\n"  # type: ignore[arg-type]
+            return b"[" + b",".join(parts) + b"]"  # type: ignore[arg-type]
         return PendingReply(parts, batch=True)
 
     def _handle_one(self, frame: bytes) -> bytes | Pending | None:

@@ -104,19 +104,9 @@ class Connection(asyncio.Protocol):
             return
         if not frames:
             return
-        handle = srv.dispatcher.handle_frame
-        out: list[bytes] = []
-        pending: list[PendingReply] = []
-        for frame in frames:
-            r = handle(frame)
-            if r is None:
-                continue
-            if type(r) is bytes:
-                out.append(r)
-            else:
-                pending.append(r)  # type: ignore[arg-type]
+        out, pending = srv.dispatcher.handle_frames(frames)
         if out:
-            self.write(out[0] if len(out) == 1 else b"".join(out))
+            self.write(out[0] if len(out) == 1 else out)
         if pending:
             self._settle(pending)
 
@@ -158,11 +148,14 @@ class Connection(asyncio.Protocol):
             if frame is not None:
                 self.write(frame)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | list[bytes]) -> None:
         t = self.transport
         if self.closed or t is None or t.is_closing():
             return
-        t.write(data)
+        if type(data) is list:
+            t.writelines(data)
+        else:
+            t.write(data)  # type: ignore[arg-type]
         if t.get_write_buffer_size() > self.srv.limits.max_output:
             # A client that does not read its replies is cut off; nobody else waits for it.
             log.warning(
