@@ -66,54 +66,67 @@ def run(cycles: int, durability: str, interval: float, writers: int, workdir: Pa
               "duplicates": 0, "outOfOrder": 0, "integrityFailures": 0, "failures": []}
     log = open(workdir / "daemon.log", "ab")
     for cycle in range(cycles):
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        _wait_socket(sock, proc)
-        stop = threading.Event()
-        acked: dict[str, list[int]] = {f"c{cycle}w{k}": [] for k in range(writers)}
-        threads = [threading.Thread(target=_writer, args=(sock, n, a, stop)) for n, a in acked.items()]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(min_run, max_run))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        stop.set()
-        for t in threads:
-            t.join()
-        # What is on disk now is what the next daemon restores: check it there.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        _wait_socket(sock, proc)
-        with Session(project=workdir, socket=sock, autostart=False) as s:
-            contents = [m.content for m in s.get_all_messages()]
-            s.shutdown()
-        proc.wait(30)
-        mine: dict[str, list[int]] = {n: [] for n in acked}
-        for c in contents:
-            name, _, idx = c.rpartition("-")
-            if name in mine:
-                mine[name].append(int(idx))
-        for name, got in mine.items():
-            n_acked = len(acked[name])
-            totals["acknowledged"] += n_acked
-            totals["restored"] += len(got)
-            if len(set(got)) != len(got):
-                totals["duplicates"] += len(got) - len(set(got))
-                totals["failures"].append(f"cycle {cycle} {name}: duplicates")
-            if got != list(range(len(got))):
-                totals["outOfOrder"] += 1
-                totals["failures"].append(f"cycle {cycle} {name}: not a prefix in order")
-            lost = max(0, n_acked - len(got))
-            totals["lostAcknowledged"] += lost
-            if durability == "always" and lost:
-                totals["failures"].append(f"cycle {cycle} {name}: lost {lost} acknowledged")
-        conn = sqlite3.connect(db)
-        ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        conn.close()
-        if ok != "ok":
-            totals["integrityFailures"] += 1
-            totals["failures"].append(f"cycle {cycle}: integrity_check {ok}")
+        try:
+            _cycle(cycle, cmd, sock, db, writers, durability, rng, min_run, max_run, log, totals)
+        except Exception:  # report it with the daemon's log, and go on auditing
+            import traceback
+
+            tail = (workdir / "daemon.log").read_text(errors="replace")[-2000:]
+            totals["failures"].append(f"cycle {cycle}: {traceback.format_exc()}\ndaemon log tail:\n{tail}")
+            subprocess.run(["pkill", "-KILL", "-f", str(sock)], check=False)
         totals["cycles"] += 1
     log.close()
     return totals
+
+
+def _cycle(cycle: int, cmd: list[str], sock: Path, db: Path, writers: int, durability: str,
+           rng: random.Random, min_run: float, max_run: float, log: Any, totals: dict[str, Any]) -> None:
+    workdir = sock.parent
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    _wait_socket(sock, proc)
+    stop = threading.Event()
+    acked: dict[str, list[int]] = {f"c{cycle}w{k}": [] for k in range(writers)}
+    threads = [threading.Thread(target=_writer, args=(sock, n, a, stop)) for n, a in acked.items()]
+    for t in threads:
+        t.start()
+    time.sleep(rng.uniform(min_run, max_run))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    # What is on disk now is what the next daemon restores: check it there.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    _wait_socket(sock, proc)
+    with Session(project=workdir, socket=sock, autostart=False) as s:
+        contents = [m.content for m in s.get_all_messages()]
+        s.shutdown()
+    proc.wait(30)
+    mine: dict[str, list[int]] = {n: [] for n in acked}
+    for c in contents:
+        name, _, idx = c.rpartition("-")
+        if name in mine:
+            mine[name].append(int(idx))
+    for name, got in mine.items():
+        n_acked = len(acked[name])
+        totals["acknowledged"] += n_acked
+        totals["restored"] += len(got)
+        if len(set(got)) != len(got):
+            totals["duplicates"] += len(got) - len(set(got))
+            totals["failures"].append(f"cycle {cycle} {name}: duplicates")
+        if got != list(range(len(got))):
+            totals["outOfOrder"] += 1
+            totals["failures"].append(f"cycle {cycle} {name}: not a prefix in order")
+        lost = max(0, n_acked - len(got))
+        totals["lostAcknowledged"] += lost
+        if durability == "always" and lost:
+            totals["failures"].append(f"cycle {cycle} {name}: lost {lost} acknowledged")
+    conn = sqlite3.connect(db)
+    ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+    if ok != "ok":
+        totals["integrityFailures"] += 1
+        totals["failures"].append(f"cycle {cycle}: integrity_check {ok}")
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ def test_kill9_audit(tmp_path: Path, mode: str, interval: str) -> None:
     out = tmp_path / "audit.json"
     r = subprocess.run([sys.executable, str(AUDIT), "--cycles", "12", "--durability", mode,
                         "--interval", interval, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert out.exists(), r.stdout + r.stderr
     figures = json.loads(out.read_text())
     assert r.returncode == 0, r.stdout + r.stderr
     assert figures["cycles"] == 12 and figures["acknowledged"] > 0
