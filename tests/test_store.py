@@ -280,3 +280,41 @@ def test_move_aside_keeps_the_files(db: Path) -> None:
     moved = move_aside(db)
     assert not db.exists() and len(moved) == 1 and moved[0].read_bytes() == b"junk"
     Store(db).close()  # and a fresh one can be made in its place
+
+
+def _crash_writer(db: Path, sql: str) -> None:
+    """A writer that dies without closing: its -wal and -shm stay behind, uncheckpointed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sqlite3, os, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode = WAL'); c.execute('PRAGMA wal_autocheckpoint = 0')\n"
+        "c.executescript(sys.argv[2]); os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db), sql], check=True)
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE users (id, name); INSERT INTO users VALUES (1, 'a');",
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY); INSERT INTO sessions VALUES ('x');",
+])
+def test_foreign_database_with_a_live_wal_is_refused_untouched(db: Path, sql: str) -> None:
+    db.parent.mkdir(parents=True)
+    _crash_writer(db, sql)
+    assert Path(str(db) + "-wal").stat().st_size > 0
+    before = digest(db)
+    assert set(before) == {"", "-wal", "-shm"}
+    with pytest.raises(BadDatabase):
+        Store(db)
+    assert digest(db) == before  # no checkpoint, no recovery, no deleted -wal
+    assert [p.name for p in db.parent.iterdir() if "check" in p.name] == []
+
+
+def test_original_database_whose_schema_is_only_in_its_wal_is_accepted(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    _crash_writer(db, ORIGINAL_DDL + "INSERT INTO sessions (id, start_time) VALUES ('crashed', 9);"
+                  "INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('crashed', 'user', 'kept', 1);")
+    r = Store(db).load()
+    assert r is not None and r.session_id == "crashed" and len(r.messages) == 1

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import struct
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.request import pathname2url
 
 import msgspec
 
@@ -146,6 +149,7 @@ class Store:
         if not path.exists():
             self._create(path)
         check_header(path)
+        self._check_without_touching(path)
         try:
             conn = self._connect(path)
         except sqlite3.DatabaseError as e:
@@ -156,7 +160,7 @@ class Store:
                 raise BadDatabase(path, "it cannot be switched to WAL mode")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                # A database written by the original: add our table and indexes.
+                # A database written by the original: add our table.
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {_ADDITIONS_V1} "
                     f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -168,6 +172,37 @@ class Store:
             conn.close()
             raise
         return conn
+
+    @classmethod
+    def _check_without_touching(cls, path: Path) -> None:
+        """Check the schema before a read-write open can change anything: such an open
+        recovers a leftover -wal into the -shm, and its close checkpoints the -wal
+        into the database, which must never happen to a file we then refuse.
+
+        The main file is read as immutable (no locks, no -wal, no -shm). Only when it
+        holds no table at all while a -wal does (a creator killed before its first
+        checkpoint) is a private copy of both opened normally instead."""
+        uri = "file:" + pathname2url(str(path)) + "?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+                if has_tables or not _nonempty(Path(str(path) + "-wal")):
+                    cls._check_schema(conn, path)
+                    return
+            finally:
+                conn.close()
+            with tempfile.TemporaryDirectory(prefix=".sessionmem-check-", dir=path.parent) as tmp:
+                copy = Path(tmp) / "copy.db"
+                shutil.copyfile(path, copy)
+                shutil.copyfile(str(path) + "-wal", str(copy) + "-wal")
+                conn = sqlite3.connect(copy)
+                try:
+                    cls._check_schema(conn, path)
+                finally:
+                    conn.close()
+        except sqlite3.DatabaseError as e:
+            raise BadDatabase(path, f"SQLite cannot read it ({e})") from None
 
     @staticmethod
     def _create(path: Path) -> None:
@@ -348,6 +383,13 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _json_value(text: str) -> bytes:
