@@ -135,16 +135,20 @@ def main() -> int:
     ap.add_argument("--durability", choices=["periodic", "always"], default="always")
     ap.add_argument("--interval", type=float, default=1.0, help="--snapshot-interval of the daemon")
     ap.add_argument("--writers", type=int, default=3)
+    ap.add_argument("--min-run", type=float, default=0.05, help="shortest time writers run before the kill")
+    ap.add_argument("--max-run", type=float, default=0.4, help="longest time writers run before the kill")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sm-audit-") as tmp:
         started = time.monotonic()
-        r = run(args.cycles, args.durability, args.interval, args.writers, Path(tmp), seed=args.seed)
+        r = run(args.cycles, args.durability, args.interval, args.writers, Path(tmp),
+                min_run=args.min_run, max_run=args.max_run, seed=args.seed)
         r["seconds"] = round(time.monotonic() - started, 1)
         r["durability"] = args.durability
         r["interval"] = args.interval
-    print(f"kill -9 audit, durability={args.durability} interval={args.interval}s writers={args.writers}")
+    print(f"kill -9 audit, durability={args.durability} interval={args.interval}s writers={args.writers} "
+          f"runs {args.min_run}-{args.max_run}s")
     for k in ("cycles", "acknowledged", "restored", "lostAcknowledged", "duplicates", "outOfOrder", "integrityFailures", "seconds"):
         print(f"  {k:18} {r[k]}")
     for f in r["failures"]:
