@@ -87,11 +87,13 @@ class TypedReply(Struct, Generic[T], omit_defaults=True, kw_only=True):
 
 
 # -- values ----------------------------------------------------------------------
-class Message(Struct, frozen=True):
+class Message(Struct, frozen=True, gc=False):
     """One conversation message, exactly as it travels: {role, content, timestamp}.
 
     ``role`` is checked on the way in (addMessage); results keep whatever a
-    database written by the original holds.
+    database written by the original holds. ``gc=False``: it holds only strings and
+    an int, so it can never be part of a cycle, and a million of them must not make
+    the cyclic collector's passes longer.
     """
 
     role: str
