@@ -145,7 +145,7 @@ class Persister:
     async def _commit(self, fut: asyncio.Future[None]) -> None:
         try:
             await self.snapshot()
-        except errors.PersistFailed as e:
+        except Exception as e:  # waiters must hear of any failure, not hang on it
             if not fut.done():
                 fut.set_exception(e)
         else:
