@@ -229,3 +229,20 @@ def test_a_big_first_snapshot_does_not_freeze_the_daemon(make_daemon) -> None:
     t.join()
     assert result["written"] and result["messages"] == n
     assert answered_during > 0  # served while the snapshot was being written
+
+
+def test_always_mode_big_batches_are_committed_before_their_replies(make_daemon) -> None:
+    """A batch too big to commit on the loop's thread goes to the writer thread; its
+    replies still wait for the commit, so a kill -9 right after them loses nothing."""
+    d = make_daemon("--durability", "always", "--snapshot-interval", "3600")
+    c = d.conn()
+    for b in range(3):
+        batch = [{"jsonrpc": "2.0", "method": "addMessage", "id": i,
+                  "params": {"role": "user", "content": f"{b}-{i}"}} for i in range(1000)]
+        c.send(batch)
+        replies = c.recv()
+        assert len(replies) == 1000 and all(r["result"] is None for r in replies)
+    d.kill9()
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == 3000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def test_deep_nesting_bad_utf8_and_garbage_keep_the_connection(daemon: Daemon) -
 def test_a_client_that_never_reads_is_cut_off_and_nobody_waits_for_it(make_daemon) -> None:
     d = make_daemon("--max-output", "262144")
     with d.session() as s:
-        for i in range(200):
+        for _i in range(200):
             s.add_message("user", "x" * 200)
     hog = d.conn()
     req = b'{"jsonrpc":"2.0","method":"getAllMessages","id":1}\n'

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
     from .aio import AsyncSession
     from .errors import (
         ConnectionFailed,

@@ -91,4 +91,4 @@ class MessageSlice:
         """Each message's JSON (for the unsaved-changes dump and for tests)."""
         offs = self._offs
         ends = [*offs[1:], self._end]
-        return [bytes(self._buf[a : b - 1]) for a, b in zip(offs, ends)]
+        return [bytes(self._buf[a : b - 1]) for a, b in zip(offs, ends, strict=True)]
