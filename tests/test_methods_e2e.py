@@ -180,3 +180,18 @@ def test_asyncio_client_every_method_and_concurrency(daemon: Daemon) -> None:
 def test_no_daemon_without_autostart_is_a_clear_error(tmp_path: Any) -> None:
     with pytest.raises(errors.ConnectionFailed, match="no sessionmemd answers"):
         Session(project=tmp_path, socket=tmp_path / "none.sock", autostart=False)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("socat"), reason="needs socat (Debian package socat)")
+def test_the_documented_socat_session(daemon: Daemon) -> None:
+    import subprocess
+
+    lines = (
+        '{"jsonrpc":"2.0","method":"setCurrentTask","params":{"task":"Fix the parser"},"id":1}\n'
+        '{"jsonrpc":"2.0","method":"getCurrentTask","id":2}\n'
+    )
+    r = subprocess.run(["socat", "-t", "2", "-", f"UNIX-CONNECT:{daemon.socket}"], input=lines,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ['{"jsonrpc":"2.0","id":1,"result":null}',
+                                     '{"jsonrpc":"2.0","id":2,"result":"Fix the parser"}']
