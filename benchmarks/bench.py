@@ -187,6 +187,38 @@ def multi_process(sock: Path, procs: int, n: int, kind: str) -> float:
     return procs * n / (end - start)
 
 
+def dispatch_cost(n: int = 50_000) -> dict[str, float]:
+    """In-process, no sockets: microseconds per request of the mix through the daemon's
+    dispatcher and state, against the floor server's decode + encode of the same bytes."""
+    import msgspec
+
+    from sessionmem import protocol as p
+    from sessionmemd.methods import build_handlers
+    from sessionmemd.rpc import Dispatcher
+    from sessionmemd.state import SessionState
+
+    class Host:
+        state = SessionState("bench", 1)
+
+        def hello(self, params: Any) -> None:
+            return None
+
+    d = Dispatcher(build_handlers(Host(), lambda: 1, lambda: "x", 64))  # type: ignore[arg-type]
+    fs = [f.rstrip(b"\n") for f in frames(1000)]
+    d.handle_frames(fs)
+    t = time.perf_counter()
+    for _ in range(n // 1000):
+        d.handle_frames(fs)
+    ours = (time.perf_counter() - t) / n
+    dec, enc = msgspec.json.Decoder(p.Request).decode, msgspec.json.Encoder().encode
+    t = time.perf_counter()
+    for _ in range(n // 1000):
+        for f in fs:
+            enc(p.Response(id=dec(f).id, result=None))
+    floor_s = (time.perf_counter() - t) / n
+    return {"dispatchUs": ours * 1e6, "floorUs": floor_s * 1e6}
+
+
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -380,20 +412,26 @@ def main() -> int:
         try:
             # Warm both up, then alternate so drift hits both alike.
             raw_sequential(fl.sock, 2000), session_sequential(d.sock, 2000)
-            f_seq, s_seq = [], []
+            f_seq, s_seq, r_seq = [], [], []
             for _ in range(3):
                 f_seq.append(raw_sequential(fl.sock, seq_n))
                 r, lat = session_sequential(d.sock, seq_n)
                 s_seq.append(r)
-            fs, ss = max(f_seq), max(s_seq)
-            res["sequential"] = {"floorOps": fs, "sessionOps": ss, "ratio": ss / fs,
+                r_seq.append(raw_sequential(d.sock, seq_n))
+            fs, ss, rs = max(f_seq), max(s_seq), max(r_seq)
+            res["sequential"] = {"floorOps": fs, "sessionOps": ss, "ratio": ss / fs, "rawClientOps": rs,
+                                 "rawClientRatio": rs / fs,
                                  "p50Us": percentile(lat, 0.5) * 1e6, "p99Us": percentile(lat, 0.99) * 1e6}
             row("sequential round trips via Session", f"{ss:,.0f}/s ({ss / fs:.2f}x)", f"floor {fs:,.0f}/s", target(ss / fs >= 0.9))
+            row("  same bytes, floor's raw client -> sessionmemd", f"{rs:,.0f}/s ({rs / fs:.2f}x)", "(daemon cost alone)", "")
             row("  latency p50 / p99", f"{res['sequential']['p50Us']:.0f} / {res['sequential']['p99Us']:.0f} us", "", "")
             fp = max(raw_pipelined(fl.sock, pipe_n) for _ in range(2))
             sp = max(raw_pipelined(d.sock, pipe_n) for _ in range(2))
             res["pipelined"] = {"floorOps": fp, "daemonOps": sp, "ratio": sp / fp}
             row("pipelined, one connection", f"{sp:,.0f}/s ({sp / fp:.2f}x)", f"floor {fp:,.0f}/s", target(sp / fp >= 0.6))
+            dc = dispatch_cost()
+            res["dispatch"] = dc
+            row("  per request in-process, no I/O", f"{dc['dispatchUs']:.2f} us", f"floor {dc['floorUs']:.2f} us", "")
             fb = raw_pipelined(fl.sock, pipe_n, batch=100)
             sb = raw_pipelined(d.sock, pipe_n, batch=100)
             res["batched"] = {"floorOps": fb, "daemonOps": sb, "ratio": sb / fb}

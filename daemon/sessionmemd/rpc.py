@@ -137,7 +137,7 @@ class Dispatcher:
             if r is None:
                 continue
             if type(r) is bytes:
-                out.append(r + b"\n")
+                out += (r, b"\n")  # no copy of a big reply just to end it with a newline
             else:
                 pending.append(r)
         return out, pending

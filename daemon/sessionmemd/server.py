@@ -106,7 +106,8 @@ class Connection(asyncio.Protocol):
             return
         out, pending = srv.dispatcher.handle_frames(frames)
         if out:
-            self.write(out[0] if len(out) == 1 else out)
+            # One reply (the sequential client's case): one plain write.
+            self.write(out[0] + out[1] if len(out) == 2 else out)
         if pending:
             self._settle(pending)
 
