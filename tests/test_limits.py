@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,11 +110,12 @@ def test_connection_limit(make_daemon) -> None:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another uid")
-def test_peer_with_another_uid_is_refused(make_daemon) -> None:
+def test_peer_with_another_uid_is_refused(make_daemon, request: pytest.FixtureRequest) -> None:
     # The socket is 0600 in a 0700 folder, so another user cannot even reach it; to test
     # the daemon's own SO_PEERCRED check, the test opens both doors.
     pub = Path(tempfile.mkdtemp(prefix="sm-peer-"))
     os.chmod(pub, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(pub, ignore_errors=True))
     d = make_daemon()
     d.stop()
     d.socket = pub / "s.sock"
