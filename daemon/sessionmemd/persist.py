@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +34,23 @@ WOULD_BLOCK = object()  # commit_inline's "not here: use the writer thread"
 INLINE_MAX_ROWS = 256
 
 
+def _lower_priority() -> None:
+    """Run the writer thread at nice +10. On a small machine a big snapshot, the event
+    loop and the clients compete for the cores; the scheduler should favour answering
+    requests (Linux: a thread's nice value is its own)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 class Persister:
     def __init__(self, store: Store, get_state: Callable[[], SessionState]) -> None:
         self.store = store
         self._get_state = get_state
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_priority
+        )
         self._lock = asyncio.Lock()
         self._unsaved: list[Changes] = []  # drained but not committed (a write failed)
         self._next_commit: asyncio.Future[None] | None = None
