@@ -195,3 +195,28 @@ def test_the_documented_socat_session(daemon: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ['{"jsonrpc":"2.0","id":1,"result":null}',
                                      '{"jsonrpc":"2.0","id":2,"result":"Fix the parser"}']
+
+
+def test_calls_time_out_when_the_daemon_hangs(daemon: Daemon) -> None:
+    import signal
+
+    s = Session(project=daemon.root, socket=daemon.socket, autostart=False, timeout=0.5)
+
+    async def async_call() -> None:
+        async with AsyncSession(project=daemon.root, socket=daemon.socket, autostart=False, timeout=0.5) as a:
+            daemon.send_signal(signal.SIGSTOP)  # a hung daemon: alive, silent
+            try:
+                with pytest.raises(errors.ConnectionFailed, match="no reply to getSessionId within 0.5s"):
+                    await a.get_session_id()
+            finally:
+                daemon.send_signal(signal.SIGCONT)
+
+    daemon.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(errors.ConnectionFailed, match="no reply to getSessionId within 0.5s"):
+            s.get_session_id()
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+    asyncio.run(async_call())
+    with daemon.session() as fresh:  # and the daemon is fine afterwards
+        assert fresh.get_session_id()

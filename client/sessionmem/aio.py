@@ -67,7 +67,11 @@ class _ClientProtocol(asyncio.Protocol):
             self._fail(errors.ConnectionFailed(str(e)))
             return
         for frame in frames:
-            reply = decode_reply(frame)
+            try:
+                reply = decode_reply(frame)
+            except errors.SessionmemError as e:  # not JSON-RPC: nothing after it can be trusted
+                self._fail(e)
+                return
             entry = self.waiters.pop(reply.id, None) if isinstance(reply.id, int) else None
             if entry is None:
                 if reply.error is not p.UNSET:  # connection-level error (id null): fails all
@@ -127,7 +131,12 @@ class AsyncSession(SessionAPI):
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         proto.waiters[rid] = (method, fut)
         proto.transport.write(encode_call(method, params, rid))
-        return await fut
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await fut
+        except TimeoutError:
+            proto.waiters.pop(rid, None)
+            raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
 
     async def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
