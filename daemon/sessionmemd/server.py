@@ -62,8 +62,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.peer = "?"
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport: asyncio.Transport = base  # type: ignore[assignment]  # uvloop's is duck-typed
+        self.transport = transport
         srv = self.srv
         sock = transport.get_extra_info("socket")
         uid = peer_uid(sock) if sock is not None else None
