@@ -235,3 +235,34 @@ def test_version_mismatch_is_a_clear_error(daemon: Daemon, monkeypatch: pytest.M
     monkeypatch.setattr(p, "PROTOCOL_VERSION", p.PROTOCOL_VERSION + 1)
     with pytest.raises(errors.VersionMismatch, match="sessionmem daemon restart"):
         daemon.session()
+
+
+def test_asyncio_client_autostarts_too(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from sessionmem import AsyncSession
+
+    for k, v in autostart_env(env).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SESSIONMEM_NO_AUTOSTART", raising=False)
+    root = tmp_path / "async-proj"
+    root.mkdir()
+
+    async def main() -> int:
+        async with AsyncSession(project=root) as s:
+            await s.set_current_task("started by asyncio")
+            assert s.daemon is not None
+            pid = s.daemon.pid
+            await s.shutdown()
+            return pid
+
+    try:
+        pid = asyncio.run(main())
+        wait_for(lambda: not daemons_for(root), what="the autostarted daemon to exit")
+        assert pid > 0
+    finally:
+        for pid in daemons_for(root):
+            os.kill(pid, signal.SIGKILL)
+    with Session(project=root, autostart=True) as s:  # started again, state restored
+        assert s.get_current_task() == "started by asyncio"
+        s.shutdown()

@@ -29,21 +29,33 @@ async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
     start_result(proc.returncode or 0, err, paths)
 
 
+async def _connect_once(path: str, factory: type[asyncio.Protocol], timeout: float) -> tuple[Any, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await loop.create_unix_connection(factory, path)
+        except BlockingIOError:  # EAGAIN: the accept queue is full for a moment
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.005)
+
+
 async def open_async(
     paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
     loop = asyncio.get_running_loop()
     try:
-        return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+        return await _connect_once(str(paths.socket), factory, timeout)
     except OSError as e:
         if e.errno not in NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
         may_autostart(paths, autostart, e)
     await start_daemon_async(paths, timeout)
     deadline = loop.time() + timeout
-    while True:
+    while True:  # a racer's daemon may still be binding its socket
         try:
-            return await loop.create_unix_connection(factory, str(paths.socket))  # type: ignore[return-value]
+            return await _connect_once(str(paths.socket), factory, timeout)
         except OSError as e:
             if e.errno not in NO_DAEMON or loop.time() > deadline:
                 raise no_daemon(paths, e) from None
