@@ -91,6 +91,7 @@ def _background(cfg: Config, log_path: str) -> None:
         sys.exit(int(status))
     os.close(r)
     os.setsid()
+    os.chdir("/")  # every path is absolute by now; do not pin the caller's folder
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if os.fstat(fd).st_size > 10 * 1024 * 1024:
         os.ftruncate(fd, 0)
