@@ -1,8 +1,11 @@
 """Snapshots: when the state's changes go to SQLite, on which thread, and what a
 failure does.
 
-All SQLite work runs on one dedicated writer thread, so the event loop keeps
-answering while a big snapshot is written. Snapshots are serialized by a lock;
+SQLite work runs on one dedicated writer thread, so the event loop keeps
+answering while a big snapshot is written; only the small commits of
+durability=always (a few rows, tens of microseconds) are made on the loop's own
+thread, where a thread hop would cost more than the commit. Snapshots are
+serialized by a lock;
 each drains the state's changes and writes them *after* any batch that failed
 before, in one transaction, so the database only ever moves forward through
 prefixes of what was acknowledged. A failed batch is kept and retried: nothing
