@@ -91,3 +91,12 @@ def test_client_raises_typed_errors() -> None:
     with pytest.raises(errors.SessionmemError) as ei2:
         result_of("getSessionId", unknown)
     assert ei2.value.code == -32099
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    import sessionmem
+
+    assert set(sessionmem.__all__) == {"__version__", *sessionmem._LAZY}
+    for name in sessionmem.__all__:
+        assert getattr(sessionmem, name) is not None
+    assert issubclass(sessionmem.PersistFailed, sessionmem.SessionmemError)

@@ -20,10 +20,11 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
         DaemonStartError,
         InvalidParams,
         MethodNotFound,
+        PersistFailed,
         SessionmemError,
         VersionMismatch,
     )
-    from .protocol import Message, SnapshotResult, Stats
+    from .protocol import HelloResult, Message, SnapshotResult, Stats
     from .session import Session
 
 _LAZY = {
@@ -42,7 +43,22 @@ _LAZY = {
     "VersionMismatch": "errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "AsyncSession",
+    "ConnectionFailed",
+    "DaemonStartError",
+    "HelloResult",
+    "InvalidParams",
+    "Message",
+    "MethodNotFound",
+    "PersistFailed",
+    "Session",
+    "SessionmemError",
+    "SnapshotResult",
+    "Stats",
+    "VersionMismatch",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -50,7 +51,7 @@ class Ctx:
             click.echo(_json.encode(value).decode())
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
+pass_ctx: Callable[..., Any] = click.make_pass_decorator(Ctx)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

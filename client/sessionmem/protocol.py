@@ -101,7 +101,7 @@ class Message(Struct, frozen=True, gc=False):
     timestamp: EpochMs
 
 
-class _Params(Struct, forbid_unknown_fields=True, frozen=True):
+class _Params(Struct, forbid_unknown_fields=True):
     """Base of every params Struct: unknown names are errors, so typos surface."""
 
 

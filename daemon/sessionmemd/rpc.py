@@ -50,8 +50,8 @@ def _typed_request(name: str, spec: p.MethodSpec) -> type:
     """A request Struct for one method, tagged by its name: a union of these decodes
     envelope and params in a single pass."""
     try:
-        default: Any = spec.params()  # params may be omitted when none is required
-        field: tuple[Any, ...] = ("params", spec.params, default)
+        spec.params()  # params may be omitted when none of them is required
+        field: tuple[Any, ...] = ("params", spec.params, msgspec.field(default_factory=spec.params))
     except TypeError:
         field = ("params", spec.params)
     return msgspec.defstruct(
@@ -89,7 +89,7 @@ def check_json_value(raw: bytes, max_depth: int, field: str) -> None:
             raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels")
         level = []
         for v in containers:
-            level.extend(v if type(v) is list else v.values())
+            level.extend(v.values() if isinstance(v, dict) else v)
 
 
 def _params_message(method: str, e: msgspec.ValidationError) -> str:
@@ -196,19 +196,16 @@ class Dispatcher:
         except (msgspec.DecodeError, RecursionError) as e:
             return self._error(None, errors.ParseError(f"parse error: {_reason(e)}"))
         rid = req.id
-        notify = rid is UNSET
         entry = self._table.get(req.method)
         if entry is None:
-            if notify:
-                return None
-            return self._error(rid, errors.MethodNotFound(f"method not found: {req.method!r}"))
+            return self._reply_error(rid, errors.MethodNotFound(f"method not found: {req.method!r}"))
         decode, handler, mutates = entry
         try:
             params = decode(_EMPTY_PARAMS if req.params is UNSET else req.params)
         except msgspec.ValidationError as e:
-            return None if notify else self._error(rid, errors.InvalidParams(_params_message(req.method, e)))
+            return self._reply_error(rid, errors.InvalidParams(_params_message(req.method, e)))
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
-            return None if notify else self._error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
+            return self._reply_error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
         return self._run(req.method, handler, mutates, rid, params)
 
     def _run(self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any) -> bytes | Pending | None:
@@ -216,10 +213,10 @@ class Dispatcher:
         try:
             result = handler(params)
         except errors.SessionmemError as e:
-            return None if notify else self._error(rid, e)
+            return self._reply_error(rid, e)
         except Exception as e:  # a bug: report it, keep serving
             self._on_internal_error(method, e)
-            return None if notify else self._error(rid, errors.InternalError(f"internal error in {method}: {e!r}"))
+            return self._reply_error(rid, errors.InternalError(f"internal error in {method}: {e!r}"))
         if type(result) is types.CoroutineType:
             return Pending(None if notify else rid, notify, result)
         if mutates and self.durable:
@@ -229,6 +226,10 @@ class Dispatcher:
         return self._encode(p.Response(id=rid, result=result))
 
     # -- helpers ------------------------------------------------------------------------
+    def _reply_error(self, rid: p.RequestId | UnsetType, e: errors.SessionmemError) -> bytes | None:
+        """The error reply to a call, or None for a notification (which never gets one)."""
+        return None if isinstance(rid, UnsetType) else self._error(rid, e)
+
     def _error(self, rid: p.RequestId, e: errors.SessionmemError) -> bytes:
         data = UNSET if e.data is None else e.data
         return self._encode(p.ErrorResponse(id=rid, error=p.ErrorObject(e.code, e.message, data)))
