@@ -266,3 +266,14 @@ def test_asyncio_client_autostarts_too(tmp_path: Path, env: dict[str, str], monk
     with Session(project=root, autostart=True) as s:  # started again, state restored
         assert s.get_current_task() == "started by asyncio"
         s.shutdown()
+
+
+def test_failed_autostart_reports_an_unusable_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "blocked"
+    root.mkdir()
+    (root / ".arela").write_text("a file where the data folder should be")
+    r = subprocess.run([sys.executable, "-m", "sessionmem", "--project", str(root), "task", "get"],
+                       env=autostart_env(env), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "could not start sessionmemd" in r.stderr and "Not a directory" in r.stderr and ".arela" in r.stderr
+    assert daemons_for(root) == []
