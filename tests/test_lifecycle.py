@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -277,3 +278,31 @@ def test_failed_autostart_reports_an_unusable_folder(tmp_path: Path, env: dict[s
     assert r.returncode == 1
     assert "could not start sessionmemd" in r.stderr and "Not a directory" in r.stderr and ".arela" in r.stderr
     assert daemons_for(root) == []
+
+
+def test_clients_with_another_runtime_folder_find_the_same_daemon(tmp_path: Path, env: dict[str, str]) -> None:
+    """An agent started from cron or ssh (another $XDG_RUNTIME_DIR, so another socket
+    path) must reach the daemon that owns the project's database, not start a second."""
+    root = tmp_path / "shared-proj"
+    root.mkdir()
+    other_run = tmp_path / "other-run"
+    other_run.mkdir(mode=0o700)
+    desktop = autostart_env(env)
+    cron = dict(desktop, XDG_RUNTIME_DIR=str(other_run))
+    code = "import sys\nfrom sessionmem import Session\nwith Session(project=sys.argv[1]) as s:\n" \
+           "    s.add_message('user', sys.argv[2]); print(s.daemon.pid, s.daemon.socketPath)"
+    try:
+        a = subprocess.run([sys.executable, "-c", code, str(root), "from desktop"], env=desktop,
+                           capture_output=True, text=True, timeout=60)
+        b = subprocess.run([sys.executable, "-c", code, str(root), "from cron"], env=cron,
+                           capture_output=True, text=True, timeout=60)
+        assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+        assert a.stdout == b.stdout  # same pid, same socket
+        assert str(env["XDG_RUNTIME_DIR"]) in a.stdout
+        assert len(daemons_for(root)) == 1
+        c = subprocess.run([sys.executable, "-m", "sessionmem", "--project", str(root), "--json", "msg", "all"],
+                           env=cron, capture_output=True, text=True, timeout=60)
+        assert [m["content"] for m in json.loads(c.stdout)] == ["from desktop", "from cron"]
+    finally:
+        for pid in daemons_for(root):
+            os.kill(pid, signal.SIGKILL)

@@ -11,7 +11,7 @@ from typing import Any
 from . import errors
 from . import protocol as p
 from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
-from .connect import NO_DAEMON, daemon_command, may_autostart, no_daemon, start_result
+from .connect import NO_DAEMON, daemon_command, may_autostart, no_daemon, owner_socket, start_result
 from .paths import Paths, resolve
 from .session import MAX_REPLY
 
@@ -41,12 +41,26 @@ async def _connect_once(path: str, factory: type[asyncio.Protocol], timeout: flo
             await asyncio.sleep(0.005)
 
 
+async def _connect_any(paths: Paths, factory: type[asyncio.Protocol], timeout: float) -> tuple[Any, Any]:
+    """Our socket, else the one the database's owner announced (as connect.connect)."""
+    try:
+        return await _connect_once(str(paths.socket), factory, timeout)
+    except OSError as e:
+        other = owner_socket(paths) if e.errno in NO_DAEMON else None
+        if other is None:
+            raise
+        try:
+            return await _connect_once(str(other), factory, timeout)
+        except OSError:
+            raise e from None
+
+
 async def open_async(
     paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
     loop = asyncio.get_running_loop()
     try:
-        return await _connect_once(str(paths.socket), factory, timeout)
+        return await _connect_any(paths, factory, timeout)
     except OSError as e:
         if e.errno not in NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
@@ -55,7 +69,7 @@ async def open_async(
     deadline = loop.time() + timeout
     while True:  # a racer's daemon may still be binding its socket
         try:
-            return await _connect_once(str(paths.socket), factory, timeout)
+            return await _connect_any(paths, factory, timeout)
         except OSError as e:
             if e.errno not in NO_DAEMON or loop.time() > deadline:
                 raise no_daemon(paths, e) from None

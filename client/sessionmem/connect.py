@@ -114,9 +114,36 @@ def _connect_once(path: Path, timeout: float) -> socket.socket:
             raise
 
 
-def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.socket:
+def owner_socket(paths: Paths) -> Path | None:
+    """The socket that the daemon holding this project's database announced in its
+    lock file, when it differs from ours (see sessionmemd's DaemonLock)."""
+    try:
+        with open(f"{paths.db}.lock", "rb") as f:
+            lines = f.read(4096).decode(errors="replace").split("\n")
+    except OSError:
+        return None
+    if len(lines) < 2 or not lines[1] or lines[1] == str(paths.socket):
+        return None
+    return Path(lines[1])
+
+
+def _connect_any(paths: Paths, timeout: float) -> socket.socket:
+    """Our socket, else the one the database's owner announced."""
     try:
         return _connect_once(paths.socket, timeout)
+    except OSError as e:
+        other = owner_socket(paths) if e.errno in NO_DAEMON else None
+        if other is None:
+            raise
+        try:
+            return _connect_once(other, timeout)
+        except OSError:
+            raise e from None
+
+
+def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.socket:
+    try:
+        return _connect_any(paths, timeout)
     except OSError as e:
         if e.errno not in NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
@@ -125,7 +152,7 @@ def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.sock
     deadline = time.monotonic() + timeout
     while True:  # a racer's daemon may still be binding its socket
         try:
-            return _connect_once(paths.socket, timeout)
+            return _connect_any(paths, timeout)
         except OSError as e:
             if e.errno not in NO_DAEMON or time.monotonic() > deadline:
                 raise no_daemon(paths, e) from None

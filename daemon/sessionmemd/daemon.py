@@ -116,6 +116,7 @@ class Daemon:
             self.lock.release()
             raise
         await self.server.serve(self.listener.sock)
+        self.lock.announce(self.listener.path)
         self._install_signals()
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
         if cfg.idle_timeout:

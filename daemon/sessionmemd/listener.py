@@ -31,7 +31,12 @@ class AlreadyRunning(Exception):
 
 class DaemonLock:
     """An exclusive flock on ``<db>.lock``, held for the daemon's whole life; the
-    kernel drops it when the process dies, however it dies."""
+    kernel drops it when the process dies, however it dies.
+
+    The file says who holds it: the pid on the first line and, once bound, the socket
+    on the second, so a client whose environment computes another socket path (another
+    $XDG_RUNTIME_DIR: cron, ssh, a service) still finds the daemon that owns the
+    database instead of starting a second one that could never get the lock."""
 
     def __init__(self, db: Path) -> None:
         self.path = db.with_name(db.name + ".lock")
@@ -40,13 +45,20 @@ class DaemonLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            holder = os.pread(self._fd, 4096, 0).decode(errors="replace").split("\n")
             os.close(self._fd)
+            where = f", serving on {holder[1]}" if len(holder) > 1 and holder[1] else ""
             raise AlreadyRunning(
-                f"another sessionmemd (pid {holder}) already owns {db}"
+                f"another sessionmemd (pid {holder[0] or '?'}) already owns {db}{where}"
             ) from None
+        self._write(f"{os.getpid()}\n")
+
+    def _write(self, text: str) -> None:
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(self._fd, text.encode(), 0)
+
+    def announce(self, socket_path: Path) -> None:
+        self._write(f"{os.getpid()}\n{socket_path}\n")
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
