@@ -66,7 +66,7 @@ def daemon_start(c: Ctx, idle_timeout: float | None) -> None:
         sys.exit(proc.returncode)
     c._session = None
     hello = _running(c)
-    c.out(None, f"started: pid {hello.pid}, socket {paths.socket}" if hello else "started")
+    c.out(None, f"started: pid {hello.pid}, socket {hello.socketPath}" if hello else "started")
 
 
 def _stop(c: Ctx, timeout: float = 30.0) -> bool:
