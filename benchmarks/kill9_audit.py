@@ -140,7 +140,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sm-audit-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sm-audit-", ignore_cleanup_errors=True) as tmp:
         started = time.monotonic()
         r = run(args.cycles, args.durability, args.interval, args.writers, Path(tmp),
                 min_run=args.min_run, max_run=args.max_run, seed=args.seed)
