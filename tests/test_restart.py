@@ -122,3 +122,17 @@ def test_idle_session_keeps_its_id_across_restarts(make_daemon) -> None:
     d.start()
     with d.session() as s:
         assert s.get_session_id() == sid
+
+
+def test_empty_strings_survive_a_restart(make_daemon) -> None:
+    d = make_daemon()
+    with d.session() as s:
+        s.set_current_task("")
+        s.set_active_ticket("")
+        s.set_context("", "")
+        s.track_open_file("")
+    d.stop()
+    d.start()
+    with d.session() as s:
+        assert s.get_current_task() == "" and s.get_active_ticket() == ""
+        assert s.get_all_context() == {"": ""} and s.get_open_files() == [""]

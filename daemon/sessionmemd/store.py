@@ -310,8 +310,9 @@ class Store:
             }
         finally:
             c.execute("COMMIT")
-        # The original wrote `task || null`, so "" never survives there either.
-        return Restored(sid, int(start_time), task or None, ticket or None, messages,
+        # "" is a task like any other string and survives a restart (the original turned
+        # it into NULL on its way to disk; NULL still reads back as None).
+        return Restored(sid, int(start_time), task, ticket, messages,
                         list(dict.fromkeys(files)), context)
 
     # -- writing ------------------------------------------------------------------
