@@ -318,3 +318,17 @@ def test_original_database_whose_schema_is_only_in_its_wal_is_accepted(db: Path)
                   "INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('crashed', 'user', 'kept', 1);")
     r = Store(db).load()
     assert r is not None and r.session_id == "crashed" and len(r.messages) == 1
+
+
+def test_odd_timestamps_written_by_other_tools_restore_as_integers(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    original_snapshot(db, "odd", 1, None, [], [("user", "a", 5)], {})
+    c = sqlite3.connect(db)
+    with c:
+        c.execute("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('odd', 'user', 'b', NULL)")
+        c.execute("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('odd', 'user', 'c', 7.9)")
+        c.execute("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('odd', 'user', 'd', '12')")
+    c.close()
+    r = Store(db).load()
+    assert r is not None
+    assert [obj(m)["timestamp"] for m in r.messages.since(0).encoded()] == [5, 0, 7, 12]

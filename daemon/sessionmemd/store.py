@@ -288,9 +288,13 @@ class Store:
         try:
             messages = MessageLog()
             append = messages.append
+            # Another tool may have stored a NULL or non-integer timestamp, or a number
+            # as a role; the wire promises strings and an int, so SQLite coerces them
+            # (in C, at no measurable cost).
             for r, t, ts in c.execute(
-                "SELECT role, content, timestamp FROM session_messages "
-                "WHERE session_id = ? ORDER BY rowid",
+                "SELECT CAST(role AS TEXT), CAST(content AS TEXT), "
+                "CAST(COALESCE(timestamp, 0) AS INTEGER) "
+                "FROM session_messages WHERE session_id = ? ORDER BY rowid",
                 (sid,),
             ):
                 append(r, t, ts)
