@@ -272,13 +272,15 @@ class Store:
     def _load(self) -> Restored | None:
         c = self._conn
         row = c.execute(
-            "SELECT s.id, s.start_time, s.current_task, s.active_ticket FROM sessions s "
+            "SELECT s.id, s.start_time, CAST(s.current_task AS TEXT), CAST(s.active_ticket AS TEXT) "
+            "FROM sessions s "
             "JOIN sessionmem_meta m ON m.key = 'current_session' AND m.value = s.id"
         ).fetchone()
         if row is None:
             # Written by the original (or our pointer's session was cleared by it).
             row = c.execute(
-                "SELECT id, start_time, current_task, active_ticket FROM sessions "
+                "SELECT id, start_time, CAST(current_task AS TEXT), CAST(active_ticket AS TEXT) "
+                "FROM sessions "
                 "ORDER BY created_at DESC, rowid DESC LIMIT 1"
             ).fetchone()
         if row is None:
@@ -301,14 +303,16 @@ class Store:
             files = [
                 r[0]
                 for r in c.execute(
-                    "SELECT file_path FROM session_files WHERE session_id = ? ORDER BY rowid",
+                    "SELECT CAST(file_path AS TEXT) FROM session_files "
+                    "WHERE session_id = ? ORDER BY rowid",
                     (sid,),
                 )
             ]
             context = {
                 k: _json_value(v)
                 for k, v in c.execute(
-                    "SELECT key, value FROM session_context WHERE session_id = ? ORDER BY rowid",
+                    "SELECT CAST(key AS TEXT), CAST(value AS TEXT) FROM session_context "
+                    "WHERE session_id = ? ORDER BY rowid",
                     (sid,),
                 )
             }
