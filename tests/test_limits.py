@@ -194,3 +194,14 @@ def test_fuzzed_frames_never_hurt_the_daemon(fuzz_daemon: Path, chunk: list[byte
                 break
     finally:
         c.close()
+
+
+def test_one_reply_bigger_than_the_output_limit_is_delivered_whole(make_daemon) -> None:
+    d = make_daemon("--max-output", "65536")
+    with d.session() as s:
+        for i in range(2000):
+            s.add_message("user", f"{i:05d}" + "x" * 200)
+        everything = s.get_all_messages()  # ~500 KB in one reply
+        assert len(everything) == 2000 and everything[-1].content.startswith("01999")
+        assert s.get_stats().connections == 1  # still connected
+    assert "unread replies" not in d.read_log()

@@ -151,22 +151,34 @@ class Connection(asyncio.Protocol):
                 self.write(frame)
 
     def write(self, data: bytes | list[bytes]) -> None:
+        """Queue replies. A client whose unsent replies pass ``max_output`` is cut off,
+        alone: reading from it already paused at the high-water mark, so it only gets
+        there by not reading. One reply, however big (getAllMessages of a long
+        history), is always let through whole."""
         t = self.transport
         if self.closed or t is None or t.is_closing():
             return
+        limit = self.srv.limits.max_output
+        if t.get_write_buffer_size() > limit:
+            self._cut_off()
+            return
         if type(data) is list:
             t.writelines(data)
+            # [reply, b"\n"] is one reply; more than that were many requests' replies
+            if len(data) > 2 and t.get_write_buffer_size() > limit:
+                self._cut_off()
         else:
             t.write(data)  # type: ignore[arg-type]
-        if t.get_write_buffer_size() > self.srv.limits.max_output:
-            # A client that does not read its replies is cut off; nobody else waits for it.
-            log.warning(
-                "closed a connection (%s): over %d bytes of unread replies",
-                self.peer,
-                self.srv.limits.max_output,
-            )
-            self.closed = True
-            t.abort()
+
+    def _cut_off(self) -> None:
+        assert self.transport is not None
+        log.warning(
+            "closed a connection (%s): over %d bytes of unread replies",
+            self.peer,
+            self.srv.limits.max_output,
+        )
+        self.closed = True
+        self.transport.abort()
 
     def _fail(self, err: errors.SessionmemError) -> None:
         assert self.transport is not None
