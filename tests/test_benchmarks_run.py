@@ -1,0 +1,41 @@
+"""The benchmark and soak scripts keep working (their figures are not checked here:
+tests assert behaviour, never speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench  # noqa: E402
+
+
+def test_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
+    snap = bench.snapshot_costs(tmp_path, 500)
+    assert snap["firstMs"] > 0 and snap["afterOneChangeMs"] > 0
+    rest = bench.restore_costs(tmp_path, 500)
+    assert rest["restoreMs"] > 0 and rest["bareFetchMs"] > 0
+    assert bench.dispatch_cost(n=2000)["dispatchUs"] > 0
+    d = bench.sessionmemd(tmp_path, "b")
+    try:
+        assert bench.raw_sequential(d.sock, 200) > 0
+        assert bench.raw_pipelined(d.sock, 1000) > 0
+        assert bench.raw_pipelined(d.sock, 1000, batch=100) > 0
+        ops, lat = bench.session_sequential(d.sock, 100)
+        assert ops > 0 and len(lat) == 100
+    finally:
+        d.stop()
+
+
+def test_soak_script_runs_clean(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    r = subprocess.run([sys.executable, str(BENCH / "soak.py"), "--clients", "6", "--processes", "2",
+                        "--seconds", "3", "--clear-every", "1", "--max-growth", "1000", "--json", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == 0 and figures["ops"] > 0 and figures["daemonExit"] == 0
