@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from sessionmemd.state import SessionState
-from sessionmemd.store import SCHEMA_VERSION, BadDatabase, Store, move_aside
+from sessionmemd.dbcheck import SCHEMA_VERSION, BadDatabase, move_aside
+from sessionmemd.store import Store
 
 obj = msgspec.json.decode
 

@@ -29,7 +29,8 @@ from .persist import Persister
 from .rpc import Dispatcher
 from .server import Limits, Server
 from .state import SessionState
-from .store import BadDatabase, Store, move_aside
+from .dbcheck import BadDatabase, move_aside
+from .store import Store
 from .systemd import Notifier
 
 log = logging.getLogger("sessionmemd")

@@ -17,7 +17,7 @@ from sessionmem.paths import PathError, resolve
 from .daemon import Config, Daemon
 from .listener import AlreadyRunning
 from .server import Limits
-from .store import BadDatabase
+from .dbcheck import BadDatabase
 
 log = logging.getLogger("sessionmemd")
 _DEFAULTS = Limits()

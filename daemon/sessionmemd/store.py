@@ -15,29 +15,22 @@ Order is rowid order: messages and files restore in the order they were written,
 which incremental appends keep equal to the order they were added.
 
 A Store is used by one thread at a time (the daemon's writer thread after start).
+Whether a file may be opened at all is decided first, in dbcheck.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
-import struct
-import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.request import pathname2url
 
 import msgspec
 
-
+from .dbcheck import SCHEMA_VERSION, BadDatabase, check_header, check_schema, check_without_touching
 from .messages import MessageLog
 from .state import Changes, Restored
-
-SCHEMA_VERSION = 1
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _ORIGINAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -73,62 +66,8 @@ _ADDITIONS_V1 = """
 CREATE TABLE IF NOT EXISTS sessionmem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_REQUIRED_COLUMNS = {
-    "sessions": {"id", "start_time", "current_task", "active_ticket", "created_at"},
-    "session_files": {"session_id", "file_path", "opened_at"},
-    "session_messages": {"session_id", "role", "content", "timestamp"},
-    "session_context": {"session_id", "key", "value"},
-}
-
 _encode = msgspec.json.Encoder().encode
 _validate_json = msgspec.json.Decoder(msgspec.Raw).decode
-
-
-class BadDatabase(Exception):
-    """The file is not a database we may use; it has not been modified."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            f"refusing to use {path}: {reason}. The file was left untouched. "
-            f"To keep it, point sessionmemd elsewhere with --db; to start afresh, "
-            f"run sessionmemd with --recover, which moves it (and its -wal/-shm) aside."
-        )
-        self.path = path
-        self.reason = reason
-
-
-def check_header(path: Path) -> None:
-    """Reject what SQLite would misread or silently overwrite, before SQLite opens it."""
-    size = path.stat().st_size
-    if size == 0:
-        raise BadDatabase(path, "it is an empty (zero-length) file, not a database")
-    with path.open("rb") as f:
-        header = f.read(100)
-    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        raise BadDatabase(path, "it is not a SQLite database (bad header)")
-    (page_size,) = struct.unpack(">H", header[16:18])
-    page_size = 65536 if page_size == 1 else page_size
-    change_counter, db_pages = struct.unpack(">II", header[24:32])
-    (valid_for,) = struct.unpack(">I", header[92:96])
-    if page_size < 512 or page_size & (page_size - 1):
-        raise BadDatabase(path, f"its header is corrupt (page size {page_size})")
-    if valid_for == change_counter and db_pages and size < db_pages * page_size:
-        raise BadDatabase(
-            path, f"it is truncated ({size} bytes, its header says {db_pages * page_size})"
-        )
-
-
-def move_aside(path: Path) -> list[Path]:
-    """--recover: rename the database and its -wal/-shm out of the way."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    moved = []
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(path) + suffix)
-        if src.exists():
-            dst = Path(f"{path}.corrupt-{stamp}{suffix}")
-            src.rename(dst)
-            moved.append(dst)
-    return moved
 
 
 class Store:
@@ -149,13 +88,13 @@ class Store:
         if not path.exists():
             self._create(path)
         check_header(path)
-        self._check_without_touching(path)
+        check_without_touching(path)
         try:
             conn = self._connect(path)
         except sqlite3.DatabaseError as e:
             raise BadDatabase(path, f"SQLite cannot open it ({e})") from None
         try:
-            self._check_schema(conn, path)
+            check_schema(conn, path)
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise BadDatabase(path, "it cannot be switched to WAL mode")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -172,37 +111,6 @@ class Store:
             conn.close()
             raise
         return conn
-
-    @classmethod
-    def _check_without_touching(cls, path: Path) -> None:
-        """Check the schema before a read-write open can change anything: such an open
-        recovers a leftover -wal into the -shm, and its close checkpoints the -wal
-        into the database, which must never happen to a file we then refuse.
-
-        The main file is read as immutable (no locks, no -wal, no -shm). Only when it
-        holds no table at all while a -wal does (a creator killed before its first
-        checkpoint) is a private copy of both opened normally instead."""
-        uri = "file:" + pathname2url(str(path)) + "?mode=ro&immutable=1"
-        try:
-            conn = sqlite3.connect(uri, uri=True)
-            try:
-                has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-                if has_tables or not _nonempty(Path(str(path) + "-wal")):
-                    cls._check_schema(conn, path)
-                    return
-            finally:
-                conn.close()
-            with tempfile.TemporaryDirectory(prefix=".sessionmem-check-", dir=path.parent) as tmp:
-                copy = Path(tmp) / "copy.db"
-                shutil.copyfile(path, copy)
-                shutil.copyfile(str(path) + "-wal", str(copy) + "-wal")
-                conn = sqlite3.connect(copy)
-                try:
-                    cls._check_schema(conn, path)
-                finally:
-                    conn.close()
-        except sqlite3.DatabaseError as e:
-            raise BadDatabase(path, f"SQLite cannot read it ({e})") from None
 
     @staticmethod
     def _create(path: Path) -> None:
@@ -227,28 +135,6 @@ class Store:
             pass
         finally:
             tmp.unlink()
-
-    @staticmethod
-    def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise BadDatabase(
-                path, f"it has schema version {version}, newer than this sessionmemd's "
-                f"{SCHEMA_VERSION} (upgrade sessionmem)"
-            )
-        tables = {
-            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        missing = sorted(set(_REQUIRED_COLUMNS) - tables)
-        if missing:
-            what = "it holds no tables" if not tables else f"it lacks table(s) {missing}"
-            raise BadDatabase(path, f"it is not a sessionmem database ({what})")
-        for table, needed in _REQUIRED_COLUMNS.items():
-            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-            if not needed <= cols:
-                raise BadDatabase(
-                    path, f"table {table} lacks column(s) {sorted(needed - cols)}"
-                )
 
     @staticmethod
     @contextlib.contextmanager
@@ -392,13 +278,6 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _nonempty(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except FileNotFoundError:
-        return False
 
 
 def _json_value(text: str) -> bytes:

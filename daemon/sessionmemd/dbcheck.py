@@ -1,0 +1,136 @@
+"""Is this file a sessionmem database, intact, and may we use it? Answered before
+anything can change it.
+
+A corrupt, truncated, zero-length or foreign file is refused with a BadDatabase
+naming the file and the way out, and is left byte for byte as it was, its -wal
+and -shm included: the header is read by hand, and the schema through an
+immutable (lock-free, WAL-ignoring) connection or a private copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import struct
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import pathname2url
+
+SCHEMA_VERSION = 1  # PRAGMA user_version of our additions (store.py); newer is refused
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+_REQUIRED_COLUMNS = {
+    "sessions": {"id", "start_time", "current_task", "active_ticket", "created_at"},
+    "session_files": {"session_id", "file_path", "opened_at"},
+    "session_messages": {"session_id", "role", "content", "timestamp"},
+    "session_context": {"session_id", "key", "value"},
+}
+
+
+class BadDatabase(Exception):
+    """The file is not a database we may use; it has not been modified."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"refusing to use {path}: {reason}. The file was left untouched. "
+            f"To keep it, point sessionmemd elsewhere with --db; to start afresh, "
+            f"run sessionmemd with --recover, which moves it (and its -wal/-shm) aside."
+        )
+        self.path = path
+        self.reason = reason
+
+
+def check_header(path: Path) -> None:
+    """Reject what SQLite would misread or silently overwrite, before SQLite opens it."""
+    size = path.stat().st_size
+    if size == 0:
+        raise BadDatabase(path, "it is an empty (zero-length) file, not a database")
+    with path.open("rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise BadDatabase(path, "it is not a SQLite database (bad header)")
+    (page_size,) = struct.unpack(">H", header[16:18])
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, db_pages = struct.unpack(">II", header[24:32])
+    (valid_for,) = struct.unpack(">I", header[92:96])
+    if page_size < 512 or page_size & (page_size - 1):
+        raise BadDatabase(path, f"its header is corrupt (page size {page_size})")
+    if valid_for == change_counter and db_pages and size < db_pages * page_size:
+        raise BadDatabase(
+            path, f"it is truncated ({size} bytes, its header says {db_pages * page_size})"
+        )
+
+
+def move_aside(path: Path) -> list[Path]:
+    """--recover: rename the database and its -wal/-shm out of the way."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            dst = Path(f"{path}.corrupt-{stamp}{suffix}")
+            src.rename(dst)
+            moved.append(dst)
+    return moved
+
+
+def check_without_touching(path: Path) -> None:
+    """Check the schema before a read-write open can change anything: such an open
+    recovers a leftover -wal into the -shm, and its close checkpoints the -wal
+    into the database, which must never happen to a file we then refuse.
+
+    The main file is read as immutable (no locks, no -wal, no -shm). Only when it
+    holds no table at all while a -wal does (a creator killed before its first
+    checkpoint) is a private copy of both opened normally instead."""
+    uri = "file:" + pathname2url(str(path)) + "?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+            if has_tables or not _nonempty(Path(str(path) + "-wal")):
+                check_schema(conn, path)
+                return
+        finally:
+            conn.close()
+        with tempfile.TemporaryDirectory(prefix=".sessionmem-check-", dir=path.parent) as tmp:
+            copy = Path(tmp) / "copy.db"
+            shutil.copyfile(path, copy)
+            shutil.copyfile(str(path) + "-wal", str(copy) + "-wal")
+            conn = sqlite3.connect(copy)
+            try:
+                check_schema(conn, path)
+            finally:
+                conn.close()
+    except sqlite3.DatabaseError as e:
+        raise BadDatabase(path, f"SQLite cannot read it ({e})") from None
+
+
+def check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise BadDatabase(
+            path, f"it has schema version {version}, newer than this sessionmemd's "
+            f"{SCHEMA_VERSION} (upgrade sessionmem)"
+        )
+    tables = {
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    missing = sorted(set(_REQUIRED_COLUMNS) - tables)
+    if missing:
+        what = "it holds no tables" if not tables else f"it lacks table(s) {missing}"
+        raise BadDatabase(path, f"it is not a sessionmem database ({what})")
+    for table, needed in _REQUIRED_COLUMNS.items():
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if not needed <= cols:
+            raise BadDatabase(
+                path, f"table {table} lacks column(s) {sorted(needed - cols)}"
+            )
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
