@@ -246,3 +246,19 @@ def test_always_mode_big_batches_are_committed_before_their_replies(make_daemon)
     d.start()
     with d.session() as s:
         assert s.get_stats().messagesCount == 3000
+
+
+def test_shutdown_method_refuses_to_exit_while_the_disk_refuses_writes(make_daemon, tiny_fs: Path) -> None:
+    d = make_daemon("--snapshot-interval", "3600", db=tiny_fs / "session.db")
+    with d.session() as s:
+        n = fill_until_snapshots_fail(d, s)
+        with pytest.raises(errors.PersistFailed):
+            s.shutdown()
+        assert d.proc is not None and d.proc.poll() is None  # still running, nothing lost
+        assert s.get_stats().messagesCount == n
+        subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_fs)], check=True)
+        assert s.shutdown() is None
+    assert d.proc.wait(30) == 0
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == n
