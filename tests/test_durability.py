@@ -262,3 +262,28 @@ def test_shutdown_method_refuses_to_exit_while_the_disk_refuses_writes(make_daem
     d.start()
     with d.session() as s:
         assert s.get_stats().messagesCount == n
+
+
+def test_corruption_found_while_restoring_is_refused_then_recoverable(make_daemon) -> None:
+    import sqlite3
+
+    d = make_daemon("--snapshot-interval", "3600")
+    with d.session() as s:
+        for i in range(3000):
+            s.add_message("user", f"{i}:" + "x" * 300)
+    d.stop()
+    c = sqlite3.connect(d.db)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    data = bytearray(d.db.read_bytes())
+    middle = (len(data) // 2) // 4096 * 4096
+    data[middle : middle + 4096] = b"\xff" * 4096  # one page of the message table, header intact
+    d.db.write_bytes(bytes(data))
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(30) == errors.EXIT_BAD_DATABASE
+    assert d.db.read_bytes() == bytes(data)  # refused, untouched
+    assert "refusing to use" in d.read_log()
+    d.start("--recover")
+    with d.session() as s:
+        assert s.get_stats().messagesCount == 0
+    assert [p.read_bytes() for p in d.db.parent.glob("session.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))] == [bytes(data)]

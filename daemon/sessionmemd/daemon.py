@@ -28,7 +28,7 @@ from .methods import build_handlers
 from .persist import Persister
 from .rpc import Dispatcher
 from .server import Limits, Server
-from .state import SessionState
+from .state import Restored, SessionState
 from .dbcheck import BadDatabase, move_aside
 from .store import Store
 from .systemd import Notifier
@@ -72,26 +72,30 @@ class Daemon:
         self.exit_code = 0
 
     # -- startup -------------------------------------------------------------------------
-    def _open_store(self) -> Store:
+    def _open_and_load(self) -> tuple[Store, Restored | None]:
         db = self.cfg.paths.db
         # NORMAL in WAL mode: a commit is in the OS once it returns, which survives any
         # crash of this process; FULL also fsyncs it, which survives power loss.
         sync = "FULL" if self.cfg.fsync else "NORMAL"
+        store: Store | None = None
         try:
-            return Store(db, synchronous=sync)
+            store = Store(db, synchronous=sync)
+            return store, store.load()  # unreadable rows surface here, not at open
         except BadDatabase as e:
+            if store is not None:
+                store.close()
             if not self.cfg.recover:
                 raise
             moved = move_aside(db)
             log.warning("recover: %s; moved aside: %s", e.reason, ", ".join(map(str, moved)))
-            return Store(db, synchronous=sync)
+            store = Store(db, synchronous=sync)
+            return store, store.load()
 
     async def start(self) -> None:
         cfg = self.cfg
         self.lock = DaemonLock(cfg.paths.db)
         try:
-            store = self._open_store()
-            restored = store.load()
+            store, restored = self._open_and_load()
         except BaseException:
             self.lock.release()
             raise
