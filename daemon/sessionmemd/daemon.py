@@ -254,6 +254,7 @@ class Daemon:
         self.notifier.send("STOPPING=1", f"STATUS=stopping: {self._stop_reason}")
         self.server.stop_accepting()
         await self.server.drain(timeout=10.0)
+        await self.persister.settled()  # writes waiting for a commit get their replies
         for t in self._tasks:
             t.cancel()
         saved = False

@@ -31,7 +31,6 @@ from .store import Store
 
 log = logging.getLogger("sessionmemd")
 
-WOULD_BLOCK = object()  # commit_inline's "not here: use the writer thread"
 # Up to this many changed rows are committed on the event loop's own thread: a few
 # tens of microseconds, cheaper than handing them to the writer thread and back.
 INLINE_MAX_ROWS = 256
@@ -47,6 +46,14 @@ def _lower_priority() -> None:
         pass
 
 
+def _notify(waiters: list[Callable[[Exception | None], None]], err: Exception | None) -> None:
+    for callback in waiters:
+        try:
+            callback(err)
+        except Exception:  # one broken waiter must not leave the others unanswered
+            log.exception("internal error while answering a committed write")
+
+
 class Persister:
     def __init__(self, store: Store, get_state: Callable[[], SessionState]) -> None:
         self.store = store
@@ -56,7 +63,7 @@ class Persister:
         )
         self._lock = asyncio.Lock()
         self._unsaved: list[Changes] = []  # drained but not committed (a write failed)
-        self._next_commit: asyncio.Future[None] | None = None
+        self._waiters: list[Callable[[Exception | None], None]] = []
         self._committing = False
         self.last_snapshot_at: int | None = None  # epoch ms of the last successful write
         self.last_error: str | None = None
@@ -117,61 +124,78 @@ class Persister:
         return self._get_state().pending_changes + sum(len(b) for b in self._unsaved)
 
     # -- group commit (durability=always) ----------------------------------------------
-    def commit_inline(self) -> object:
-        """Commit every change so far right now, on the calling (loop) thread, when it
-        is small and nobody else is writing. Returns None when committed, a
-        PersistFailed when the write failed (changes kept for retry), or WOULD_BLOCK
-        when the caller must use :meth:`commit_soon` instead."""
-        if self._lock.locked() or self._committing or self._next_commit is not None:
-            return WOULD_BLOCK
+    def commit_then(self, callback: Callable[[Exception | None], None]) -> None:
+        """Call ``callback(None)`` once every change made so far is committed, or
+        ``callback(error)`` if that failed (the changes are kept and retried). Every
+        caller of one loop turn, from every connection, shares one transaction, and
+        the callbacks run right after it: no future, no task per write."""
+        if not self._waiters and not self._committing:
+            asyncio.get_running_loop().call_soon(self._start_commit)
+        self._waiters.append(callback)
+
+    def commit_soon(self) -> asyncio.Future[None]:
+        """:meth:`commit_then` as a future, for code that awaits."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def resolve(err: Exception | None) -> None:
+            if fut.done():
+                return
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(err)
+
+        self.commit_then(resolve)
+        return fut
+
+    async def settled(self) -> None:
+        """Return once every commit asked for so far has been made (or has failed)."""
+        if self._waiters or self._committing:
+            await asyncio.shield(self.commit_soon())
+
+    def _start_commit(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        if not waiters:
+            return
+        done, err = self._commit_inline()
+        if done:
+            _notify(waiters, err)
+            return
+        self._committing = True
+        asyncio.get_running_loop().create_task(self._commit(waiters))
+
+    def _commit_inline(self) -> tuple[bool, Exception | None]:
+        """Commit right here, on the loop's thread, when the change is small and nobody
+        else is writing: a few tens of microseconds, less than a hop to the writer
+        thread and back. (False, None) leaves it to the writer thread."""
         state = self._get_state()
-        if state.pending_changes > INLINE_MAX_ROWS or len(self._unsaved) > 0:
-            return WOULD_BLOCK  # a big write, or a retry: the writer thread's job
+        if self._lock.locked() or self._unsaved or state.pending_changes > INLINE_MAX_ROWS:
+            return False, None  # a snapshot under way, a retry, or a big write
         changes = state.drain()
         if changes is None:
-            return None
-        self._unsaved.append(changes)
+            return True, None
         try:
-            self.store.write(self._unsaved)
+            self.store.write([changes])
         except Exception as e:
+            self._unsaved.append(changes)  # kept, and retried by the next snapshot
             self._record_failure(e)
-            return errors.PersistFailed(
+            return True, errors.PersistFailed(
                 f"change applied in memory but not committed, kept and retried: {e}",
                 {"pendingBatches": len(self._unsaved)},
             )
-        self._unsaved.clear()
         self._record_success()
-        return None
+        return True, None
 
-    def commit_soon(self) -> asyncio.Future[None]:
-        """A future resolved once every change made so far is committed. All callers
-        in one loop turn share one transaction."""
-        if self._next_commit is None:
-            self._next_commit = asyncio.get_running_loop().create_future()
-            if not self._committing:
-                asyncio.get_running_loop().call_soon(self._start_commit)
-        return self._next_commit
-
-    def _start_commit(self) -> None:
-        fut, self._next_commit = self._next_commit, None
-        if fut is None:
-            return
-        self._committing = True
-        asyncio.get_running_loop().create_task(self._commit(fut))
-
-    async def _commit(self, fut: asyncio.Future[None]) -> None:
+    async def _commit(self, waiters: list[Callable[[Exception | None], None]]) -> None:
+        err: Exception | None = None
         try:
             await self.snapshot()
         except Exception as e:  # waiters must hear of any failure, not hang on it
-            if not fut.done():
-                fut.set_exception(e)
-        else:
-            if not fut.done():
-                fut.set_result(None)
-        finally:
-            self._committing = False
-            if self._next_commit is not None:
-                self._start_commit()
+            err = e
+        self._committing = False
+        _notify(waiters, err)
+        if self._waiters:
+            self._start_commit()
 
     # -- restore / shutdown ------------------------------------------------------------
     async def load(self) -> Restored | None:

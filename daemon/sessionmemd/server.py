@@ -7,6 +7,7 @@ split and dispatched in one callback and all replies leave in one write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -21,7 +22,7 @@ from sessionmem import errors
 from sessionmem.protocol import FrameTooLarge, LineFramer
 
 from .listener import BACKLOG
-from .persist import WOULD_BLOCK, Persister
+from .persist import Persister
 from .rpc import Dispatcher, PendingReply
 
 log = logging.getLogger("sessionmemd")
@@ -114,28 +115,21 @@ class Connection(asyncio.Protocol):
 
     def _settle(self, pending: list[PendingReply]) -> None:
         """Finish replies that wait for the disk. Writes that only wait for their commit
-        (durability=always) join this loop turn's group: one commit, made on the loop's
-        thread at the end of the turn when it is small, covers every connection's
-        writes, and no task is created; anything else goes to a task."""
+        (durability=always) are answered by the commit's callback, without a task;
+        calls that need the shell (snapshot, restore, shutdown) go to a task."""
         srv = self.srv
         parts = [x for r in pending for x in r.pending()]
-        if srv.persister is not None and all(x.work is None for x in parts):
-            srv.group_commit(self, pending)
+        if all(x.work is None for x in parts):
+            srv.persister.commit_then(functools.partial(self._committed, pending))
             return
-        self.settle_later(pending)
-
-    def settle_later(self, pending: list[PendingReply]) -> None:
-        persister = self.srv.persister
         commit = None
-        if persister is not None and any(x.work is None for r in pending for x in r.pending()):
-            commit = persister.commit_soon()  # now: it must cover the changes just made
-        self.srv.track(asyncio.ensure_future(self._finish(pending, commit)))
+        if any(x.work is None for x in parts):
+            commit = srv.persister.commit_soon()  # now: it must cover the changes just made
+        srv.track(asyncio.ensure_future(self._finish(pending, commit)))
 
-    def settle_now(self, pending: list[PendingReply], outcome: object) -> None:
-        """Commit-waiting replies, once their commit is made (``outcome`` None) or
-        failed (``outcome`` the PersistFailed every one of them answers)."""
+    def _committed(self, pending: list[PendingReply], failed: Exception | None) -> None:
         for r in pending:
-            results = [x.value if outcome is None else outcome for x in r.pending()]
+            results = [x.value if failed is None else failed for x in r.pending()]
             frame = self.srv.dispatcher.finish(r, results)
             if frame is not None:
                 self.write(frame)
@@ -213,7 +207,7 @@ class Server:
         dispatcher: Dispatcher,
         limits: Limits,
         on_activity: Callable[[], None],
-        persister: Persister | None = None,
+        persister: Persister,
     ) -> None:
         self.dispatcher = dispatcher
         self.persister = persister
@@ -222,24 +216,8 @@ class Server:
         self.connections: set[Connection] = set()
         self.stopping = False
         self._inflight: set[asyncio.Future[Any]] = set()
-        self._group: list[tuple[Connection, list[PendingReply]]] = []
         self._aserver: asyncio.AbstractServer | None = None
         self.touch = on_activity
-
-    def group_commit(self, conn: Connection, pending: list[PendingReply]) -> None:
-        if not self._group:
-            asyncio.get_running_loop().call_soon(self._commit_group)
-        self._group.append((conn, pending))
-
-    def _commit_group(self) -> None:
-        group, self._group = self._group, []
-        assert self.persister is not None
-        outcome = self.persister.commit_inline()
-        for conn, pending in group:
-            if outcome is WOULD_BLOCK:
-                conn.settle_later(pending)
-            else:
-                conn.settle_now(pending, outcome)
 
     def track(self, fut: asyncio.Future[Any]) -> None:
         self._inflight.add(fut)
