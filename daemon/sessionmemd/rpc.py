@@ -23,8 +23,7 @@ Handler = Callable[[Any], Any]
 
 
 class Pending(NamedTuple):
-    id: p.RequestId
-    notify: bool
+    id: p.RequestId | UnsetType  # UNSET: a notification, answered by nothing
     # The coroutine that produces the result, or None when the result is ``value``
     # and only waits for the commit of the change that produced it.
     work: Coroutine[Any, Any, Any] | None
@@ -209,7 +208,6 @@ class Dispatcher:
         return self._run(req.method, handler, mutates, rid, params)
 
     def _run(self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any) -> bytes | Pending | None:
-        notify = rid is UNSET
         try:
             result = handler(params)
         except errors.SessionmemError as e:
@@ -218,10 +216,10 @@ class Dispatcher:
             self._on_internal_error(method, e)
             return self._reply_error(rid, errors.InternalError(f"internal error in {method}: {e!r}"))
         if type(result) is types.CoroutineType:
-            return Pending(None if notify else rid, notify, result)
+            return Pending(rid, result)
         if mutates and self.durable:
-            return Pending(None if notify else rid, notify, None, result)
-        if notify:
+            return Pending(rid, None, result)
+        if rid is UNSET:
             return None
         return self._encode(p.Response(id=rid, result=result))
 
@@ -248,15 +246,16 @@ class Dispatcher:
                 continue
             assert isinstance(part, Pending)
             res = next(it)
-            if part.notify:
+            rid = part.id
+            if isinstance(rid, UnsetType):
                 continue
             if isinstance(res, errors.SessionmemError):
-                out.append(self._error(part.id, res))
+                out.append(self._error(rid, res))
             elif isinstance(res, BaseException):
                 self._on_internal_error("deferred call", res)
-                out.append(self._error(part.id, errors.InternalError(f"internal error: {res!r}")))
+                out.append(self._error(rid, errors.InternalError(f"internal error: {res!r}")))
             else:
-                out.append(self._encode(p.Response(id=part.id, result=res)))
+                out.append(self._encode(p.Response(id=rid, result=res)))
         if not out:
             return None
         if pending.batch:
