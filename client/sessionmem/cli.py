@@ -90,52 +90,31 @@ def session_id(c: Ctx) -> None:
     c.out(c.session().get_session_id())
 
 
-@main.group()
-def task() -> None:
-    """The current task."""
+def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) -> None:
+    """A `get` / `set VALUE` / `clear` group for one optional text field."""
+    group = click.Group(name, help=help)
+
+    @group.command("get")
+    @pass_ctx
+    def get(c: Ctx) -> None:
+        c.out(getattr(c.session(), getter)())
+
+    @group.command("set")
+    @click.argument("value", metavar=metavar)
+    @pass_ctx
+    def set_(c: Ctx, value: str) -> None:
+        c.out(getattr(c.session(), setter)(value))
+
+    @group.command("clear")
+    @pass_ctx
+    def clear_(c: Ctx) -> None:
+        c.out(getattr(c.session(), setter)(None))
+
+    main.add_command(group)
 
 
-@task.command("get")
-@pass_ctx
-def task_get(c: Ctx) -> None:
-    c.out(c.session().get_current_task())
-
-
-@task.command("set")
-@click.argument("text")
-@pass_ctx
-def task_set(c: Ctx, text: str) -> None:
-    c.out(c.session().set_current_task(text))
-
-
-@task.command("clear")
-@pass_ctx
-def task_clear(c: Ctx) -> None:
-    c.out(c.session().set_current_task(None))
-
-
-@main.group()
-def ticket() -> None:
-    """The active ticket."""
-
-
-@ticket.command("get")
-@pass_ctx
-def ticket_get(c: Ctx) -> None:
-    c.out(c.session().get_active_ticket())
-
-
-@ticket.command("set")
-@click.argument("ticket_id")
-@pass_ctx
-def ticket_set(c: Ctx, ticket_id: str) -> None:
-    c.out(c.session().set_active_ticket(ticket_id))
-
-
-@ticket.command("clear")
-@pass_ctx
-def ticket_clear(c: Ctx) -> None:
-    c.out(c.session().set_active_ticket(None))
+_text_field("task", "The current task.", "get_current_task", "set_current_task", "TEXT")
+_text_field("ticket", "The active ticket.", "get_active_ticket", "set_active_ticket", "TICKET_ID")
 
 
 def _show_messages(c: Ctx, messages: list[Any]) -> None:
