@@ -105,7 +105,7 @@ class SessionState:
         s.active_ticket = r.active_ticket
         s._messages = r.messages
         s._saved_messages = len(r.messages)
-        s._files = dict.fromkeys(r.files)
+        s._files = dict.fromkeys(r.files)  # a duplicate row (another tool's) counts once
         s._context = r.context
         return s
 

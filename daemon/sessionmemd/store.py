@@ -206,8 +206,7 @@ class Store:
             c.execute("COMMIT")
         # "" is a task like any other string and survives a restart (the original turned
         # it into NULL on its way to disk; NULL still reads back as None).
-        return Restored(sid, int(start_time), task, ticket, messages,
-                        list(dict.fromkeys(files)), context)
+        return Restored(sid, int(start_time), task, ticket, messages, files, context)
 
     # -- writing ------------------------------------------------------------------
     def write(self, batches: Iterable[Changes]) -> int:
