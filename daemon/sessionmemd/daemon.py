@@ -165,7 +165,8 @@ class Daemon:
 
     def _on_snapshot_signal(self, sig: signal.Signals) -> None:
         log.info("%s: snapshot requested", sig.name)
-        asyncio.get_running_loop().create_task(self._quiet_snapshot())
+        # Tracked like a request in flight: kept alive, and awaited by a shutdown.
+        self.server.track(asyncio.ensure_future(self._quiet_snapshot()))
 
     async def _quiet_snapshot(self) -> None:
         try:
