@@ -53,17 +53,13 @@ def daemon_status(c: Ctx) -> None:
 @pass_ctx
 def daemon_start(c: Ctx, idle_timeout: float | None) -> None:
     """Start a detached daemon for this project (no-op when one runs)."""
-    from .connect import daemon_command
-    import subprocess
+    from .connect import start_daemon
 
     hello = _running(c)
     if hello is not None:
         c.out(None, f"already running: pid {hello.pid}")
         return
-    paths = c.paths()
-    proc = subprocess.run(daemon_command(paths, idle_timeout), stdin=subprocess.DEVNULL, check=False)
-    if proc.returncode not in (errors.EXIT_OK, errors.EXIT_ALREADY_RUNNING):
-        sys.exit(proc.returncode)
+    start_daemon(c.paths(), idle_timeout=idle_timeout)  # its error, if any, is reported as such
     c._session = None
     hello = _running(c)
     c.out(None, f"started: pid {hello.pid}, socket {hello.socketPath}" if hello else "started")

@@ -49,13 +49,15 @@ def start_result(code: int, stderr: bytes, paths: Paths) -> None:
     )
 
 
-def start_daemon(paths: Paths, timeout: float = 30.0) -> None:
+def start_daemon(
+    paths: Paths, timeout: float = 30.0, idle_timeout: float | None = AUTOSTART_IDLE_TIMEOUT
+) -> None:
     """Start a detached daemon; returns once one serves (ours or a racer's)."""
     import subprocess  # only when autostarting: keeps a plain call's imports small
 
     try:
         proc = subprocess.run(
-            daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            daemon_command(paths, idle_timeout), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
