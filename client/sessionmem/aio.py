@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from types import TracebackType
 from typing import Any
 
 from . import errors
 from . import protocol as p
 from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
-from .connect import NO_DAEMON, daemon_command, may_autostart, no_daemon, owner_socket, start_result
+from .connect import NO_DAEMON, may_autostart, no_daemon, owner_socket, start_daemon
 from .paths import Paths, resolve
 from .session import MAX_REPLY
-
-
-async def start_daemon_async(paths: Paths, timeout: float = 30.0) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *daemon_command(paths), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
-    start_result(proc.returncode or 0, err, paths)
 
 
 async def _connect_once(path: str, factory: type[asyncio.Protocol], timeout: float) -> tuple[Any, Any]:
@@ -65,7 +51,8 @@ async def open_async(
         if e.errno not in NO_DAEMON:
             raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
         may_autostart(paths, autostart, e)
-    await start_daemon_async(paths, timeout)
+    # The blocking start, off the loop: it is rare, and one implementation is enough.
+    await asyncio.to_thread(start_daemon, paths, timeout)
     deadline = loop.time() + timeout
     while True:  # a racer's daemon may still be binding its socket
         try:
@@ -131,9 +118,11 @@ class AsyncSession(SessionAPI):
         socket: str | os.PathLike[str] | None = None,
         autostart: bool = True,
         timeout: float = 30.0,
+        check_version: bool = True,
     ) -> None:
         self.paths: Paths = resolve(project, socket)
         self._autostart = autostart
+        self._check_version = check_version
         self._timeout = timeout
         self._proto: _ClientProtocol | None = None
         self._next_id = 0
@@ -143,7 +132,8 @@ class AsyncSession(SessionAPI):
         _, proto = await open_async(self.paths, self._autostart, _ClientProtocol, self._timeout)
         self._proto = proto  # type: ignore[assignment]
         self.daemon = await self.hello()
-        check_hello(self.daemon)
+        if self._check_version:
+            check_hello(self.daemon)
         return self
 
     async def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:

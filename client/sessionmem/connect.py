@@ -40,7 +40,7 @@ def daemon_command(paths: Paths, idle_timeout: float | None = AUTOSTART_IDLE_TIM
     return cmd
 
 
-def start_result(code: int, stderr: bytes, paths: Paths) -> None:
+def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
     if code in (errors.EXIT_OK, errors.EXIT_ALREADY_RUNNING):
         return
     text = stderr.decode(errors="replace").strip() or f"sessionmemd exited with status {code}"
@@ -62,7 +62,7 @@ def start_daemon(
         )
     except subprocess.TimeoutExpired:
         raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
-    start_result(proc.returncode, proc.stderr, paths)
+    _start_result(proc.returncode, proc.stderr, paths)
 
 
 def may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
