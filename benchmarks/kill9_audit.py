@@ -7,7 +7,9 @@ what it had acknowledged.
 
 Per cycle it checks: every writer's restored messages are an exact prefix of what it
 sent (no gap, no duplicate, in order); under `always`, that prefix covers every
-acknowledged message; `PRAGMA integrity_check` is ok. Prints a summary and, with
+acknowledged message; under `periodic`, every lost write was acknowledged within the
+bound README states (the interval plus the snapshot writes it may wait for, plus a
+0.1 s allowance for a loaded machine's scheduling); `PRAGMA integrity_check` is ok. Prints a summary and, with
 --json, writes the figures. Exit status 1 if any check failed.
 """
 
@@ -43,16 +45,31 @@ def _wait_socket(sock: Path, proc: subprocess.Popen[bytes], timeout: float = 15.
     raise RuntimeError("sessionmemd did not come up")
 
 
-def _writer(sock: Path, name: str, acked: list[int], stop: threading.Event) -> None:
+def _writer(sock: Path, name: str, acked: list[float], stop: threading.Event) -> None:
+    """Adds ``name-0``, ``name-1``, ... and records when each was acknowledged."""
     try:
         with Session(project=sock.parent, socket=sock, autostart=False) as s:
             i = 0
             while not stop.is_set():
                 s.add_message("user", f"{name}-{i}")
-                acked.append(i)  # only after the daemon's reply
+                acked.append(time.monotonic())  # only after the daemon's reply
                 i += 1
     except errors.SessionmemError:
         pass  # the daemon was killed under us
+
+
+def _watch_writes(sock: Path, longest: list[float], stop: threading.Event) -> None:
+    """The longest snapshot write the daemon reports: part of periodic's loss bound."""
+    try:
+        with Session(project=sock.parent, socket=sock, autostart=False) as s:
+            while not stop.is_set():
+                longest[0] = max(longest[0], s.get_stats().lastSnapshotDurationMs / 1000)
+                time.sleep(0.01)
+    except errors.SessionmemError:
+        pass
+
+
+SCHEDULING_SLACK = 0.1  # seconds
 
 
 def run(cycles: int, durability: str, interval: float, writers: int, workdir: Path,
@@ -63,11 +80,12 @@ def run(cycles: int, durability: str, interval: float, writers: int, workdir: Pa
     cmd = [sys.executable, "-m", "sessionmemd", "--project", str(workdir), "--socket", str(sock),
            "--db", str(db), "--durability", durability, "--snapshot-interval", str(interval)]
     totals = {"cycles": 0, "acknowledged": 0, "restored": 0, "lostAcknowledged": 0,
-              "duplicates": 0, "outOfOrder": 0, "integrityFailures": 0, "failures": []}
+              "duplicates": 0, "outOfOrder": 0, "integrityFailures": 0, "boundViolations": 0,
+              "oldestLossMs": 0.0, "longestWriteMs": 0.0, "failures": []}
     log = open(workdir / "daemon.log", "ab")
     for cycle in range(cycles):
         try:
-            _cycle(cycle, cmd, sock, db, writers, durability, rng, min_run, max_run, log, totals)
+            _cycle(cycle, cmd, sock, db, writers, durability, interval, rng, min_run, max_run, log, totals)
         except Exception:  # report it with the daemon's log, and go on auditing
             import traceback
 
@@ -79,17 +97,20 @@ def run(cycles: int, durability: str, interval: float, writers: int, workdir: Pa
     return totals
 
 
-def _cycle(cycle: int, cmd: list[str], sock: Path, db: Path, writers: int, durability: str,
+def _cycle(cycle: int, cmd: list[str], sock: Path, db: Path, writers: int, durability: str, interval: float,
            rng: random.Random, min_run: float, max_run: float, log: Any, totals: dict[str, Any]) -> None:
     workdir = sock.parent
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     _wait_socket(sock, proc)
     stop = threading.Event()
-    acked: dict[str, list[int]] = {f"c{cycle}w{k}": [] for k in range(writers)}
+    acked: dict[str, list[float]] = {f"c{cycle}w{k}": [] for k in range(writers)}
+    longest = [0.0]
     threads = [threading.Thread(target=_writer, args=(sock, n, a, stop)) for n, a in acked.items()]
+    threads.append(threading.Thread(target=_watch_writes, args=(sock, longest, stop)))
     for t in threads:
         t.start()
     time.sleep(rng.uniform(min_run, max_run))
+    killed_at = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stop.set()
@@ -121,6 +142,19 @@ def _cycle(cycle: int, cmd: list[str], sock: Path, db: Path, writers: int, durab
         totals["lostAcknowledged"] += lost
         if durability == "always" and lost:
             totals["failures"].append(f"cycle {cycle} {name}: lost {lost} acknowledged")
+        if durability == "periodic" and lost:
+            # README's bound: a snapshot starts every interval; a change waits for the
+            # next one to start (<= interval, or the end of one still writing) and for its
+            # write; plus SCHEDULING_SLACK for a loaded machine's timer and thread delays.
+            age = killed_at - acked[name][len(got)]
+            bound = interval + 2 * longest[0] + SCHEDULING_SLACK
+            totals["oldestLossMs"] = max(totals["oldestLossMs"], round(age * 1000, 1))
+            totals["longestWriteMs"] = max(totals["longestWriteMs"], round(longest[0] * 1000, 1))
+            if age > bound:
+                totals["boundViolations"] += 1
+                totals["failures"].append(
+                    f"cycle {cycle} {name}: lost a write acknowledged {age * 1000:.0f} ms before the "
+                    f"kill, over the bound of {bound * 1000:.0f} ms")
     conn = sqlite3.connect(db)
     ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
     conn.close()
@@ -149,7 +183,8 @@ def main() -> int:
         r["interval"] = args.interval
     print(f"kill -9 audit, durability={args.durability} interval={args.interval}s writers={args.writers} "
           f"runs {args.min_run}-{args.max_run}s")
-    for k in ("cycles", "acknowledged", "restored", "lostAcknowledged", "duplicates", "outOfOrder", "integrityFailures", "seconds"):
+    for k in ("cycles", "acknowledged", "restored", "lostAcknowledged", "duplicates", "outOfOrder", "integrityFailures",
+              "boundViolations", "oldestLossMs", "longestWriteMs", "seconds"):
         print(f"  {k:18} {r[k]}")
     for f in r["failures"]:
         print("  FAIL", f)

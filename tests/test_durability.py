@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -287,3 +288,54 @@ def test_corruption_found_while_restoring_is_refused_then_recoverable(make_daemo
     with d.session() as s:
         assert s.get_stats().messagesCount == 0
     assert [p.read_bytes() for p in d.db.parent.glob("session.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))] == [bytes(data)]
+
+
+# -- shutdown at the wrong moment -------------------------------------------------------------
+def _add_fast(c, n: int, size: int = 100) -> None:  # type: ignore[no-untyped-def]
+    note = b'{"jsonrpc":"2.0","method":"addMessage","params":{"role":"user","content":"' + b"x" * size + b'"}}\n'
+    for _ in range(n // 10_000):
+        c.send(note * 10_000)  # notifications: no replies to read
+    assert c.result("getStats")["messagesCount"] >= n
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_during_a_periodic_snapshot_writes_every_message_once(make_daemon, sig: int) -> None:
+    """The stop cancels the snapshot timer while its write is on the writer thread; that
+    write still commits, and the final snapshot must not write the same rows again."""
+    d = make_daemon("--snapshot-interval", "1.5")
+    c = d.conn()
+    n = 300_000
+    _add_fast(c, n)
+    wait_for(lambda: c.result("getStats")["snapshotInProgress"], timeout=20, what="the periodic snapshot")
+    d.send_signal(sig)
+    assert d.proc is not None and d.proc.wait(60) == 0
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == n
+
+
+def test_final_snapshot_failing_without_messages_still_dumps_the_unsaved_changes(make_daemon, tiny_fs: Path) -> None:
+    """The unsaved batch holds a task, a file and a context change but no message (nearly
+    every batch under `always`): the dump must be written all the same."""
+    d = make_daemon("--snapshot-interval", "3600", db=tiny_fs / "session.db")
+    with d.session() as s:
+        s.add_message("user", "saved")
+        s.snapshot()
+        s.set_current_task("the task")
+        s.track_open_file("a.py")
+        s.set_context("k", {"v": 1})
+    with contextlib.suppress(OSError), open(tiny_fs / "filler", "wb") as f:
+        while True:  # leave the file system no room at all
+            f.write(b"\0" * 4096)
+            f.flush()
+    assert d.stop() == errors.EXIT_FAILURE
+    log = d.read_log()
+    assert "NOT SAVED" in log and "Traceback" not in log
+    dumps = list(d.socket.parent.glob("*.unsaved-*.json"))
+    assert len(dumps) == 1, log
+    doc = json.loads(dumps[0].read_text())
+    assert [b["messages"] for b in doc["batches"]] == [[]]
+    assert doc["batches"][0]["currentTask"] == "the task"
+    assert doc["batches"][0]["files"] == [{"path": "a.py", "tracked": True}]
+    assert doc["batches"][0]["context"] == [{"key": "k", "value": {"v": 1}, "deleted": False}]
+    assert not d.socket.exists()  # shutdown went all the way

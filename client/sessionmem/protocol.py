@@ -166,6 +166,7 @@ class Stats(Struct):
     activeTicket: str | None
     pendingChanges: int
     lastSnapshotAt: int | None
+    lastSnapshotDurationMs: float
     lastSnapshotError: str | None
     snapshotFailures: int
     snapshotsWritten: int

@@ -9,7 +9,6 @@ exactly what could not be saved if the disk refuses.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from .state import Restored, SessionState
 from .dbcheck import BadDatabase, move_aside
 from .store import Store
 from .systemd import Notifier
+from .unsaved import dump_unsaved
 
 log = logging.getLogger("sessionmemd")
 
@@ -175,8 +175,15 @@ class Daemon:
             pass  # logged by the persister, retried by the timer
 
     async def _snapshot_timer(self) -> None:
+        """A snapshot starts every interval, counted from the start of the previous one
+        (not its end), so a change waits at most one interval for its snapshot to begin;
+        one that is still writing when the next is due delays it, and only it."""
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.snapshot_interval
+        due = loop.time() + interval
         while True:
-            await asyncio.sleep(self.cfg.snapshot_interval)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due + interval, loop.time())
             if self.persister.pending:
                 await self._quiet_snapshot()
 
@@ -228,6 +235,7 @@ class Daemon:
             activeTicket=s.active_ticket,
             pendingChanges=ps.pending,
             lastSnapshotAt=ps.last_snapshot_at,
+            lastSnapshotDurationMs=ps.last_duration_ms,
             lastSnapshotError=ps.last_error,
             snapshotFailures=ps.failures,
             snapshotsWritten=ps.written,
@@ -258,6 +266,9 @@ class Daemon:
         await self.persister.settled()  # writes waiting for a commit get their replies
         for t in self._tasks:
             t.cancel()
+        # A snapshot under way finishes its write first (see persist._outlive_cancel):
+        # wait for that, so the final snapshot starts from an exact account of what is saved.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         saved = False
         for attempt in range(3):
             try:
@@ -268,50 +279,11 @@ class Daemon:
                 await asyncio.sleep(0.2 * (attempt + 1))
         if not saved:
             self.exit_code = 1
-            self._dump_unsaved()
+            dump_unsaved(self.persister.unsaved_batches(), self.persister.last_error,
+                         self.cfg.paths.db, self.cfg.paths.socket)
         await self.server.close_all()
         self.listener.close()
         self.persister.close()
         self.lock.release()
         self.notifier.close()
         log.info("stopped%s", "" if saved else " WITH UNSAVED CHANGES (see above)")
-
-    def _dump_unsaved(self) -> None:
-        """The disk refused the final snapshot: say what is lost, and try to keep it
-        as JSON in the runtime folder (a different file system, usually tmpfs)."""
-        batches = self.persister.unsaved_batches()
-        n_msgs = sum(len(b.messages) for b in batches)
-        log.error(
-            "final snapshot failed (%s): NOT SAVED to %s: %d message(s), %d file change(s), "
-            "%d context change(s)%s",
-            self.persister.last_error, self.cfg.paths.db, n_msgs,
-            sum(len(b.files) for b in batches), sum(len(b.context) for b in batches),
-            ", session row" if any(b.session_row for b in batches) else "",
-        )
-        dump = self.cfg.paths.socket.with_name(
-            f"{self.cfg.paths.socket.stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        )
-        doc = {
-            "db": str(self.cfg.paths.db),
-            "error": self.persister.last_error,
-            "batches": [
-                {
-                    "sessionId": b.session_id,
-                    "replacedSession": b.replaced_session,
-                    "currentTask": b.current_task,
-                    "activeTicket": b.active_ticket,
-                    "messages": [json.loads(m) for m in b.messages.encoded()],
-                    "files": [{"path": f, "tracked": t} for f, t in b.files],
-                    "context": [{"key": k, "value": v} for k, v in b.context],
-                }
-                for b in batches
-            ],
-        }
-        try:
-            fd = os.open(dump, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            log.error("the unsaved changes were written to %s", dump)
-        except OSError as e:
-            log.error("could not write the unsaved changes to %s either: %s", dump, e)
-

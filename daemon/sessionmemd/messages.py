@@ -92,5 +92,7 @@ class MessageSlice:
     def encoded(self) -> list[bytes]:
         """Each message's JSON (for the unsaved-changes dump and for tests)."""
         offs = self._offs
+        if not offs:
+            return []
         ends = [*offs[1:], self._end]
         return [bytes(self._buf[a : b - 1]) for a, b in zip(offs, ends, strict=True)]

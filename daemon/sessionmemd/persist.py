@@ -19,9 +19,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sessionmem import errors
 from sessionmem import protocol as p
@@ -30,6 +30,7 @@ from .state import Changes, Restored, SessionState
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
+T = TypeVar("T")
 
 # Up to this many changed rows are committed on the event loop's own thread: a few
 # tens of microseconds, cheaper than handing them to the writer thread and back.
@@ -54,6 +55,32 @@ def _notify(waiters: list[Callable[[Exception | None], None]], err: Exception | 
             log.exception("internal error while answering a committed write")
 
 
+async def _outlive_cancel(aw: Awaitable[T]) -> T:
+    """Await a write on the writer thread to its end, even when the caller is cancelled
+    meanwhile (a shutdown cancels the snapshot timer): the thread commits regardless, so
+    the bookkeeping after the await must run too, or the batch would stay "unsaved" and
+    be written a second time. The cancellation is delivered once the write is done."""
+    fut = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(fut)
+            break
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                raise
+            cancelled = True
+            if fut.done():
+                result = fut.result()
+                break
+    if cancelled:
+        # Re-deliver after the caller's bookkeeping: raised at its next await.
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()
+    return result
+
+
 class Persister:
     def __init__(self, store: Store, get_state: Callable[[], SessionState]) -> None:
         self.store = store
@@ -69,6 +96,7 @@ class Persister:
         self.last_error: str | None = None
         self.failures = 0
         self.written = 0
+        self.last_duration_ms = 0.0  # of the last successful write: part of periodic's loss bound
 
     # -- snapshots ---------------------------------------------------------------------
     async def snapshot(self) -> p.SnapshotResult:
@@ -82,7 +110,7 @@ class Persister:
                 return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
             batches = list(self._unsaved)
             try:
-                await self._run(self.store.write, batches)
+                await _outlive_cancel(self._run(self.store.write, batches))
             except Exception as e:
                 self._record_failure(e)
                 raise errors.PersistFailed(
@@ -90,7 +118,7 @@ class Persister:
                     {"pendingBatches": len(self._unsaved)},
                 ) from e
             del self._unsaved[: len(batches)]
-            self._record_success()
+            self._record_success(time.perf_counter() - started)
             return p.SnapshotResult(
                 written=True,
                 messages=sum(len(b.messages) for b in batches),
@@ -100,11 +128,12 @@ class Persister:
                 durationMs=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    def _record_success(self) -> None:
+    def _record_success(self, seconds: float) -> None:
         if self.last_error is not None:
             log.warning("snapshots recovered: the database is written again")
         self.last_error = None
         self.last_snapshot_at = int(time.time() * 1000)
+        self.last_duration_ms = round(seconds * 1000, 3)
         self.written += 1
 
     def _record_failure(self, e: Exception) -> None:
@@ -174,6 +203,7 @@ class Persister:
         changes = state.drain()
         if changes is None:
             return True, None
+        started = time.perf_counter()
         try:
             self.store.write([changes])
         except Exception as e:
@@ -183,7 +213,7 @@ class Persister:
                 f"change applied in memory but not committed, kept and retried: {e}",
                 {"pendingBatches": len(self._unsaved)},
             )
-        self._record_success()
+        self._record_success(time.perf_counter() - started)
         return True, None
 
     async def _commit(self, waiters: list[Callable[[Exception | None], None]]) -> None:
