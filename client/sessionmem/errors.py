@@ -108,5 +108,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # e.g. the final snapshot could not be written (see the log)
 EXIT_USAGE = 2
 EXIT_BAD_DATABASE = 65  # EX_DATAERR: corrupt, foreign or newer database; left untouched
+EXIT_IO = 74  # EX_IOERR: the database could not be read for another reason (I/O, locks)
+EXIT_NO_PERMISSION = 77  # EX_NOPERM: the database or its folder is not writable (not damaged)
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL: another daemon owns this database or socket
 EXIT_CONFIG = 78  # EX_CONFIG: unsafe runtime folder, socket path too long, ...

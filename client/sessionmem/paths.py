@@ -94,6 +94,22 @@ def runtime_dir(create: bool = True) -> Path:
     return base
 
 
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parent 0700, whatever the umask: ``mkdir(parents=
+    True, mode=...)`` gives the mode to the last folder only, the others get the umask's."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue  # a racing process made it
+        os.chmod(folder, 0o700)  # mkdir's mode passes through the umask
+
+
 def check_socket_path(path: Path) -> Path:
     if len(os.fsencode(path)) >= SUN_PATH_MAX:
         raise PathError(
@@ -128,5 +144,7 @@ def resolve(
         sock_path = Path(os.path.abspath(sock))
     else:
         sock_path = runtime_dir(create_runtime) / f"{project_key(root)}.sock"
-    db_path = Path(os.path.abspath(db)) if db is not None else default_db_path(root)
+    # realpath: one database is one daemon however it is named (a symlinked --db or
+    # .arela/), and every client finds its lock file under the same name.
+    db_path = Path(os.path.realpath(db if db is not None else default_db_path(root)))
     return Paths(root, db_path, check_socket_path(sock_path), sock is not None)

@@ -22,13 +22,13 @@ from sessionmem import __version__, errors
 from sessionmem import protocol as p
 from sessionmem.paths import Paths
 
-from .listener import DaemonLock, Listener
+from .listener import AlreadyRunning, DaemonLock, Listener
 from .methods import build_handlers
 from .persist import Persister
 from .rpc import Dispatcher
 from .server import Limits, Server
-from .state import Restored, SessionState
-from .dbcheck import BadDatabase, move_aside
+from .state import SessionState
+from .dbcheck import BadDatabase, check_writable, move_aside
 from .store import Store
 from .systemd import Notifier
 from .unsaved import dump_unsaved
@@ -72,33 +72,37 @@ class Daemon:
         self.exit_code = 0
 
     # -- startup -------------------------------------------------------------------------
-    def _open_and_load(self) -> tuple[Store, Restored | None]:
+    def _open_store(self) -> Store:
         db = self.cfg.paths.db
         # NORMAL in WAL mode: a commit is in the OS once it returns, which survives any
         # crash of this process; FULL also fsyncs it, which survives power loss.
         sync = "FULL" if self.cfg.fsync else "NORMAL"
-        store: Store | None = None
         try:
             store = Store(db, synchronous=sync)
-            return store, store.load()  # unreadable rows surface here, not at open
         except BadDatabase as e:
-            if store is not None:
-                store.close()
             if not self.cfg.recover:
                 raise
             moved = move_aside(db)
             log.warning("recover: %s; moved aside: %s", e.reason, ", ".join(map(str, moved)))
             store = Store(db, synchronous=sync)
-            return store, store.load()
+        self.lock.hold_database()  # now that the file surely exists
+        return store
+
+    def _reopen_store(self) -> Store:
+        """The database was deleted under us: lock its path again, make a new file."""
+        self.lock.renew()
+        return self._open_store()
 
     async def start(self) -> None:
         cfg = self.cfg
+        check_writable(cfg.paths.db)  # before the lock file is made there
         self.lock = DaemonLock(cfg.paths.db)
         try:
-            store, restored = self._open_and_load()
+            store = self._open_store()
         except BaseException:
             self.lock.release()
             raise
+        restored = store.take_opened_with()
         if restored is None:
             self.state = SessionState(new_session_id(), now_ms())
             log.info("new session %s in %s", self.state.session_id, cfg.paths.db)
@@ -108,7 +112,7 @@ class Daemon:
                 "restored session %s: %d messages, %d files, %d context keys",
                 restored.session_id, len(restored.messages), len(restored.files), len(restored.context),
             )
-        self.persister = Persister(store, lambda: self.state)
+        self.persister = Persister(store, lambda: self.state, self._reopen_store)
         handlers = build_handlers(self, now_ms, new_session_id, cfg.limits.max_depth)
         self.dispatcher = Dispatcher(handlers, self._internal_error)
         if cfg.durability == "always":
@@ -124,6 +128,7 @@ class Daemon:
         self.lock.announce(self.listener.path)
         self._install_signals()
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
+        self._tasks.append(asyncio.create_task(self._socket_watch()))
         if cfg.idle_timeout:
             self._tasks.append(asyncio.create_task(self._idle_timer(cfg.idle_timeout)))
         wd = self.notifier.watchdog_interval()
@@ -186,6 +191,24 @@ class Daemon:
             due = max(due + interval, loop.time())
             if self.persister.pending:
                 await self._quiet_snapshot()
+
+    async def _socket_watch(self, every: float = 1.0) -> None:
+        """Re-bind when our socket file is deleted (a tmp cleaner, a logout emptying
+        $XDG_RUNTIME_DIR): else the daemon runs on, unreachable, while clients report
+        no daemon and a new one cannot start (we hold the database)."""
+        while True:
+            await asyncio.sleep(every)
+            if not self.listener.lost():
+                continue
+            try:
+                new = self.listener.rebind()
+            except (OSError, AlreadyRunning) as e:
+                log.error("our socket %s is gone and cannot be bound again: %s", self.listener.path, e)
+                continue
+            await self.server.serve(new.sock)
+            self.listener.sock.close()
+            self.listener = new
+            log.warning("our socket %s was deleted by someone else; bound it again", new.path)
 
     async def _idle_timer(self, idle: float) -> None:
         while True:

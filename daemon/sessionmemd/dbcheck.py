@@ -9,6 +9,7 @@ immutable (lock-free, WAL-ignoring) connection or a private copy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import struct
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.request import pathname2url
 
-SCHEMA_VERSION = 1  # PRAGMA user_version of our additions (store.py); newer is refused
+SCHEMA_VERSION = 2  # PRAGMA user_version of our additions (store.py); newer is refused
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -40,6 +41,62 @@ class BadDatabase(Exception):
         )
         self.path = path
         self.reason = reason
+
+
+class DatabaseUnusable(Exception):
+    """The file may be fine, but this process cannot use it: permissions, a read-only
+    file system, an I/O error. Nothing was changed; --recover is not the answer."""
+
+    def __init__(self, path: Path, reason: str, *, permission: bool = True) -> None:
+        super().__init__(f"cannot use {path}: {reason}. The file was left untouched.")
+        self.path = path
+        self.reason = reason
+        self.permission = permission  # else an I/O or locking failure
+
+
+# SQLite result codes that say "this file is damaged or not a database"; any other
+# failure to open or read it (permissions, read-only media, I/O, locks) is about the
+# environment, and must not be reported as corruption with advice to move it aside.
+_CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FORMAT")
+
+
+def open_error(path: Path, e: sqlite3.Error) -> Exception:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if name.startswith(_CORRUPT) or (not name and "malformed" in str(e)):
+        return BadDatabase(path, f"SQLite reports it corrupt ({e})")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
+        return DatabaseUnusable(path, f"it cannot be opened for writing ({e}): check the "
+                                      f"permissions of the file and its folder, and that the "
+                                      f"file system is not read-only")
+    return DatabaseUnusable(path, f"SQLite failed: {e} ({name or 'unknown error'})", permission=False)
+
+
+def check_writable(path: Path) -> None:
+    """The database and its folder (for -wal, -shm and the lock) must be writable (or,
+    before they exist, the folder they will be made in); say so before the lock or
+    SQLite reports it as something else."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    for target, what in ((folder, "its folder"), (path, "the file")):
+        if target.exists() and not os.access(target, os.W_OK | os.R_OK):
+            try:
+                read_only_fs = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+            except OSError:
+                read_only_fs = False
+            why = "is on a read-only file system" if read_only_fs else "is not writable by this user"
+            raise DatabaseUnusable(
+                path, f"{what} ({target}) {why}; the database itself is not damaged. Fix the "
+                f"permissions (or mount), or point sessionmemd elsewhere with --db"
+            )
+
+
+def readonly_uri(path: Path) -> str:
+    """A read-only connection that changes nothing: with no -wal to replay it reads the
+    file as immutable (no -wal or -shm is created); with one, it reads through it
+    without checkpointing (only a read-write close would)."""
+    uri = "file:" + pathname2url(str(path)) + "?mode=ro"
+    return uri if _nonempty(Path(str(path) + "-wal")) else uri + "&immutable=1"
 
 
 def check_header(path: Path) -> None:

@@ -17,7 +17,7 @@ from sessionmem.paths import PathError, resolve
 from .daemon import Config, Daemon
 from .listener import AlreadyRunning
 from .server import Limits
-from .dbcheck import BadDatabase
+from .dbcheck import BadDatabase, DatabaseUnusable
 
 log = logging.getLogger("sessionmemd")
 _DEFAULTS = Limits()
@@ -46,6 +46,7 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
     """Run the daemon to its end. Returns (exit code, error message for startup failures)."""
     import uvloop
 
+    os.umask(0o077)  # everything the daemon creates is private, whatever it inherited
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes EFBIG, not death
     # While the writer thread holds the GIL for a big snapshot, the loop waits for it at
     # most this long per hand-over (default 5 ms): small requests stay quick.
@@ -62,6 +63,8 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
         return errors.EXIT_ALREADY_RUNNING, str(e)
     except BadDatabase as e:
         return errors.EXIT_BAD_DATABASE, str(e)
+    except DatabaseUnusable as e:
+        return (errors.EXIT_NO_PERMISSION if e.permission else errors.EXIT_IO), str(e)
     except PathError as e:
         return errors.EXIT_CONFIG, str(e)
     except OSError as e:

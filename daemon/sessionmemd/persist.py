@@ -82,9 +82,17 @@ async def _outlive_cancel(aw: Awaitable[T]) -> T:
 
 
 class Persister:
-    def __init__(self, store: Store, get_state: Callable[[], SessionState]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        get_state: Callable[[], SessionState],
+        reopen: Callable[[], Store] | None = None,
+    ) -> None:
         self.store = store
         self._get_state = get_state
+        # Makes a new, empty database at the same path when the file was deleted under us.
+        self._reopen = reopen
+        self.recreated = 0
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_priority
         )
@@ -103,6 +111,7 @@ class Persister:
         """Write what changed; raise PersistFailed (changes kept for retry) on error."""
         async with self._lock:
             started = time.perf_counter()
+            self._check_file()
             changes = self._get_state().drain()
             if changes is not None:
                 self._unsaved.append(changes)
@@ -127,6 +136,40 @@ class Persister:
                 sessionChanged=any(b.replaced_session is not None for b in batches),
                 durationMs=round((time.perf_counter() - started) * 1000, 3),
             )
+
+    def _check_file(self) -> None:
+        """Write only into the file that is at the database's path. Deleted (`rm -rf
+        .arela`, `git clean -fdx`): make a new one there and write the whole session
+        into it. Replaced by another file: write nothing into that one; keep it all in
+        memory, and say so on every snapshot until the path is free again."""
+        problem = self.store.identity_problem()
+        if problem is None:
+            return
+        path = self.store.path
+        if problem == "deleted" and self._reopen is not None:
+            log.error("the database %s was DELETED while the daemon ran: writing the whole "
+                      "session to a new file at that path", path)
+            # Closed first: its close removes "<path>-wal" by name, which must not be
+            # the new file's.
+            self.store.close()
+            try:
+                self.store = self._reopen()
+            except Exception as e:
+                self._record_failure(e)
+                raise errors.PersistFailed(
+                    f"the database {path} was deleted and a new one cannot be made: {e}; "
+                    f"the session is kept in memory and retried", {"pendingBatches": len(self._unsaved)}
+                ) from e
+            self._unsaved = [self._get_state().everything()]  # holds every earlier batch too
+            self.recreated += 1
+            return
+        e = RuntimeError(f"the database {path} was {problem} while the daemon ran")
+        self._record_failure(e)
+        raise errors.PersistFailed(
+            f"{e}: nothing is written into the file now at that path; the session is kept in "
+            f"memory and written once the path is free (move that file away) or, at exit, "
+            f"dumped as JSON", {"pendingBatches": len(self._unsaved)},
+        )
 
     def _record_success(self, seconds: float) -> None:
         if self.last_error is not None:
@@ -198,8 +241,9 @@ class Persister:
         else is writing: a few tens of microseconds, less than a hop to the writer
         thread and back. (False, None) leaves it to the writer thread."""
         state = self._get_state()
-        if self._lock.locked() or self._unsaved or state.pending_changes > INLINE_MAX_ROWS:
-            return False, None  # a snapshot under way, a retry, or a big write
+        if (self._lock.locked() or self._unsaved or state.pending_changes > INLINE_MAX_ROWS
+                or self.store.identity_problem()):
+            return False, None  # a snapshot under way, a retry, a big write, or a lost file
         changes = state.drain()
         if changes is None:
             return True, None

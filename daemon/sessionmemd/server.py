@@ -224,7 +224,11 @@ class Server:
         fut.add_done_callback(self._inflight.discard)
 
     async def serve(self, sock: socket.socket) -> None:
+        """Accept on ``sock``, instead of any socket accepted on before (a re-bind after
+        the old socket file was deleted); open connections are not touched."""
         loop = asyncio.get_running_loop()
+        if self._aserver is not None:
+            self._aserver.close()
         # asyncio re-listens with its own backlog (100 by default): keep a deep one, so a
         # burst of clients connecting at once is queued rather than refused with EAGAIN.
         self._aserver = await loop.create_unix_server(

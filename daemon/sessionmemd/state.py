@@ -204,6 +204,21 @@ class SessionState:
         """Mutations since the last drain (0 means a snapshot would write nothing)."""
         return self._mutations
 
+    def everything(self) -> Changes:
+        """The whole session as one batch, for a new, empty database file (the old one
+        was deleted under the daemon). Drains what was pending: this batch holds it."""
+        self.drain()
+        return Changes(
+            session_id=self.session_id,
+            start_time=self.start_time,
+            current_task=self.current_task,
+            active_ticket=self.active_ticket,
+            session_row=True,
+            messages=self._messages.since(0),
+            files=[(path, True) for path in self._files],
+            context=[(k, v.decode()) for k, v in self._context.items()],
+        )
+
     def drain(self) -> Changes | None:
         """Detach what changed since the last drain; None when nothing did."""
         if not self._mutations:

@@ -5,6 +5,11 @@ side wrote restores in the other. Our additions (schema version 1):
 
 * ``sessionmem_meta(key, value)``: ``current_session`` names the live session, so
   "the latest session" no longer depends on a seconds-resolution column.
+* (version 2) an index on ``session_files(file_path)``: saving a file's change deletes
+  its old row by path, which without it scanned the table once per path (20,000 new
+  files took 24 s to save). Not on ``(session_id, ...)``: the original tool reads a
+  session's files with no ORDER BY, and such an index would hand them to it sorted by
+  path instead of in the order they were tracked.
 
 No index on ``session_messages(session_id)``: a database holds one live session
 (clear deletes the old one), so restore scans the table in rowid order either way,
@@ -28,7 +33,18 @@ from pathlib import Path
 
 import msgspec
 
-from .dbcheck import SCHEMA_VERSION, BadDatabase, check_header, check_schema, check_without_touching
+from .dbcheck import (
+    SCHEMA_VERSION,
+    BadDatabase,
+    check_header,
+    check_schema,
+    check_without_touching,
+    check_writable,
+    open_error,
+    readonly_uri,
+)
+from sessionmem.paths import make_private_dirs
+
 from .messages import MessageLog
 from .state import Changes, Restored
 
@@ -62,8 +78,10 @@ CREATE TABLE IF NOT EXISTS session_context (
 );
 """
 
-_ADDITIONS_V1 = """
+# Idempotent, so one script upgrades a database of any older version (the original's is 0).
+_ADDITIONS = """
 CREATE TABLE IF NOT EXISTS sessionmem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessionmem_files_by_path ON session_files (file_path);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -71,9 +89,39 @@ _validate_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 class Store:
+    """One database file, opened only after every check has passed.
+
+    ``opened_with`` is the live session as found at open (None in an empty database):
+    it is read through a read-only connection *before* anything is written, so a file
+    whose rows turn out unreadable is refused without a byte changed."""
+
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self.path = path
+        if not path.exists():
+            self._create(path)
+        check_writable(path)
+        check_header(path)
+        check_without_touching(path)
+        self.opened_with: Restored | None = self._load_readonly(path)
         self._conn = self._open(path, synchronous)
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def take_opened_with(self) -> Restored | None:
+        """The session found at open, handed over once (the store keeps no reference)."""
+        r, self.opened_with = self.opened_with, None
+        return r
+
+    def identity_problem(self) -> str | None:
+        """None while ``path`` is still the file this store writes; else what happened
+        to it. SQLite would go on writing into an unlinked file, losing everything."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return "replaced"
+        return None
 
     # -- opening ------------------------------------------------------------------
     @staticmethod
@@ -84,29 +132,35 @@ class Store:
         conn.execute("PRAGMA busy_timeout = 10000")
         return conn
 
+    @staticmethod
+    def _load_readonly(path: Path) -> Restored | None:
+        try:
+            conn = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None)
+        except sqlite3.DatabaseError as e:
+            raise open_error(path, e) from None
+        try:
+            return _load(conn, path)
+        finally:
+            conn.close()
+
     def _open(self, path: Path, synchronous: str) -> sqlite3.Connection:
-        if not path.exists():
-            self._create(path)
-        check_header(path)
-        check_without_touching(path)
         try:
             conn = self._connect(path)
         except sqlite3.DatabaseError as e:
-            raise BadDatabase(path, f"SQLite cannot open it ({e})") from None
+            raise open_error(path, e) from None
         try:
             check_schema(conn, path)
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise BadDatabase(path, "it cannot be switched to WAL mode")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                # A database written by the original: add our table.
+                # Written by the original or an older sessionmemd: add what is missing.
                 conn.executescript(
-                    f"BEGIN IMMEDIATE; {_ADDITIONS_V1} "
-                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    f"BEGIN IMMEDIATE; {_ADDITIONS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise BadDatabase(path, f"SQLite reports it corrupt ({e})") from None
+            raise open_error(path, e) from None
         except BadDatabase:
             conn.close()
             raise
@@ -116,7 +170,12 @@ class Store:
     def _create(path: Path) -> None:
         """Build the schema in a temporary file and rename it into place, so a crash
         while creating never leaves an empty or half-made database behind."""
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path.parent)
+        for suffix in ("-wal", "-shm"):
+            # With no database they belong to nothing (an earlier file deleted under a
+            # live connection); SQLite would replay such a -wal into the new file.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -125,7 +184,7 @@ class Store:
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
-                conn.executescript(_ORIGINAL_SCHEMA + _ADDITIONS_V1)
+                conn.executescript(_ORIGINAL_SCHEMA + _ADDITIONS)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("PRAGMA journal_mode = WAL")
             finally:
@@ -150,63 +209,7 @@ class Store:
     def load(self) -> Restored | None:
         """The live session, or None in an empty database. Raises BadDatabase when
         SQLite finds the rows unreadable."""
-        try:
-            return self._load()
-        except sqlite3.DatabaseError as e:
-            raise BadDatabase(self.path, f"SQLite reports it corrupt ({e})") from None
-
-    def _load(self) -> Restored | None:
-        c = self._conn
-        row = c.execute(
-            "SELECT s.id, s.start_time, CAST(s.current_task AS TEXT), CAST(s.active_ticket AS TEXT) "
-            "FROM sessions s "
-            "JOIN sessionmem_meta m ON m.key = 'current_session' AND m.value = s.id"
-        ).fetchone()
-        if row is None:
-            # Written by the original (or our pointer's session was cleared by it).
-            row = c.execute(
-                "SELECT id, start_time, CAST(current_task AS TEXT), CAST(active_ticket AS TEXT) "
-                "FROM sessions "
-                "ORDER BY created_at DESC, rowid DESC LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        sid, start_time, task, ticket = row
-        c.execute("BEGIN")
-        try:
-            messages = MessageLog()
-            append = messages.append
-            # Another tool may have stored a NULL or non-integer timestamp, or a number
-            # as a role; the wire promises strings and an int, so SQLite coerces them
-            # (in C, at no measurable cost).
-            for r, t, ts in c.execute(
-                "SELECT CAST(role AS TEXT), CAST(content AS TEXT), "
-                "CAST(COALESCE(timestamp, 0) AS INTEGER) "
-                "FROM session_messages WHERE session_id = ? ORDER BY rowid",
-                (sid,),
-            ):
-                append(r, t, ts)
-            files = [
-                r[0]
-                for r in c.execute(
-                    "SELECT CAST(file_path AS TEXT) FROM session_files "
-                    "WHERE session_id = ? ORDER BY rowid",
-                    (sid,),
-                )
-            ]
-            context = {
-                k: _json_value(v)
-                for k, v in c.execute(
-                    "SELECT CAST(key AS TEXT), CAST(value AS TEXT) FROM session_context "
-                    "WHERE session_id = ? ORDER BY rowid",
-                    (sid,),
-                )
-            }
-        finally:
-            c.execute("COMMIT")
-        # "" is a task like any other string and survives a restart (the original turned
-        # it into NULL on its way to disk; NULL still reads back as None).
-        return Restored(sid, int(start_time), task, ticket, messages, files, context)
+        return _load(self._conn, self.path)
 
     # -- writing ------------------------------------------------------------------
     def write(self, batches: Iterable[Changes]) -> int:
@@ -276,7 +279,70 @@ class Store:
         return self._conn.total_changes
 
     def close(self) -> None:
+        """Idempotent."""
         self._conn.close()
+
+
+def _load(c: sqlite3.Connection, path: Path) -> Restored | None:
+    try:
+        return _read_session(c)
+    except sqlite3.DatabaseError as e:
+        raise open_error(path, e) from None
+
+
+def _read_session(c: sqlite3.Connection) -> Restored | None:
+    row = None
+    if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'sessionmem_meta'").fetchone():
+        row = c.execute(
+            "SELECT s.id, s.start_time, CAST(s.current_task AS TEXT), CAST(s.active_ticket AS TEXT) "
+            "FROM sessions s "
+            "JOIN sessionmem_meta m ON m.key = 'current_session' AND m.value = s.id"
+        ).fetchone()
+    if row is None:
+        # Written by the original (or our pointer's session was cleared by it).
+        row = c.execute(
+            "SELECT id, start_time, CAST(current_task AS TEXT), CAST(active_ticket AS TEXT) "
+            "FROM sessions "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return None
+    sid, start_time, task, ticket = row
+    c.execute("BEGIN")
+    try:
+        messages = MessageLog()
+        append = messages.append
+        # Another tool may have stored a NULL or non-integer timestamp, or a number
+        # as a role; the wire promises strings and an int, so SQLite coerces them
+        # (in C, at no measurable cost).
+        for r, t, ts in c.execute(
+            "SELECT CAST(role AS TEXT), CAST(content AS TEXT), "
+            "CAST(COALESCE(timestamp, 0) AS INTEGER) "
+            "FROM session_messages WHERE session_id = ? ORDER BY rowid",
+            (sid,),
+        ):
+            append(r, t, ts)
+        files = [
+            r[0]
+            for r in c.execute(
+                "SELECT CAST(file_path AS TEXT) FROM session_files "
+                "WHERE session_id = ? ORDER BY rowid",
+                (sid,),
+            )
+        ]
+        context = {
+            k: _json_value(v)
+            for k, v in c.execute(
+                "SELECT CAST(key AS TEXT), CAST(value AS TEXT) FROM session_context "
+                "WHERE session_id = ? ORDER BY rowid",
+                (sid,),
+            )
+        }
+    finally:
+        c.execute("COMMIT")
+    # "" is a task like any other string and survives a restart (the original turned
+    # it into NULL on its way to disk; NULL still reads back as None).
+    return Restored(sid, int(start_time), task, ticket, messages, files, context)
 
 
 def _json_value(text: str) -> bytes:
