@@ -4,63 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import errors
 from . import protocol as p
 from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
-from .connect import NO_DAEMON, may_autostart, no_daemon, owner_socket, start_daemon
+from .connect import connect
 from .paths import Paths, resolve
 from .session import MAX_REPLY
 
 
-async def _connect_once(path: str, factory: type[asyncio.Protocol], timeout: float) -> tuple[Any, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await loop.create_unix_connection(factory, path)
-        except BlockingIOError:  # EAGAIN: the accept queue is full for a moment
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.005)
-
-
-async def _connect_any(paths: Paths, factory: type[asyncio.Protocol], timeout: float) -> tuple[Any, Any]:
-    """Our socket, else the one the database's owner announced (as connect.connect)."""
-    try:
-        return await _connect_once(str(paths.socket), factory, timeout)
-    except OSError as e:
-        other = owner_socket(paths) if e.errno in NO_DAEMON else None
-        if other is None:
-            raise
-        try:
-            return await _connect_once(str(other), factory, timeout)
-        except OSError:
-            raise e from None
-
-
 async def open_async(
-    paths: Paths, autostart: bool, factory: type[asyncio.Protocol], timeout: float = 30.0
-) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    loop = asyncio.get_running_loop()
-    try:
-        return await _connect_any(paths, factory, timeout)
-    except OSError as e:
-        if e.errno not in NO_DAEMON:
-            raise errors.ConnectionFailed(f"cannot connect to {paths.socket}: {e}") from None
-        may_autostart(paths, autostart, e)
-    # The blocking start, off the loop: it is rare, and one implementation is enough.
-    await asyncio.to_thread(start_daemon, paths, timeout)
-    deadline = loop.time() + timeout
-    while True:  # a racer's daemon may still be binding its socket
-        try:
-            return await _connect_any(paths, factory, timeout)
-        except OSError as e:
-            if e.errno not in NO_DAEMON or loop.time() > deadline:
-                raise no_daemon(paths, e) from None
-            await asyncio.sleep(0.02)
+    paths: Paths, autostart: bool, factory: Callable[[], _P], timeout: float = 30.0
+) -> tuple[asyncio.Transport, _P]:
+    """connect.connect (discovery, peer check, autostart), run in a thread: one
+    implementation of finding the daemon, and the loop never blocks on it."""
+    raw = await asyncio.to_thread(connect, paths, autostart, timeout)
+    sock = socket.socket(fileno=raw.detach())
+    transport, proto = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    return transport, proto
+
+
+_P = TypeVar("_P", bound=asyncio.Protocol)
 
 
 class _ClientProtocol(asyncio.Protocol):

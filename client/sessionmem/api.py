@@ -90,6 +90,12 @@ def decode_typed(method: str, frame: bytes) -> p.TypedReply[Any]:
         raise _malformed(e) from None
 
 
+def hello_params() -> dict[str, Any]:
+    from ._version import __version__
+
+    return {"clientVersion": __version__, "protocolVersion": p.PROTOCOL_VERSION}
+
+
 def check_hello(hello: p.HelloResult) -> None:
     if hello.protocolVersion != p.PROTOCOL_VERSION:
         raise errors.VersionMismatch(
@@ -167,11 +173,7 @@ class SessionAPI:
         return self._call("getStats")
 
     def hello(self) -> Any:
-        from . import __version__
-
-        return self._call(
-            "hello", {"clientVersion": __version__, "protocolVersion": p.PROTOCOL_VERSION}
-        )
+        return self._call("hello", hello_params())
 
     def shutdown(self) -> Any:
         return self._call("shutdown")

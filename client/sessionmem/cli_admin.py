@@ -59,10 +59,16 @@ def daemon_start(c: Ctx, idle_timeout: float | None) -> None:
     if hello is not None:
         c.out(None, f"already running: pid {hello.pid}")
         return
-    start_daemon(c.paths(), idle_timeout=idle_timeout)  # its error, if any, is reported as such
-    c._session = None
-    hello = _running(c)
-    c.out(None, f"started: pid {hello.pid}, socket {hello.socketPath}" if hello else "started")
+    paths = c.paths()
+    ours = start_daemon(paths, idle_timeout=idle_timeout)  # its error, if any, is reported as such
+    # "Started" only once it answers: the daemon that owns the database may be one that
+    # lost its socket file and has yet to bind it again.
+    deadline = time.monotonic() + 10.0
+    while (hello := _running(c)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if hello is None:
+        _fail(f"a daemon owns {paths.db} but none answers on {paths.socket}; see {paths.log}")
+    c.out(None, f"{'started' if ours else 'already running'}: pid {hello.pid}, socket {hello.socketPath}")
 
 
 def _stop(c: Ctx, timeout: float = 30.0) -> bool:

@@ -19,9 +19,11 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import errors
 from .paths import Paths
+from .peercred import peer_uid
 
 AUTOSTART_IDLE_TIMEOUT = 900.0
 NO_DAEMON = (errno.ENOENT, errno.ECONNREFUSED)
@@ -40,9 +42,9 @@ def daemon_command(paths: Paths, idle_timeout: float | None = AUTOSTART_IDLE_TIM
     return cmd
 
 
-def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
+def _start_result(code: int, stderr: bytes, paths: Paths) -> bool:
     if code in (errors.EXIT_OK, errors.EXIT_ALREADY_RUNNING):
-        return
+        return code == errors.EXIT_OK
     text = stderr.decode(errors="replace").strip() or f"sessionmemd exited with status {code}"
     raise errors.DaemonStartError(
         f"could not start sessionmemd for {paths.root}: {text}", {"exitCode": code}
@@ -51,8 +53,9 @@ def _start_result(code: int, stderr: bytes, paths: Paths) -> None:
 
 def start_daemon(
     paths: Paths, timeout: float = 30.0, idle_timeout: float | None = AUTOSTART_IDLE_TIMEOUT
-) -> None:
-    """Start a detached daemon; returns once one serves (ours or a racer's)."""
+) -> bool:
+    """Start a detached daemon; returns once one serves: True when it is ours, False
+    when another one already owned the database."""
     import subprocess  # only when autostarting: keeps a plain call's imports small
 
     try:
@@ -62,7 +65,7 @@ def start_daemon(
         )
     except subprocess.TimeoutExpired:
         raise errors.DaemonStartError(f"sessionmemd did not start within {timeout:g}s") from None
-    _start_result(proc.returncode, proc.stderr, paths)
+    return _start_result(proc.returncode, proc.stderr, paths)
 
 
 def may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
@@ -97,6 +100,18 @@ def set_io_timeout(sock: socket.socket, timeout: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
+def check_peer(sock: Any, path: Path | str) -> None:
+    """Talk only to a daemon of our own uid: a socket (or a lock file naming one) planted
+    by another user must get none of our requests, which may carry secrets."""
+    uid = peer_uid(sock)
+    if uid is not None and uid != os.getuid():
+        sock.close()
+        raise errors.ConnectionFailed(
+            f"{path} is served by uid {uid}, not by you (uid {os.getuid()}): refusing to talk "
+            f"to it; remove it if it is not yours", {"socket": str(path), "peerUid": uid},
+        )
+
+
 def _connect_once(path: Path, timeout: float) -> socket.socket:
     deadline = time.monotonic() + timeout
     while True:
@@ -104,6 +119,7 @@ def _connect_once(path: Path, timeout: float) -> socket.socket:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
+            check_peer(sock, path)
             return sock
         except BlockingIOError:
             # EAGAIN: the daemon's accept queue is full for a moment (a burst of clients)
@@ -120,10 +136,17 @@ def owner_socket(paths: Paths) -> Path | None:
     """The socket that the daemon holding this project's database announced in its
     lock file, when it differs from ours (see sessionmemd's DaemonLock)."""
     try:
-        with open(f"{paths.db}.lock", "rb") as f:
-            lines = f.read(4096).decode(errors="replace").split("\n")
+        fd = os.open(f"{paths.db}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        if os.fstat(fd).st_uid != os.getuid():
+            return None  # not written by a daemon of ours: do not follow where it points
+        lines = os.read(fd, 4096).decode(errors="replace").split("\n")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(lines) < 2 or not lines[1] or lines[1] == str(paths.socket):
         return None
     return Path(lines[1])

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import errors
 from . import protocol as p
-from .api import SessionAPI, check_hello, decode_typed, encode_call
+from .api import SessionAPI, check_hello, decode_reply, decode_typed, encode_call, hello_params
 from .connect import connect, set_io_timeout
 from .paths import Paths, resolve
 
@@ -32,37 +32,88 @@ class Session(SessionAPI):
         check_version: bool = True,
     ) -> None:
         self.paths: Paths = resolve(project, socket)
+        self._autostart = autostart
         self._timeout = timeout
+        self._check_version = check_version
         self._lock = _thread.allocate_lock()
         self._next_id = 0
+        self._closed = False
+        self._sock: _socket.socket | None = None
         self._framer = p.LineFramer(MAX_REPLY)
         self._ready: list[bytes] = []
-        self._sock: _socket.socket | None = connect(self.paths, autostart, timeout)
-        set_io_timeout(self._sock, timeout)
-        self.daemon: p.HelloResult = self.hello()
-        if check_version:
-            check_hello(self.daemon)
+        self.daemon: p.HelloResult = self._connect()
+
+    def _connect(self) -> p.HelloResult:
+        """A fresh connection (the first, or after one was dropped mid-call)."""
+        sock = connect(self.paths, self._autostart, self._timeout)
+        set_io_timeout(sock, self._timeout)
+        self._sock = sock
+        self._framer = p.LineFramer(MAX_REPLY)
+        self._ready = []
+        hello: p.HelloResult = self._exchange("hello", hello_params())
+        if self._check_version:
+            check_hello(hello)
+        return hello
 
     def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         with self._lock:
-            sock = self._sock
-            if sock is None:
+            if self._closed:
                 raise errors.ConnectionFailed("session is closed")
-            self._next_id = rid = self._next_id + 1
+            if self._sock is None:
+                self.daemon = self._connect()
+            return self._exchange(method, params)
+
+    def _exchange(self, method: str, params: dict[str, Any] | None) -> Any:
+        """Send one call and read its reply. Any failure in between, an interrupt
+        included (Ctrl-C, a signal handler's exception), drops the connection: a reply
+        still on its way must never be taken as the answer to the next call."""
+        sock = self._sock
+        assert sock is not None
+        self._next_id = rid = self._next_id + 1
+        try:
             try:
                 sock.sendall(encode_call(method, params, rid))
-                frame = self._read_frame(sock)
-            except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
-                self.close()
-                raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
-            except (OSError, p.FrameTooLarge) as e:
-                self.close()
-                raise errors.ConnectionFailed(f"lost the daemon during {method}: {e}") from None
-        # A connection-level error (id null, e.g. frame too large) raises here too.
-        reply = decode_typed(method, frame)
+            except (BrokenPipeError, ConnectionResetError):
+                # The daemon may have refused the request and closed (a frame over its
+                # limit): its reply, already sent, says why better than EPIPE does.
+                self._raise_parting_error(sock)
+                raise
+            return self._read_reply(sock, method, rid)
+        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
+            self._drop()
+            raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
+        except (OSError, p.FrameTooLarge) as e:
+            self._drop()
+            raise errors.ConnectionFailed(f"lost the daemon during {method}: {e}") from None
+        except errors.SessionmemError:
+            raise  # a reply: the connection is in step
+        except BaseException:
+            self._drop()
+            raise
+
+    def _read_reply(self, sock: _socket.socket, method: str, rid: int) -> Any:
+        while True:
+            reply = decode_typed(method, self._read_frame(sock))
+            if reply.id == rid:
+                if reply.error is not p.UNSET:
+                    raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                return reply.result
+            if reply.id is None and reply.error is not p.UNSET:
+                # A connection-level error (e.g. frame too large): the daemon closes next.
+                self._drop()
+                raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+            # Anything else is not ours to answer (a notification): skip it.
+
+    def _raise_parting_error(self, sock: _socket.socket) -> None:
+        try:
+            set_io_timeout(sock, 1.0)
+            frame = self._read_frame(sock)
+        except (OSError, p.FrameTooLarge):
+            return
+        reply = decode_reply(frame)
         if reply.error is not p.UNSET:
+            self._drop()
             raise errors.from_wire(reply.error)  # type: ignore[arg-type]
-        return reply.result
 
     def _read_frame(self, sock: _socket.socket) -> bytes:
         if not self._ready and not self._framer.pending:
@@ -80,10 +131,15 @@ class Session(SessionAPI):
             self._ready.extend(self._framer.feed(data))
         return self._ready.pop(0)
 
-    def close(self) -> None:
+    def _drop(self) -> None:
+        """Close the connection; the next call makes a new one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop()
 
     def __enter__(self) -> Session:
         return self
@@ -93,4 +149,4 @@ class Session(SessionAPI):
 
     def __del__(self) -> None:
         if getattr(self, "_sock", None) is not None:
-            self.close()
+            self._drop()

@@ -135,8 +135,9 @@ class Daemon:
         if wd:
             self._tasks.append(asyncio.create_task(self._watchdog(wd)))
         log.info(
-            "serving %s on %s (pid %d, durability %s, snapshot every %gs%s)",
+            "serving %s on %s (pid %d, durability %s, snapshot every %gs, up to %d connections%s)",
             cfg.paths.root, self.listener.path, os.getpid(), cfg.durability, cfg.snapshot_interval,
+            cfg.limits.max_connections,
             f", idle exit after {cfg.idle_timeout:g}s" if cfg.idle_timeout else "",
         )
         self.notifier.send("READY=1", f"STATUS=serving {cfg.paths.root}", f"MAINPID={os.getpid()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 import click
+import msgspec
 
 from sessionmem import errors
 from sessionmem.paths import PathError, resolve
@@ -35,11 +37,27 @@ def _setup_logging(level: str) -> None:
     log.propagate = False
 
 
-def _raise_fd_limit(wanted: int) -> None:
+# Descriptors the daemon needs besides its clients: std streams, log, listener, event
+# loop, the SQLite files of two connections, lock files, the writer thread's.
+FD_RESERVE = 64
+
+
+def _fit_connections(cfg: Config) -> Config:
+    """Raise the fd limit to fit --max-connections, and clamp the connection limit to
+    what the process can open: a client past the fd limit would otherwise be dropped
+    by accept() with no -32002 and nothing logged."""
+    wanted = cfg.limits.max_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    target = wanted + FD_RESERVE if hard == resource.RLIM_INFINITY else min(wanted + FD_RESERVE, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    fits = wanted if soft == resource.RLIM_INFINITY else max(1, min(wanted, soft - FD_RESERVE))
+    if fits < wanted:
+        log.warning("--max-connections %d does not fit the open-file limit (%d, hard %s): "
+                    "accepting at most %d connections", wanted, soft,
+                    "unlimited" if hard == resource.RLIM_INFINITY else hard, fits)
+    return dataclasses.replace(cfg, limits=msgspec.structs.replace(cfg.limits, max_connections=fits))
 
 
 def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
@@ -52,7 +70,7 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
     # most this long per hand-over (default 5 ms): small requests stay quick.
     sys.setswitchinterval(0.001)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    _raise_fd_limit(cfg.limits.max_connections + 64)
+    cfg = _fit_connections(cfg)
 
     async def main() -> int:
         return await Daemon(cfg, on_ready).run()

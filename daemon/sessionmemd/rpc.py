@@ -67,16 +67,18 @@ _decode_typed_request = msgspec.json.Decoder(Union[_TYPED_REQUESTS]).decode  # t
 
 
 def check_json_value(raw: bytes, max_depth: int, field: str) -> None:
-    """Raise InvalidParams when an arbitrary JSON value nests deeper than allowed or
-    holds invalid UTF-8 (msgspec skips both when it keeps a value as Raw)."""
-    if raw.isascii() and raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return  # cannot nest deeper than it has brackets; ASCII is valid UTF-8
+    """Raise InvalidParams unless an arbitrary JSON value (kept as Raw, which msgspec
+    does not look into) is one every client can read back: valid UTF-8, numbers in
+    range (``1e99999`` is valid JSON syntax, but no float: every Python client's
+    get_all_context() would fail on it), nesting within ``max_depth``."""
     try:
         value = _decode_any(raw)
     except RecursionError:
         raise errors.InvalidParams(f"`{field}` nests deeper than {max_depth} levels") from None
     except (UnicodeDecodeError, msgspec.DecodeError) as e:
-        raise errors.InvalidParams(f"`{field}` is not valid UTF-8 JSON: {e}") from None
+        raise errors.InvalidParams(f"`{field}` is not a JSON value clients can read: {e}") from None
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return  # cannot nest deeper than it has brackets
     level: list[Any] = [value]
     depth = 0
     while True:
@@ -119,14 +121,21 @@ class Dispatcher:
         r = self._frame(frame)
         return r + b"\n" if type(r) is bytes else r
 
-    def handle_frames(self, frames: list[bytes]) -> tuple[list[bytes], list[PendingReply]]:
-        """Every frame of one read: the reply frames ready now (for one writelines:
-        joining them would build, and page-fault in, a fresh megabyte-sized buffer
-        per read when replies carry messages), and those still pending."""
+    def handle_frames(
+        self, frames: list[bytes], budget: int = 1 << 62
+    ) -> tuple[list[bytes], list[PendingReply], int]:
+        """Frames of one read, in order, until the replies ready now pass ``budget``
+        bytes. Returns those replies (for one writelines: joining them would build, and
+        page-fault in, a fresh megabyte-sized buffer per read when replies carry
+        messages), those still pending, and how many frames were handled: the caller
+        keeps the rest until the client has read what it asked for so far."""
         out: list[bytes] = []
         pending: list[PendingReply] = []
         one = self._handle_one
+        size = 0
+        done = 0
         for frame in frames:
+            done += 1
             if frame[:1] == b"{":  # the common case, without a detour
                 r: Any = one(frame)
                 if type(r) is Pending:
@@ -137,9 +146,12 @@ class Dispatcher:
                 continue
             if type(r) is bytes:
                 out += (r, b"\n")  # no copy of a big reply just to end it with a newline
+                size += len(r)
+                if size > budget:
+                    break
             else:
                 pending.append(r)
-        return out, pending
+        return out, pending, done
 
     def _frame(self, frame: bytes) -> bytes | PendingReply | None:
         """One frame's reply without its newline, a PendingReply, or None."""

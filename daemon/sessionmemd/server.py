@@ -11,14 +11,13 @@ import functools
 import logging
 import os
 import socket
-import struct
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from sessionmem import errors
+from sessionmem.peercred import peer_uid
 from sessionmem.protocol import FrameTooLarge, LineFramer
 
 from .listener import BACKLOG
@@ -39,22 +38,8 @@ class Limits(msgspec.Struct, frozen=True):
     output_high_water: int = 1024 * 1024
 
 
-def peer_uid(sock: Any) -> int | None:
-    """The connecting process's uid, from the kernel (not from anything it sent)."""
-    try:
-        if hasattr(socket, "SO_PEERCRED"):
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            return struct.unpack("3i", creds)[1]
-        if sys.platform == "darwin":  # LOCAL_PEERCRED: struct xucred {u_int version; uid_t uid; ...}
-            creds = sock.getsockopt(0, 0x001, 76)
-            return struct.unpack_from("=II", creds)[1]
-    except OSError:
-        return None
-    return None
-
-
 class Connection(asyncio.Protocol):
-    __slots__ = ("srv", "transport", "framer", "closed", "peer")
+    __slots__ = ("srv", "transport", "framer", "closed", "peer", "backlog", "write_paused")
 
     def __init__(self, srv: Server) -> None:
         self.srv = srv
@@ -62,6 +47,10 @@ class Connection(asyncio.Protocol):
         self.framer = LineFramer(srv.limits.max_frame)
         self.closed = False
         self.peer = "?"
+        # Requests read but not yet handled: their client has not read the replies to
+        # the ones before them. At most one read's worth (reading is paused meanwhile).
+        self.backlog: list[bytes] = []
+        self.write_paused = False
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         transport: asyncio.Transport = base  # type: ignore[assignment]  # uvloop's is duck-typed
@@ -104,14 +93,34 @@ class Connection(asyncio.Protocol):
             log.warning("closed a connection (%s): %s", self.peer, e)
             self._fail(errors.FrameTooLargeError(str(e), {"limit": e.limit}))
             return
-        if not frames:
-            return
-        out, pending = srv.dispatcher.handle_frames(frames)
-        if out:
-            # One reply (the sequential client's case): one plain write.
-            self.write(out[0] + out[1] if len(out) == 2 else out)
-        if pending:
-            self._settle(pending)
+        if self.backlog:
+            self.backlog += frames  # behind the ones still waiting for the client to read
+        elif frames:
+            self._dispatch(frames)
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        """Handle requests while the client keeps up. Replies are made only as far as
+        the output's high-water mark allows; the rest wait, unread, in ``backlog`` until
+        the client reads (resume_writing). So the daemon's memory per connection stays
+        within the high-water mark plus one reply, whatever a client pipelines."""
+        dispatcher = self.srv.dispatcher
+        high = self.srv.limits.output_high_water
+        while True:
+            out, pending, done = dispatcher.handle_frames(frames, high)
+            if out:
+                # One reply (the sequential client's case): one plain write.
+                self.write(out[0] + out[1] if len(out) == 2 else out)
+            if pending:
+                self._settle(pending)
+            if done == len(frames) or self.closed:
+                return
+            frames = frames[done:]
+            t = self.transport
+            if self.write_paused or (t is not None and t.get_write_buffer_size() > high):
+                self.backlog = frames
+                if t is not None:
+                    t.pause_reading()
+                return
 
     def _settle(self, pending: list[PendingReply]) -> None:
         """Finish replies that wait for the disk. Writes that only wait for their commit
@@ -188,12 +197,22 @@ class Connection(asyncio.Protocol):
         self.transport.close()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.srv.stopping and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.write_paused = False
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            return
+        if self.backlog:
+            frames, self.backlog = self.backlog, []
+            self._dispatch(frames)
+            if self.backlog or self.write_paused:
+                return
+        if not self.srv.stopping:
+            t.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
