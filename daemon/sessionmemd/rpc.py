@@ -133,9 +133,7 @@ class Dispatcher:
         pending: list[PendingReply] = []
         one = self._handle_one
         size = 0
-        done = 0
-        for frame in frames:
-            done += 1
+        for i, frame in enumerate(frames):
             if frame[:1] == b"{":  # the common case, without a detour
                 r: Any = one(frame)
                 if type(r) is Pending:
@@ -148,10 +146,10 @@ class Dispatcher:
                 out += (r, b"\n")  # no copy of a big reply just to end it with a newline
                 size += len(r)
                 if size > budget:
-                    break
+                    return out, pending, i + 1
             else:
                 pending.append(r)
-        return out, pending, done
+        return out, pending, len(frames)
 
     def _frame(self, frame: bytes) -> bytes | PendingReply | None:
         """One frame's reply without its newline, a PendingReply, or None."""
