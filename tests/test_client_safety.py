@@ -16,7 +16,7 @@ import pytest
 
 from sessionmem import Session, errors
 
-from conftest import Daemon, run_cli, wait_for
+from conftest import Daemon, run_cli
 
 ROOT = os.getuid() == 0
 

@@ -134,7 +134,13 @@ def test_the_connection_limit_is_clamped_to_the_open_file_limit(make_daemon) -> 
         assert r["error"]["code"] == p.TOO_MANY_CONNECTIONS
     for c in held + extra:
         c.close()
-    wait_for(lambda: d.conn().result("getSessionId"), what="a freed slot")
+
+    def served() -> bool:
+        c = d.conn()
+        c.send({"jsonrpc": "2.0", "method": "getSessionId", "id": 1})
+        return "result" in c.recv()
+
+    wait_for(served, what="a freed slot")
 
 
 def test_out_of_range_numbers_are_refused(daemon: Daemon) -> None:

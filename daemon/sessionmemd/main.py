@@ -148,7 +148,7 @@ def _background(cfg: Config, log_path: str) -> None:
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=None, help="Exit (after a final snapshot) when idle this many seconds.")
 @click.option("--max-frame", type=click.IntRange(min=1024), default=_DEFAULTS.max_frame, show_default=True, help="Largest request line in bytes.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=_DEFAULTS.max_connections, show_default=True)
-@click.option("--max-output", type=click.IntRange(min=65536), default=_DEFAULTS.max_output, show_default=True, help="Unread reply bytes after which a connection is cut off.")
+@click.option("--max-output", type=click.IntRange(min=65536), default=_DEFAULTS.max_output, show_default=True, help="Unsent output bytes after which a connection is cut off.")
 @click.option("--max-depth", type=click.IntRange(min=1, max=500), default=_DEFAULTS.max_depth, show_default=True, help="Deepest nesting of a context value.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--recover", is_flag=True, help="Move an unusable database aside (renamed, never deleted) and start empty.")

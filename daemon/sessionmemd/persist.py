@@ -163,10 +163,10 @@ class Persister:
             self._unsaved = [self._get_state().everything()]  # holds every earlier batch too
             self.recreated += 1
             return
-        e = RuntimeError(f"the database {path} was {problem} while the daemon ran")
-        self._record_failure(e)
+        lost = RuntimeError(f"the database {path} was {problem} while the daemon ran")
+        self._record_failure(lost)
         raise errors.PersistFailed(
-            f"{e}: nothing is written into the file now at that path; the session is kept in "
+            f"{lost}: nothing is written into the file now at that path; the session is kept in "
             f"memory and written once the path is free (move that file away) or, at exit, "
             f"dumped as JSON", {"pendingBatches": len(self._unsaved)},
         )
