@@ -194,17 +194,21 @@ def dispatch_cost(n: int = 50_000) -> dict[str, float]:
     import msgspec
 
     from sessionmem import protocol as p
+    from sessionmemd.changelog import ChangeLog
+    from sessionmemd.feed import Feed
+    from sessionmemd.host import SessionHost
     from sessionmemd.methods import build_handlers
     from sessionmemd.rpc import Dispatcher
     from sessionmemd.state import SessionState
 
-    class Host:
-        state = SessionState("bench", 1)
-
+    class Shell:
         def hello(self, params: Any) -> None:
             return None
 
-    d = Dispatcher(build_handlers(Host(), lambda: 1, lambda: "x", 64))  # type: ignore[arg-type]
+    host = SessionHost(SessionState("bench", 1), 0, ChangeLog(0), lambda: 1, lambda: "x")
+    host.reserved = 1 << 62
+    feed = Feed(host.log, publish_when_committed=False)
+    d = Dispatcher(build_handlers(host, feed, Shell(), 64))  # type: ignore[arg-type]
     fs = [f.rstrip(b"\n") for f in frames(1000)]
     d.handle_frames(fs)
     t = time.perf_counter()

@@ -41,7 +41,7 @@ def test_slice_excludes_later_appends_and_decodes_in_chunks() -> None:
     log = filled(12_345)
     s = log.since(45)
     log.append("tool", "after the slice", 1)
-    decoded = [m for chunk in s.chunks(size=1000) for m in chunk]
+    decoded = [m for chunk, _ids in s.chunks(size=1000) for m in chunk]
     assert len(s) == 12_300 and len(decoded) == 12_300
     assert [m.timestamp for m in decoded] == list(range(45, 12_345))
     assert decoded[-1].content.endswith("12344")
@@ -54,3 +54,13 @@ def test_encoded_bytes_are_exactly_the_wire_shape() -> None:
     log.append("user", "hi", 5)
     log.append("tool", "t", 6)
     assert log.all() == b'[{"role":"user","content":"hi","timestamp":5},{"role":"tool","content":"t","timestamp":6}]'
+
+
+def test_ids_travel_with_their_messages_and_repeats_are_known() -> None:
+    log = MessageLog()
+    log.append("user", "a", 1, "id-a")
+    log.append("user", "b", 2)
+    log.append("user", "c", 3, "id-c")
+    assert log.has_id("id-a") and log.has_id("id-c") and not log.has_id("b")
+    chunks = list(log.since(1).chunks(size=1))
+    assert [(m[0].content, ids) for m, ids in chunks] == [("b", [None]), ("c", ["id-c"])]

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 from sessionmem import protocol as p
+from sessionmemd.changelog import ChangeLog
+from sessionmemd.feed import Feed
+from sessionmemd.host import SessionHost
 from sessionmemd.methods import build_handlers
 from sessionmemd.rpc import Dispatcher, PendingReply
 from sessionmemd.state import SessionState
 
 
-class Host:
+class Shell:
     """The shell's side of the method table, reduced to what dispatch needs."""
-
-    def __init__(self) -> None:
-        self.state = SessionState("sid", 1)
 
     async def snapshot(self) -> p.SnapshotResult:
         return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
@@ -38,7 +38,9 @@ class Host:
 @pytest.fixture
 def d() -> Dispatcher:
     ids = iter(f"id{i}" for i in range(100))
-    return Dispatcher(build_handlers(Host(), lambda: 42, lambda: next(ids), max_depth=8))
+    host = SessionHost(SessionState("sid", 1), 0, ChangeLog(0), lambda: 42, lambda: next(ids))
+    host.reserved = 1 << 40
+    return Dispatcher(build_handlers(host, Feed(host.log, publish_when_committed=False), Shell(), max_depth=8))
 
 
 def one(d: Dispatcher, frame: bytes | str | dict[str, Any] | list[Any]) -> Any:

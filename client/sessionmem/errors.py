@@ -63,6 +63,32 @@ class OutputOverflow(SessionmemError):
     code = p.OUTPUT_OVERFLOW
 
 
+class Conflict(SessionmemError):
+    """``expect`` did not match: nothing changed. ``current`` is the value now (decoded
+    JSON), ``revision`` the database's revision when it was read."""
+
+    code = p.CONFLICT
+
+    @property
+    def current(self) -> Any:
+        return self.data.get("current") if isinstance(self.data, dict) else None
+
+    @property
+    def revision(self) -> int | None:
+        return self.data.get("revision") if isinstance(self.data, dict) else None
+
+
+class Compacted(SessionmemError):
+    """watch ``since`` is older than the daemon can replay: re-read what you need and
+    watch again. ``oldest`` is the oldest revision it can replay from."""
+
+    code = p.COMPACTED
+
+    @property
+    def oldest(self) -> int | None:
+        return self.data.get("oldest") if isinstance(self.data, dict) else None
+
+
 # Client-side failures that never travel on the wire.
 class ConnectionFailed(SessionmemError):
     """No daemon answers (and autostart is off or failed)."""
@@ -93,6 +119,8 @@ _BY_CODE: dict[int, type[SessionmemError]] = {
         ShuttingDown,
         PersistFailed,
         OutputOverflow,
+        Conflict,
+        Compacted,
     )
 }
 

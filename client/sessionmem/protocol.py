@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 JSONRPC: Final = "2.0"
 
 # -- error codes ---------------------------------------------------------------
@@ -28,13 +28,25 @@ TOO_MANY_CONNECTIONS: Final = -32002
 SHUTTING_DOWN: Final = -32003
 PERSIST_FAILED: Final = -32004
 OUTPUT_OVERFLOW: Final = -32005
+CONFLICT: Final = -32009  # `expect` did not match; data: {current, revision}
+COMPACTED: Final = -32010  # watch `since` older than the change log; data: {oldest}
+
+# What hello's `capabilities` lists; clients may test for each by name.
+CAPABILITIES: Final = (
+    "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
+    "revisions", "watch", "expect", "messageIds",
+)
 
 Role = Literal["user", "assistant", "system", "tool"]
 # SQLite INTEGER is a signed 64-bit value; anything wider could never be saved.
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 EpochMs = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Revision = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+MessageId = Annotated[str, Meta(min_length=1, max_length=128)]
 RequestId = int | float | str | None
+# `expect`: absent (UNSET) = unconditional; any JSON value, null included, is compared.
+Expect = Raw | UnsetType
 
 
 # -- envelope --------------------------------------------------------------------
@@ -111,12 +123,14 @@ class NoParams(_Params):
 
 class SetCurrentTaskParams(_Params):
     task: str | None
+    expect: Expect = UNSET
 
 
 class AddMessageParams(_Params):
     role: Role
     content: str
     timestamp: EpochMs | None | UnsetType = UNSET
+    id: MessageId | UnsetType = UNSET  # a repeat of an id the session holds adds nothing
 
 
 class GetRecentMessagesParams(_Params):
@@ -129,15 +143,26 @@ class FilePathParams(_Params):
 
 class SetActiveTicketParams(_Params):
     ticketId: str | None
+    expect: Expect = UNSET
 
 
 class SetContextParams(_Params):
     key: str
     value: Raw
+    expect: Expect = UNSET
 
 
 class KeyParams(_Params):
     key: str
+
+
+class DeleteContextParams(_Params):
+    key: str
+    expect: Expect = UNSET
+
+
+class WatchParams(_Params):
+    since: Revision | UnsetType = UNSET  # absent: from the current revision on
 
 
 class HelloParams(_Params):
@@ -175,6 +200,36 @@ class Stats(Struct):
     connections: int
     uptimeMs: int
     pid: int
+    revision: int = 0  # of the last change, over the whole database
+    watchers: int = 0
+
+
+class WatchResult(Struct):
+    revision: int
+
+
+class Change(Struct, omit_defaults=True, kw_only=True):
+    """The params of a ``changed`` notification: one change, its revision, what it did.
+    Fields that do not apply to ``op`` are absent (see docs/protocol.md)."""
+
+    revision: int
+    sessionId: str
+    op: str  # the wire method that made the change
+    at: int  # epoch ms when the daemon applied it
+    message: Message | UnsetType = UNSET  # addMessage
+    messageId: str | UnsetType = UNSET  # addMessage with an id
+    task: str | None | UnsetType = UNSET  # setCurrentTask
+    ticketId: str | None | UnsetType = UNSET  # setActiveTicket
+    key: str | UnsetType = UNSET  # setContext, deleteContext
+    value: Any = UNSET  # setContext
+    filePath: str | UnsetType = UNSET  # trackOpenFile, untrackFile
+    newSessionId: str | UnsetType = UNSET  # clear
+
+
+class Notification(Struct, Generic[T], kw_only=True):
+    jsonrpc: str = JSONRPC
+    method: str
+    params: T
 
 
 class HelloResult(Struct):
@@ -207,7 +262,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "getActiveTicket": MethodSpec(NoParams, str | None, False),
     "setContext": MethodSpec(SetContextParams, None, True),
     "getContext": MethodSpec(KeyParams, Any, False),
-    "deleteContext": MethodSpec(KeyParams, None, True),
+    "deleteContext": MethodSpec(DeleteContextParams, None, True),
     "getAllContext": MethodSpec(NoParams, dict[str, Any], False),
     "snapshot": MethodSpec(NoParams, SnapshotResult, False),
     "restore": MethodSpec(NoParams, None, True),
@@ -215,7 +270,11 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "getStats": MethodSpec(NoParams, Stats, False),
     "hello": MethodSpec(HelloParams, HelloResult, False),
     "shutdown": MethodSpec(NoParams, None, False),
+    "watch": MethodSpec(WatchParams, WatchResult, False),
+    "unwatch": MethodSpec(NoParams, None, False),
 }
+# Handlers of these also get the calling connection (the feed is per connection).
+CONNECTION_METHODS: Final = frozenset({"watch", "unwatch"})
 
 
 # -- encoding helpers ------------------------------------------------------------

@@ -23,6 +23,9 @@ from sessionmem import protocol as p
 from sessionmem.paths import Paths
 
 from .listener import AlreadyRunning, DaemonLock, Listener
+from .changelog import ChangeLog
+from .feed import Feed
+from .host import BLOCK, SessionHost
 from .methods import build_handlers
 from .persist import Persister
 from .rpc import Dispatcher
@@ -34,9 +37,6 @@ from .systemd import Notifier
 from .unsaved import dump_unsaved
 
 log = logging.getLogger("sessionmemd")
-
-CAPABILITIES = ["batch", "notifications", "pipelining", "durability", "snapshot", "restore"]
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -62,7 +62,6 @@ class Daemon:
         self.cfg = cfg
         self._on_ready = on_ready
         self.notifier = Notifier()
-        self.state: SessionState
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._started_mono = time.monotonic()
@@ -104,20 +103,33 @@ class Daemon:
             raise
         restored = store.take_opened_with()
         if restored is None:
-            self.state = SessionState(new_session_id(), now_ms())
-            log.info("new session %s in %s", self.state.session_id, cfg.paths.db)
+            state = SessionState(new_session_id(), now_ms())
+            log.info("new session %s in %s", state.session_id, cfg.paths.db)
         else:
-            self.state = SessionState.from_restored(restored)
+            state = SessionState.from_restored(restored)
             log.info(
                 "restored session %s: %d messages, %d files, %d context keys",
                 restored.session_id, len(restored.messages), len(restored.files), len(restored.context),
             )
-        self.persister = Persister(store, lambda: self.state, self._reopen_store)
-        handlers = build_handlers(self, now_ms, new_session_id, cfg.limits.max_depth)
+        try:
+            mark, kept = store.reserve_revisions(BLOCK)
+        except Exception:
+            store.close()
+            self.lock.release()
+            raise
+        log_ = ChangeLog.restored(kept, mark)
+        if kept and len(log_) < len(kept):
+            log.warning("the change log left by the last stop has a gap: kept %d of %d", len(log_), len(kept))
+        self.host = SessionHost(state, mark, log_, now_ms, new_session_id)
+        self.host.reserved = mark + BLOCK
+        always = cfg.durability == "always"
+        self.feed = Feed(log_, publish_when_committed=always)
+        self.host.on_change = self.feed.changed
+        self.persister = Persister(store, self.host, self._reopen_store, self.feed.committed)
+        handlers = build_handlers(self.host, self.feed, self, cfg.limits.max_depth)
         self.dispatcher = Dispatcher(handlers, self._internal_error)
-        if cfg.durability == "always":
-            self.dispatcher.durable = True
-        self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister)
+        self.dispatcher.durable = always
+        self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister, self.feed.unwatch)
         try:
             self.listener = Listener.open(cfg.paths.socket)
         except BaseException:
@@ -235,18 +247,15 @@ class Daemon:
 
     async def restore(self) -> None:
         restored = await self.persister.load()
-        if restored is None:  # never saved: back to an empty session, same identity
-            self.state = SessionState(self.state.session_id, self.state.start_time)
-        else:
-            self.state = SessionState.from_restored(restored)
-        log.info("restore: reloaded session %s from the last snapshot", self.state.session_id)
+        self.host.restored(restored)  # None (never saved): back to empty, same identity
+        log.info("restore: reloaded session %s from the last snapshot", self.host.state.session_id)
 
     async def shutdown_method(self) -> None:
         await self.persister.snapshot()
         asyncio.get_running_loop().call_soon(self.request_stop, "shutdown requested by a client")
 
     def stats(self) -> p.Stats:
-        s = self.state
+        s = self.host.state
         ps = self.persister
         return p.Stats(
             sessionId=s.session_id,
@@ -268,6 +277,8 @@ class Daemon:
             connections=len(self.server.connections),
             uptimeMs=int((time.monotonic() - self._started_mono) * 1000),
             pid=os.getpid(),
+            revision=self.host.revision,
+            watchers=len(self.feed),
         )
 
     def hello(self, params: p.HelloParams) -> p.HelloResult:
@@ -278,7 +289,7 @@ class Daemon:
             projectRoot=str(self.cfg.paths.root),
             dbPath=str(self.cfg.paths.db),
             socketPath=str(self.listener.path),
-            capabilities=CAPABILITIES,
+            capabilities=list(p.CAPABILITIES),
         )
 
     # -- shutdown ------------------------------------------------------------------------
@@ -296,7 +307,7 @@ class Daemon:
         saved = False
         for attempt in range(3):
             try:
-                await self.persister.snapshot()
+                await self.persister.snapshot(final=True)
                 saved = True
                 break
             except errors.PersistFailed:

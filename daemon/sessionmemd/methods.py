@@ -1,25 +1,25 @@
-"""The method table: each wire method's decoded params turned into a state call.
-
-Pure apart from what it is handed: the clock and id source come in as callables,
-and the calls that need I/O (snapshot, restore, shutdown, stats of the shell)
-go to a :class:`Host`, which the daemon implements.
+"""The method table: each wire method's decoded params turned into a call on the
+session host (the rules, pure), the feed (watch), or the shell (the calls that need
+I/O or the daemon's runtime: snapshot, restore, shutdown, stats, hello).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from msgspec import Raw
+from msgspec import UNSET, Raw
 
+from sessionmem import errors
 from sessionmem import protocol as p
 
+from .feed import Feed, Watcher
+from .host import SessionHost
 from .rpc import Handler, check_json_value
-from .state import SessionState
 
 
-class Host(Protocol):
-    state: SessionState
+class Shell(Protocol):
+    """What the daemon's lifecycle provides to the methods."""
 
     def snapshot(self) -> Coroutine[Any, Any, p.SnapshotResult]: ...
     def restore(self) -> Coroutine[Any, Any, None]: ...
@@ -28,46 +28,55 @@ class Host(Protocol):
     def hello(self, params: p.HelloParams) -> p.HelloResult: ...
 
 
-def build_handlers(
-    host: Host, now_ms: Callable[[], int], new_id: Callable[[], str], max_depth: int
-) -> dict[str, Handler]:
+def _checked(value: Raw | Any, max_depth: int, field: str) -> Any:
+    if value is UNSET:
+        return UNSET
+    raw = bytes(value)  # copy: a Raw would pin the whole request frame
+    check_json_value(raw, max_depth, field)
+    return Raw(raw)
+
+
+def build_handlers(host: SessionHost, feed: Feed, shell: Shell, max_depth: int) -> dict[str, Handler]:
     # Handlers read host.state at call time: restore and clear replace the state object.
     def add_message(a: p.AddMessageParams) -> None:
-        ts = a.timestamp if type(a.timestamp) is int else now_ms()
-        host.state.add_message(a.role, a.content, ts)
+        host.add_message(a.role, a.content, a.timestamp if type(a.timestamp) is int else None,
+                         None if a.id is UNSET else a.id)  # type: ignore[arg-type]
 
     def set_context(a: p.SetContextParams) -> None:
-        value = bytes(a.value)  # copy: a Raw would pin the whole request frame
+        value = bytes(a.value)
         check_json_value(value, max_depth, "params.value")
-        host.state.set_context(a.key, value)
+        host.set_context(a.key, value, _checked(a.expect, max_depth, "params.expect"))
 
-    def get_context(a: p.KeyParams) -> Raw | None:
-        return host.state.get_context(a.key)
+    def watch(a: p.WatchParams, conn: Watcher) -> p.WatchResult:
+        since = None if a.since is UNSET else a.since
+        return feed.watch(conn, since, host.revision)  # type: ignore[arg-type]
 
-    def clear(_: p.NoParams) -> str:
-        host.state.clear(new_id(), now_ms())
-        return host.state.session_id
+    def unwatch(_: p.NoParams, conn: Watcher) -> None:
+        if not feed.unwatch(conn):
+            raise errors.InvalidParams("unwatch: this connection has no watch to end")
 
     return {
         "getSessionId": lambda _: host.state.session_id,
         "getCurrentTask": lambda _: host.state.current_task,
-        "setCurrentTask": lambda a: host.state.set_current_task(a.task),
+        "setCurrentTask": lambda a: host.set_current_task(a.task, _checked(a.expect, max_depth, "params.expect")),
         "addMessage": add_message,
         "getRecentMessages": lambda a: host.state.recent_messages(a.count),
         "getAllMessages": lambda _: host.state.all_messages(),
-        "trackOpenFile": lambda a: host.state.track_file(a.filePath),
-        "untrackFile": lambda a: host.state.untrack_file(a.filePath),
+        "trackOpenFile": lambda a: host.track_file(a.filePath),
+        "untrackFile": lambda a: host.untrack_file(a.filePath),
         "getOpenFiles": lambda _: host.state.open_files(),
-        "setActiveTicket": lambda a: host.state.set_active_ticket(a.ticketId),
+        "setActiveTicket": lambda a: host.set_active_ticket(a.ticketId, _checked(a.expect, max_depth, "params.expect")),
         "getActiveTicket": lambda _: host.state.active_ticket,
         "setContext": set_context,
-        "getContext": get_context,
-        "deleteContext": lambda a: host.state.delete_context(a.key),
+        "getContext": lambda a: host.state.get_context(a.key),
+        "deleteContext": lambda a: host.delete_context(a.key, _checked(a.expect, max_depth, "params.expect")),
         "getAllContext": lambda _: host.state.all_context(),
-        "snapshot": lambda _: host.snapshot(),
-        "restore": lambda _: host.restore(),
-        "clear": clear,
-        "getStats": lambda _: host.stats(),
-        "hello": host.hello,
-        "shutdown": lambda _: host.shutdown_method(),
+        "snapshot": lambda _: shell.snapshot(),
+        "restore": lambda _: shell.restore(),
+        "clear": lambda _: host.clear(),
+        "getStats": lambda _: shell.stats(),
+        "hello": shell.hello,
+        "shutdown": lambda _: shell.shutdown_method(),
+        "watch": watch,
+        "unwatch": unwatch,
     }

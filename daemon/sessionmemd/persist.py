@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from sessionmem import errors
 from sessionmem import protocol as p
 
-from .state import Changes, Restored, SessionState
+from .host import SessionHost
+from .state import Changes, Restored
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
@@ -85,11 +86,15 @@ class Persister:
     def __init__(
         self,
         store: Store,
-        get_state: Callable[[], SessionState],
+        host: SessionHost,
         reopen: Callable[[], Store] | None = None,
+        on_committed: Callable[[int], None] = lambda revision: None,
     ) -> None:
         self.store = store
-        self._get_state = get_state
+        self._host = host
+        # Told the revision up to which every change is on disk (the feed publishes up
+        # to it under durability=always).
+        self._on_committed = on_committed
         # Makes a new, empty database at the same path when the file was deleted under us.
         self._reopen = reopen
         self.recreated = 0
@@ -107,15 +112,21 @@ class Persister:
         self.last_duration_ms = 0.0  # of the last successful write: part of periodic's loss bound
 
     # -- snapshots ---------------------------------------------------------------------
-    async def snapshot(self) -> p.SnapshotResult:
-        """Write what changed; raise PersistFailed (changes kept for retry) on error."""
+    async def snapshot(self, final: bool = False) -> p.SnapshotResult:
+        """Write what changed; raise PersistFailed (changes kept for retry) on error.
+        ``final``: the clean stop's last one (the exact revision mark, the change log)."""
         async with self._lock:
             started = time.perf_counter()
             self._check_file()
-            changes = self._get_state().drain()
+            host = self._host
+            changes = host.final() if final else host.drain()
+            if final:
+                for earlier in self._unsaved:  # a retried final stop: this one's log is newer
+                    earlier.change_log = None
             if changes is not None:
                 self._unsaved.append(changes)
             if not self._unsaved:
+                self._on_committed(host.revision)  # nothing unwritten: all of it is on disk
                 return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
             batches = list(self._unsaved)
             try:
@@ -127,7 +138,7 @@ class Persister:
                     {"pendingBatches": len(self._unsaved)},
                 ) from e
             del self._unsaved[: len(batches)]
-            self._record_success(time.perf_counter() - started)
+            self._saved(batches, time.perf_counter() - started)
             return p.SnapshotResult(
                 written=True,
                 messages=sum(len(b.messages) for b in batches),
@@ -160,7 +171,7 @@ class Persister:
                     f"the database {path} was deleted and a new one cannot be made: {e}; "
                     f"the session is kept in memory and retried", {"pendingBatches": len(self._unsaved)}
                 ) from e
-            self._unsaved = [self._get_state().everything()]  # holds every earlier batch too
+            self._unsaved = [self._host.everything()]  # holds every earlier batch too
             self.recreated += 1
             return
         lost = RuntimeError(f"the database {path} was {problem} while the daemon ran")
@@ -170,6 +181,12 @@ class Persister:
             f"memory and written once the path is free (move that file away) or, at exit, "
             f"dumped as JSON", {"pendingBatches": len(self._unsaved)},
         )
+
+    def _saved(self, batches: list[Changes], seconds: float) -> None:
+        for b in batches:
+            self._host.saved(b)
+        self._record_success(seconds)
+        self._on_committed(batches[-1].revision)
 
     def _record_success(self, seconds: float) -> None:
         if self.last_error is not None:
@@ -193,7 +210,7 @@ class Persister:
 
     @property
     def pending(self) -> int:
-        return self._get_state().pending_changes + sum(len(b) for b in self._unsaved)
+        return self._host.pending_changes + sum(len(b) for b in self._unsaved)
 
     # -- group commit (durability=always) ----------------------------------------------
     def commit_then(self, callback: Callable[[Exception | None], None]) -> None:
@@ -240,12 +257,13 @@ class Persister:
         """Commit right here, on the loop's thread, when the change is small and nobody
         else is writing: a few tens of microseconds, less than a hop to the writer
         thread and back. (False, None) leaves it to the writer thread."""
-        state = self._get_state()
-        if (self._lock.locked() or self._unsaved or state.pending_changes > INLINE_MAX_ROWS
+        host = self._host
+        if (self._lock.locked() or self._unsaved or host.pending_changes > INLINE_MAX_ROWS
                 or self.store.identity_problem()):
             return False, None  # a snapshot under way, a retry, a big write, or a lost file
-        changes = state.drain()
+        changes = host.drain()
         if changes is None:
+            self._on_committed(host.revision)
             return True, None
         started = time.perf_counter()
         try:
@@ -257,7 +275,7 @@ class Persister:
                 f"change applied in memory but not committed, kept and retried: {e}",
                 {"pendingBatches": len(self._unsaved)},
             )
-        self._record_success(time.perf_counter() - started)
+        self._saved([changes], time.perf_counter() - started)
         return True, None
 
     async def _commit(self, waiters: list[Callable[[Exception | None], None]]) -> None:

@@ -19,7 +19,7 @@ from msgspec import UNSET, Raw, UnsetType
 from sessionmem import errors
 from sessionmem import protocol as p
 
-Handler = Callable[[Any], Any]
+Handler = Callable[..., Any]  # (params) -> result, or (params, connection) -> result
 
 
 class Pending(NamedTuple):
@@ -111,18 +111,21 @@ class Dispatcher:
         for cls in _TYPED_REQUESTS:
             name = cls.__struct_config__.tag  # type: ignore[attr-defined]
             self._by_type[cls] = (name, handlers[name], p.METHODS[name].mutates)
+        # Handlers that also take the calling connection: rare, so the common path
+        # pays one set lookup, not an extra argument.
+        self._with_conn = p.CONNECTION_METHODS
         self._encode = msgspec.json.Encoder().encode
         self._on_internal_error = on_internal_error
         self.durable = False  # durability=always: mutating replies wait for the commit
 
     # -- one frame -------------------------------------------------------------------
-    def handle_frame(self, frame: bytes) -> bytes | PendingReply | None:
+    def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
         """Returns the reply frame (newline included), a PendingReply, or None."""
-        r = self._frame(frame)
+        r = self._frame(frame, conn)
         return r + b"\n" if type(r) is bytes else r
 
     def handle_frames(
-        self, frames: list[bytes], budget: int = 1 << 62
+        self, frames: list[bytes], budget: int = 1 << 62, conn: Any = None
     ) -> tuple[list[bytes], list[PendingReply], int]:
         """Frames of one read, in order, until the replies ready now pass ``budget``
         bytes. Returns those replies (for one writelines: joining them would build, and
@@ -135,11 +138,11 @@ class Dispatcher:
         size = 0
         for i, frame in enumerate(frames):
             if frame[:1] == b"{":  # the common case, without a detour
-                r: Any = one(frame)
+                r: Any = one(frame, conn)
                 if type(r) is Pending:
                     r = PendingReply([r], batch=False)
             else:
-                r = self._frame(frame)
+                r = self._frame(frame, conn)
             if r is None:
                 continue
             if type(r) is bytes:
@@ -151,47 +154,47 @@ class Dispatcher:
                 pending.append(r)
         return out, pending, len(frames)
 
-    def _frame(self, frame: bytes) -> bytes | PendingReply | None:
+    def _frame(self, frame: bytes, conn: Any) -> bytes | PendingReply | None:
         """One frame's reply without its newline, a PendingReply, or None."""
         first = frame[:1]
         if first == b"[":
-            return self._handle_batch(frame)
+            return self._handle_batch(frame, conn)
         if first != b"{":
             stripped = frame.strip()
             if not stripped:
                 return None  # blank lines (a human at socat pressing enter) are ignored
             if stripped[:1] == b"[":
-                return self._handle_batch(stripped)
-        part = self._handle_one(frame)
+                return self._handle_batch(stripped, conn)
+        part = self._handle_one(frame, conn)
         if part is None or type(part) is bytes:
             return part
         return PendingReply([part], batch=False)
 
-    def _handle_batch(self, frame: bytes) -> bytes | PendingReply | None:
+    def _handle_batch(self, frame: bytes, conn: Any) -> bytes | PendingReply | None:
         try:
             items = _decode_batch(frame)
         except (msgspec.DecodeError, RecursionError) as e:
             return self._error(None, errors.ParseError(f"parse error: {_reason(e)}"))
         if not items:
             return self._error(None, errors.InvalidRequest("invalid request: empty batch"))
-        parts = [r for r in (self._handle_one(bytes(item)) for item in items) if r is not None]
+        parts = [r for r in (self._handle_one(bytes(item), conn) for item in items) if r is not None]
         if not parts:
             return None
         if all(type(x) is bytes for x in parts):
             return b"[" + b",".join(parts) + b"]"  # type: ignore[arg-type]
         return PendingReply(parts, batch=True)
 
-    def _handle_one(self, frame: bytes) -> bytes | Pending | None:
+    def _handle_one(self, frame: bytes, conn: Any = None) -> bytes | Pending | None:
         # Fast path: a valid request decodes, params and all, in one pass. Anything
         # else takes the slow path, which decodes step by step to name the error.
         try:
             req = _decode_typed_request(frame)
         except Exception:
-            return self._handle_slow(frame)
+            return self._handle_slow(frame, conn)
         name, handler, mutates = self._by_type[type(req)]
-        return self._run(name, handler, mutates, req.id, req.params)
+        return self._run(name, handler, mutates, req.id, req.params, conn)
 
-    def _handle_slow(self, frame: bytes) -> bytes | Pending | None:
+    def _handle_slow(self, frame: bytes, conn: Any) -> bytes | Pending | None:
         try:
             req = _decode_request(frame)
         except UnicodeDecodeError as e:
@@ -215,11 +218,13 @@ class Dispatcher:
             return self._reply_error(rid, errors.InvalidParams(_params_message(req.method, e)))
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
             return self._reply_error(rid, errors.InvalidParams(f"invalid params for {req.method}: {_reason(e)}"))
-        return self._run(req.method, handler, mutates, rid, params)
+        return self._run(req.method, handler, mutates, rid, params, conn)
 
-    def _run(self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any) -> bytes | Pending | None:
+    def _run(
+        self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any, conn: Any
+    ) -> bytes | Pending | None:
         try:
-            result = handler(params)
+            result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:
             return self._reply_error(rid, e)
         except Exception as e:  # a bug: report it, keep serving

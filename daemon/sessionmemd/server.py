@@ -1,4 +1,7 @@
-"""The socket shell: connections, framing, limits, back-pressure, peer checks.
+"""The socket shell: connections, framing, limits, back-pressure, peer checks, and
+"write this frame to that connection". It knows neither the session nor the disk:
+the dispatcher answers requests, and replies that must wait for a commit are settled
+through the :class:`Durability` it is handed.
 
 Uses ``asyncio.Protocol`` rather than streams: a pipelining client's frames are
 split and dispatched in one callback and all replies leave in one write.
@@ -12,7 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -21,7 +24,6 @@ from sessionmem.peercred import peer_uid
 from sessionmem.protocol import FrameTooLarge, LineFramer
 
 from .listener import BACKLOG
-from .persist import Persister
 from .rpc import Dispatcher, PendingReply
 
 log = logging.getLogger("sessionmemd")
@@ -36,6 +38,13 @@ class Limits(msgspec.Struct, frozen=True):
     max_depth: int = 64
     # Stop reading from a connection whose unsent replies pass this; resume below 1/4.
     output_high_water: int = 1024 * 1024
+
+
+class Durability(Protocol):
+    """How a reply waits for its change to be committed (persist.Persister)."""
+
+    def commit_then(self, callback: Callable[[Exception | None], None]) -> None: ...
+    def commit_soon(self) -> asyncio.Future[None]: ...
 
 
 class Connection(asyncio.Protocol):
@@ -106,7 +115,7 @@ class Connection(asyncio.Protocol):
         dispatcher = self.srv.dispatcher
         high = self.srv.limits.output_high_water
         while True:
-            out, pending, done = dispatcher.handle_frames(frames, high)
+            out, pending, done = dispatcher.handle_frames(frames, high, self)
             if out:
                 # One reply (the sequential client's case): one plain write.
                 self.write(out[0] + out[1] if len(out) == 2 else out)
@@ -129,11 +138,11 @@ class Connection(asyncio.Protocol):
         srv = self.srv
         parts = [x for r in pending for x in r.pending()]
         if all(x.work is None for x in parts):
-            srv.persister.commit_then(functools.partial(self._committed, pending))
+            srv.durability.commit_then(functools.partial(self._committed, pending))
             return
         commit = None
         if any(x.work is None for x in parts):
-            commit = srv.persister.commit_soon()  # now: it must cover the changes just made
+            commit = srv.durability.commit_soon()  # now: it must cover the changes just made
         srv.track(asyncio.ensure_future(self._finish(pending, commit)))
 
     def _committed(self, pending: list[PendingReply], failed: Exception | None) -> None:
@@ -190,6 +199,13 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.transport.abort()
 
+    def close_feed(self, reason: str) -> None:
+        """The feed gives up on this watcher: closed, so that it resumes with `since`."""
+        if self.transport is not None and not self.closed:
+            log.warning("closed a watching connection (%s): %s", self.peer, reason)
+            self.closed = True
+            self.transport.abort()
+
     def _fail(self, err: errors.SessionmemError) -> None:
         assert self.transport is not None
         self.transport.write(self.srv.dispatcher.error_frame(None, err))
@@ -216,7 +232,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.backlog = []
         self.srv.connections.discard(self)
+        self.srv.on_close(self)
         self.srv.touch()
 
 
@@ -226,10 +244,12 @@ class Server:
         dispatcher: Dispatcher,
         limits: Limits,
         on_activity: Callable[[], None],
-        persister: Persister,
+        durability: Durability,
+        on_close: Callable[[Connection], Any] = lambda conn: None,
     ) -> None:
         self.dispatcher = dispatcher
-        self.persister = persister
+        self.durability = durability
+        self.on_close = on_close  # e.g. the feed forgets a watcher
         self.limits = limits
         self.uid = os.getuid()
         self.connections: set[Connection] = set()

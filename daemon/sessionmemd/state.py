@@ -39,6 +39,12 @@ class Changes:
     files: list[tuple[str, bool]] = field(default_factory=list)
     # (key, json text or None for deleted)
     context: list[tuple[str, str | None]] = field(default_factory=list)
+    # The database's revision when drained (written with the rows), and a new block of
+    # revisions to reserve durably (see host.py), or None.
+    revision: int = 0
+    reserve: int | None = None
+    # At a clean stop only: the change log, kept for watchers across the restart.
+    change_log: list[tuple[int, str, bytes]] | None = None
 
     def __len__(self) -> int:
         rows = len(self.messages) + len(self.files) + len(self.context)
@@ -110,23 +116,33 @@ class SessionState:
         return s
 
     # -- task / ticket -------------------------------------------------------
-    # A call that changes nothing records nothing, so a snapshot after it writes nothing.
-    def set_current_task(self, task: str | None) -> None:
-        if task != self.current_task:
-            self.current_task = task
-            self._dirty_row = True
-            self._mutations += 1
+    # A call that changes nothing records nothing, so a snapshot after it writes nothing;
+    # each setter says whether it changed something (a change gets a revision).
+    def set_current_task(self, task: str | None) -> bool:
+        if task == self.current_task:
+            return False
+        self.current_task = task
+        self._dirty_row = True
+        self._mutations += 1
+        return True
 
-    def set_active_ticket(self, ticket: str | None) -> None:
-        if ticket != self.active_ticket:
-            self.active_ticket = ticket
-            self._dirty_row = True
-            self._mutations += 1
+    def set_active_ticket(self, ticket: str | None) -> bool:
+        if ticket == self.active_ticket:
+            return False
+        self.active_ticket = ticket
+        self._dirty_row = True
+        self._mutations += 1
+        return True
 
     # -- messages -------------------------------------------------------------
-    def add_message(self, role: str, content: str, timestamp: int) -> None:
-        self._messages.append(role, content, timestamp)
+    def add_message(self, role: str, content: str, timestamp: int, msg_id: str | None = None) -> bytes | None:
+        """Append; returns the message's JSON, or None when ``msg_id`` is one the
+        session already holds (a retried append: nothing is added)."""
+        if msg_id is not None and self._messages.has_id(msg_id):
+            return None
+        encoded = self._messages.append(role, content, timestamp, msg_id)
         self._mutations += 1
+        return encoded
 
     def recent_messages(self, count: int) -> Raw:
         return Raw(self._messages.recent(count))
@@ -139,15 +155,19 @@ class SessionState:
         return len(self._messages)
 
     # -- files -----------------------------------------------------------------
-    def track_file(self, path: str) -> None:
-        if path not in self._files:
-            self._files[path] = None
-            self._touch_file(path)
-
-    def untrack_file(self, path: str) -> None:
+    def track_file(self, path: str) -> bool:
         if path in self._files:
-            del self._files[path]
-            self._touch_file(path)
+            return False
+        self._files[path] = None
+        self._touch_file(path)
+        return True
+
+    def untrack_file(self, path: str) -> bool:
+        if path not in self._files:
+            return False
+        del self._files[path]
+        self._touch_file(path)
+        return True
 
     def _touch_file(self, path: str) -> None:
         # Re-inserting keeps the dirty order that of the latest touch. The files still
@@ -165,20 +185,27 @@ class SessionState:
         return len(self._files)
 
     # -- context ---------------------------------------------------------------
-    def set_context(self, key: str, value_json: bytes) -> None:
-        if self._context.get(key) != value_json:
-            self._context[key] = value_json
-            self._dirty_context[key] = None
-            self._mutations += 1
+    def set_context(self, key: str, value_json: bytes) -> bool:
+        if self._context.get(key) == value_json:
+            return False
+        self._context[key] = value_json
+        self._dirty_context[key] = None
+        self._mutations += 1
+        return True
 
     def get_context(self, key: str) -> Raw | None:
         value = self._context.get(key)
         return None if value is None else Raw(value)
 
-    def delete_context(self, key: str) -> None:
-        if self._context.pop(key, None) is not None:
-            self._dirty_context[key] = None
-            self._mutations += 1
+    def context_json(self, key: str) -> bytes | None:
+        return self._context.get(key)
+
+    def delete_context(self, key: str) -> bool:
+        if self._context.pop(key, None) is None:
+            return False
+        self._dirty_context[key] = None
+        self._mutations += 1
+        return True
 
     def all_context(self) -> Raw:
         if not self._context:
@@ -203,6 +230,10 @@ class SessionState:
     def pending_changes(self) -> int:
         """Mutations since the last drain (0 means a snapshot would write nothing)."""
         return self._mutations
+
+    def identity(self) -> Changes:
+        """A batch with no rows, for what is written beside them (revision marks)."""
+        return Changes(self.session_id, self.start_time, self.current_task, self.active_ticket)
 
     def everything(self) -> Changes:
         """The whole session as one batch, for a new, empty database file (the old one

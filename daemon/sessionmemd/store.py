@@ -1,7 +1,7 @@
 """SQLite persistence in the original's schema, extended only additively.
 
 The original tool's four tables are kept column for column, so a database either
-side wrote restores in the other. Our additions (schema version 1):
+side wrote restores in the other. Our additions (schema version 1 on):
 
 * ``sessionmem_meta(key, value)``: ``current_session`` names the live session, so
   "the latest session" no longer depends on a seconds-resolution column.
@@ -10,6 +10,9 @@ side wrote restores in the other. Our additions (schema version 1):
   files took 24 s to save). Not on ``(session_id, ...)``: the original tool reads a
   session's files with no ORDER BY, and such an index would hand them to it sorted by
   path instead of in the order they were tracked.
+* (version 3) ``session_messages.message_id`` and ``.data`` (nullable TEXT: a message's
+  client-given id, its JSON data), ``sessionmem_changes`` (the change log a clean stop
+  leaves for the next start), and meta ``revisions_reserved`` (see host.py).
 
 No index on ``session_messages(session_id)``: a database holds one live session
 (clear deletes the old one), so restore scans the table in rowid order either way,
@@ -78,11 +81,16 @@ CREATE TABLE IF NOT EXISTS session_context (
 );
 """
 
-# Idempotent, so one script upgrades a database of any older version (the original's is 0).
+# Idempotent, so one script upgrades a database of any older version (the original's is
+# 0); the columns, which SQLite cannot add "if not exists", are added by _add_columns.
 _ADDITIONS = """
 CREATE TABLE IF NOT EXISTS sessionmem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sessionmem_files_by_path ON session_files (file_path);
+CREATE TABLE IF NOT EXISTS sessionmem_changes (
+  revision INTEGER PRIMARY KEY, session_id TEXT NOT NULL, frame BLOB NOT NULL
+);
 """
+_MESSAGE_COLUMNS = ("message_id", "data")  # nullable TEXT, ignored by the original tool
 
 _encode = msgspec.json.Encoder().encode
 _validate_json = msgspec.json.Decoder(msgspec.Raw).decode
@@ -102,7 +110,9 @@ class Store:
         check_writable(path)
         check_header(path)
         check_without_touching(path)
-        self.opened_with: Restored | None = self._load_readonly(path)
+        self.opened_with: Restored | None
+        self._opened_feed: tuple[int, list[tuple[int, str, bytes]]]
+        self.opened_with, self._opened_feed = self._load_readonly(path)
         self._conn = self._open(path, synchronous)
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
@@ -133,13 +143,18 @@ class Store:
         return conn
 
     @staticmethod
-    def _load_readonly(path: Path) -> Restored | None:
+    def _load_readonly(path: Path) -> tuple[Restored | None, tuple[int, list[tuple[int, str, bytes]]]]:
+        """Everything a start reads, read before anything is written."""
         try:
             conn = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None)
         except sqlite3.DatabaseError as e:
             raise open_error(path, e) from None
         try:
-            return _load(conn, path)
+            restored = _load(conn, path)
+            try:
+                return restored, _read_feed(conn)
+            except sqlite3.DatabaseError as e:
+                raise open_error(path, e) from None
         finally:
             conn.close()
 
@@ -155,9 +170,11 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 # Written by the original or an older sessionmemd: add what is missing.
-                conn.executescript(
-                    f"BEGIN IMMEDIATE; {_ADDITIONS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                )
+                with self._transaction(conn):
+                    conn.execute("BEGIN IMMEDIATE")
+                    _add_schema(conn)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             conn.close()
             raise open_error(path, e) from None
@@ -184,7 +201,8 @@ class Store:
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
-                conn.executescript(_ORIGINAL_SCHEMA + _ADDITIONS)
+                conn.executescript(_ORIGINAL_SCHEMA)
+                _add_schema(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("PRAGMA journal_mode = WAL")
             finally:
@@ -246,11 +264,11 @@ class Store:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (sid,),
             )
-        for chunk in ch.messages.chunks():
+        for chunk, ids in ch.messages.chunks():
             c.executemany(
-                "INSERT INTO session_messages (session_id, role, content, timestamp) "
-                "VALUES (?, ?, ?, ?)",
-                [(sid, m.role, m.content, m.timestamp) for m in chunk],
+                "INSERT INTO session_messages (session_id, role, content, timestamp, message_id) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(sid, m.role, m.content, m.timestamp, i) for m, i in zip(chunk, ids, strict=True)],
             )
         for path, tracked in ch.files:
             c.execute(
@@ -271,7 +289,35 @@ class Store:
                     "ON CONFLICT(session_id, key) DO UPDATE SET value = excluded.value",
                     (sid, key, value),
                 )
+        if ch.reserve is not None:
+            c.execute(
+                "INSERT INTO sessionmem_meta (key, value) VALUES ('revisions_reserved', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(ch.reserve),),
+            )
+        if ch.change_log is not None:
+            c.execute("DELETE FROM sessionmem_changes")
+            c.executemany("INSERT INTO sessionmem_changes (revision, session_id, frame) VALUES (?, ?, ?)",
+                          ch.change_log)
         return len(ch)
+
+    def reserve_revisions(self, block: int) -> tuple[int, list[tuple[int, str, bytes]]]:
+        """At start: the last revision that may have been handed out (the reserved mark)
+        and the change log a clean stop left; then durably reserve ``block`` more and
+        drop that log (after a crash it would have a gap). Called before serving."""
+        c = self._conn
+        mark, log = self._opened_feed  # read (and so checked) before the first write
+        self._opened_feed = (mark, [])
+        with self._transaction(c):
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("DELETE FROM sessionmem_changes")
+            c.execute(
+                "INSERT INTO sessionmem_meta (key, value) VALUES ('revisions_reserved', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(mark + block),),
+            )
+            c.execute("COMMIT")
+        return mark, log
 
     @property
     def total_changes(self) -> int:
@@ -281,6 +327,30 @@ class Store:
     def close(self) -> None:
         """Idempotent."""
         self._conn.close()
+
+
+def _read_feed(c: sqlite3.Connection) -> tuple[int, list[tuple[int, str, bytes]]]:
+    """The reserved revision mark and the change log a clean stop left (none in a
+    database written by the original or an older sessionmemd)."""
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "sessionmem_meta" not in tables:
+        return 0, []
+    row = c.execute("SELECT value FROM sessionmem_meta WHERE key = 'revisions_reserved'").fetchone()
+    mark = int(row[0]) if row else 0
+    if "sessionmem_changes" not in tables:
+        return mark, []
+    return mark, [(int(r), str(sid), bytes(f)) for r, sid, f in
+                  c.execute("SELECT revision, session_id, frame FROM sessionmem_changes ORDER BY revision")]
+
+
+def _add_schema(c: sqlite3.Connection) -> None:
+    for statement in _ADDITIONS.split(";"):
+        if statement.strip():
+            c.execute(statement)
+    have = {r[1] for r in c.execute("PRAGMA table_info(session_messages)")}
+    for col in _MESSAGE_COLUMNS:
+        if col not in have:
+            c.execute(f"ALTER TABLE session_messages ADD COLUMN {col} TEXT")
 
 
 def _load(c: sqlite3.Connection, path: Path) -> Restored | None:
@@ -315,13 +385,15 @@ def _read_session(c: sqlite3.Connection) -> Restored | None:
         # Another tool may have stored a NULL or non-integer timestamp, or a number
         # as a role; the wire promises strings and an int, so SQLite coerces them
         # (in C, at no measurable cost).
-        for r, t, ts in c.execute(
+        cols = {r[1] for r in c.execute("PRAGMA table_info(session_messages)")}
+        id_col = "CAST(message_id AS TEXT)" if "message_id" in cols else "NULL"  # the original's
+        for r, t, ts, mid in c.execute(
             "SELECT CAST(role AS TEXT), CAST(content AS TEXT), "
-            "CAST(COALESCE(timestamp, 0) AS INTEGER) "
+            f"CAST(COALESCE(timestamp, 0) AS INTEGER), {id_col} "
             "FROM session_messages WHERE session_id = ? ORDER BY rowid",
             (sid,),
         ):
-            append(r, t, ts)
+            append(r, t, ts, mid)
         files = [
             r[0]
             for r in c.execute(

@@ -44,7 +44,8 @@ def dump_unsaved(batches: list[Changes], error: str | None, db: Path, socket: Pa
     )
     dump = socket.with_name(f"{socket.stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}.json")
     try:
-        doc = {"db": str(db), "error": error, "batches": [_batch_doc(b) for b in batches]}
+        # Batches with no rows only carried revision marks: nothing a person can restore.
+        doc = {"db": str(db), "error": error, "batches": [_batch_doc(b) for b in batches if len(b)]}
         fd = os.open(dump, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)

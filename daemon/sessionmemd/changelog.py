@@ -1,0 +1,115 @@
+"""The change log: the last changes, in revision order, each kept as the exact bytes
+of its ``changed`` notification. Sans-I/O: no sockets, no clock.
+
+Encoded once when the change is applied, a change then costs one write per watcher
+and nothing else. Revisions in the log are consecutive (a change is one revision),
+so finding where a watcher resumes is an index computation, not a search.
+
+Bounded twice: the newest ``keep`` changes are kept (the contract asks for 10,000),
+fewer only when those take more than ``keep_bytes`` (messages can be megabytes each:
+10,000 of them must not pin gigabytes). A watcher further behind gets Compacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sessionmem import errors
+
+KEEP = 10_000
+KEEP_BYTES = 64 * 1024 * 1024
+
+
+class ChangeLog:
+    __slots__ = ("_frames", "_sessions", "_start", "_first", "_bytes", "keep", "keep_bytes")
+
+    def __init__(self, last: int, keep: int = KEEP, keep_bytes: int = KEEP_BYTES) -> None:
+        """``last``: the revision before the first change this log will hold."""
+        self._frames: list[bytes] = []
+        self._sessions: list[str] = []
+        self._start = 0  # index of the oldest kept entry (dropped ones are trimmed lazily)
+        self._first = last + 1  # revision of _frames[_start]
+        self._bytes = 0
+        self.keep = keep
+        self.keep_bytes = keep_bytes
+
+    @property
+    def last(self) -> int:
+        """The newest revision in the log (or before it, when it is empty)."""
+        return self._first + len(self._frames) - self._start - 1
+
+    @property
+    def oldest(self) -> int:
+        """The oldest revision a watcher can still be sent."""
+        return self._first
+
+    def __len__(self) -> int:
+        return len(self._frames) - self._start
+
+    def append(self, revision: int, session_id: str, frame: bytes) -> None:
+        if revision != self.last + 1:
+            raise ValueError(f"revision {revision} does not follow {self.last}")
+        self._frames.append(frame)
+        self._sessions.append(session_id)
+        self._bytes += len(frame)
+        while len(self) > self.keep or (self._bytes > self.keep_bytes and len(self) > 1):
+            self._drop_oldest()
+        if self._start > 4096 and self._start * 2 > len(self._frames):
+            del self._frames[: self._start]
+            del self._sessions[: self._start]
+            self._start = 0
+
+    def _drop_oldest(self) -> None:
+        self._bytes -= len(self._frames[self._start])
+        self._frames[self._start] = b""  # freed now, trimmed from the list later
+        self._start += 1
+        self._first += 1
+
+    def check(self, since: int) -> None:
+        """Raise Compacted unless every change after ``since`` is still here."""
+        if since < self._first - 1:
+            raise errors.Compacted(
+                f"revision {since} is older than the change log, which starts after "
+                f"{self._first - 1}: re-read the session and watch again",
+                {"oldest": self._first},
+            )
+
+    def frames(self, after: int, upto: int, session: str | None = None) -> list[bytes]:
+        """The notifications of the changes ``after < revision <= upto`` (of one session
+        when given), oldest first. The caller checks ``after`` first (see check)."""
+        upto = min(upto, self.last)
+        if upto <= after:
+            return []
+        lo = self._start + max(after + 1 - self._first, 0)
+        hi = self._start + upto - self._first + 1
+        if session is None:
+            return self._frames[lo:hi]
+        sessions = self._sessions
+        return [f for i, f in enumerate(self._frames[lo:hi], lo) if sessions[i] == session]
+
+    def entries(self) -> list[tuple[int, str, bytes]]:
+        """(revision, session id, frame) of every kept change, to keep across a restart."""
+        first = self._first
+        return [
+            (first + i, sid, f)
+            for i, (sid, f) in enumerate(
+                zip(self._sessions[self._start :], self._frames[self._start :], strict=True)
+            )
+        ]
+
+    @classmethod
+    def restored(cls, entries: Iterable[tuple[int, str, bytes]], last: int, **kw: int) -> ChangeLog:
+        """A log holding ``entries`` (consecutive revisions ending at ``last``); any
+        that do not lead without a gap up to ``last`` are left out."""
+        rows = sorted(entries)
+        keep: list[tuple[int, str, bytes]] = []
+        expected = last
+        for rev, sid, frame in reversed(rows):
+            if rev != expected:
+                break
+            keep.append((rev, sid, frame))
+            expected -= 1
+        log = cls(expected, **kw)
+        for rev, sid, frame in reversed(keep):
+            log.append(rev, sid, frame)
+        return log

@@ -1,0 +1,100 @@
+"""The change feed: which connections watch, how far each has been sent, and how far
+the log may be published. It knows the change log and "write these bytes to that
+connection", nothing about sockets, framing or the disk.
+
+Publishing is batched per loop turn: every change asks for one flush (call_soon), and
+a flush sends each watcher all its new notifications in one write. Under
+durability=always only what is committed is published (``committed`` moves the mark,
+called by the persister after each commit), so a watcher never sees a change that a
+crash takes back; under periodic, a change is published once applied.
+
+Writers never wait for watchers: a watcher that stops reading has its notifications
+queued by its transport until the output limit cuts it off, alone; one that falls
+behind the change log itself is closed too. Either resumes with ``since``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from sessionmem import protocol as p
+
+from .changelog import ChangeLog
+
+
+class Watcher(Protocol):
+    """What the feed needs of a connection."""
+
+    def write(self, data: bytes | list[bytes]) -> None: ...
+    def close_feed(self, reason: str) -> None: ...
+
+
+class _Watch:
+    __slots__ = ("pos", "session")
+
+    def __init__(self, pos: int, session: str | None) -> None:
+        self.pos = pos  # the last revision sent to it
+        self.session = session
+
+
+class Feed:
+    def __init__(self, log: ChangeLog, publish_when_committed: bool) -> None:
+        self.log = log
+        self._wait_for_commit = publish_when_committed
+        self.published = log.last  # changes up to here may be sent
+        self._watchers: dict[Watcher, _Watch] = {}
+        self._flush_scheduled = False
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def watch(self, conn: Watcher, since: int | None, current: int, session: str | None = None) -> p.WatchResult:
+        """Start (or replace) ``conn``'s feed after ``since`` (default: ``current``).
+        Raises Compacted when the log no longer holds every change after ``since``."""
+        start = current if since is None else since
+        if start > current:
+            start = current  # a revision from the future (another database): from now on
+        self.log.check(start)
+        self._watchers[conn] = _Watch(start, session)
+        self._schedule()
+        return p.WatchResult(revision=current)
+
+    def unwatch(self, conn: Watcher) -> bool:
+        return self._watchers.pop(conn, None) is not None
+
+    # -- publishing ---------------------------------------------------------------------
+    def changed(self) -> None:
+        """A change was logged (SessionHost.on_change)."""
+        if not self._wait_for_commit:
+            self.published = self.log.last
+        if self._watchers:
+            self._schedule()
+
+    def committed(self, revision: int) -> None:
+        """Every change up to ``revision`` is on disk (Persister.on_committed)."""
+        if revision > self.published:
+            self.published = min(revision, self.log.last)
+            if self._watchers:
+                self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        log, upto = self.log, self.published
+        oldest = log.oldest
+        for conn, w in list(self._watchers.items()):
+            if w.pos >= upto:
+                continue
+            if w.pos < oldest - 1:  # it fell behind what the log keeps
+                del self._watchers[conn]
+                conn.close_feed(f"it fell behind the change log (which starts at {oldest})")
+                continue
+            frames = log.frames(w.pos, upto, w.session)
+            w.pos = upto
+            if frames:
+                conn.write(frames if len(frames) > 1 else frames[0])
