@@ -16,7 +16,10 @@ from ._version import __version__
 if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
     from .aio import AsyncSession
     from .errors import (
+        Compacted,
+        Conflict,
         ConnectionFailed,
+        ConnectionLost,
         DaemonStartError,
         InvalidParams,
         MethodNotFound,
@@ -24,13 +27,17 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
         SessionmemError,
         VersionMismatch,
     )
-    from .protocol import HelloResult, Message, SnapshotResult, Stats
+    from .protocol import Change, HelloResult, Message, SnapshotResult, Stats
     from .session import Session
 
 _LAZY = {
     "Session": "session",
     "AsyncSession": "aio",
     "Message": "protocol",
+    "Change": "protocol",
+    "Conflict": "errors",
+    "Compacted": "errors",
+    "ConnectionLost": "errors",
     "Stats": "protocol",
     "SnapshotResult": "protocol",
     "HelloResult": "protocol",
@@ -46,7 +53,11 @@ _LAZY = {
 __all__ = [
     "__version__",
     "AsyncSession",
+    "Change",
+    "Compacted",
+    "Conflict",
     "ConnectionFailed",
+    "ConnectionLost",
     "DaemonStartError",
     "HelloResult",
     "InvalidParams",

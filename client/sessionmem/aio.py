@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import errors
 from . import protocol as p
-from .api import SessionAPI, check_hello, decode_reply, encode_call, result_of
+from .api import SessionAPI, check_hello, decode_change, decode_reply, encode_call, result_of, safe_to_repeat
 from .connect import connect
 from .paths import Paths, resolve
 from .session import MAX_REPLY
@@ -32,11 +32,15 @@ _P = TypeVar("_P", bound=asyncio.Protocol)
 
 
 class _ClientProtocol(asyncio.Protocol):
+    """Replies go to the call waiting for their id; ``changed`` notifications to the
+    feed queue, when this connection watches."""
+
     def __init__(self) -> None:
         self.framer = p.LineFramer(MAX_REPLY)
         self.waiters: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.changes: asyncio.Queue[p.Change | BaseException] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -45,10 +49,15 @@ class _ClientProtocol(asyncio.Protocol):
         try:
             frames = self.framer.feed(data)
         except p.FrameTooLarge as e:
-            self._fail(errors.ConnectionFailed(str(e)))
+            self._fail(errors.ConnectionLost(str(e)))
             return
         for frame in frames:
             try:
+                change = decode_change(frame)
+                if change is not None:
+                    if self.changes is not None:
+                        self.changes.put_nowait(change)
+                    continue
                 reply = decode_reply(frame)
             except errors.SessionmemError as e:  # not JSON-RPC: nothing after it can be trusted
                 self._fail(e)
@@ -72,11 +81,13 @@ class _ClientProtocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
         self.waiters.clear()
+        if self.changes is not None:
+            self.changes.put_nowait(exc)
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(self.lost or errors.ConnectionFailed(f"lost the daemon: {exc or 'connection closed'}"))
+        self._fail(self.lost or errors.ConnectionLost(f"lost the daemon: {exc or 'connection closed'}"))
 
 
 class AsyncSession(SessionAPI):
@@ -94,11 +105,25 @@ class AsyncSession(SessionAPI):
         self._timeout = timeout
         self._proto: _ClientProtocol | None = None
         self._next_id = 0
+        self._reconnecting: asyncio.Lock | None = None
         self.daemon: p.HelloResult | None = None
 
+    async def _open(self, factory: Callable[[], _P] = _ClientProtocol, patient: bool = False) -> _P:  # type: ignore[assignment]
+        """A new connection; ``patient``: after the daemon went away, wait (up to the
+        lesser of the timeout and 10 s) while none answers yet (a restart's gap)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self._timeout, 10.0)
+        while True:
+            try:
+                _, proto = await open_async(self.paths, self._autostart, factory, self._timeout)
+                return proto
+            except errors.ConnectionFailed:
+                if not patient or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
     async def connect(self) -> AsyncSession:
-        _, proto = await open_async(self.paths, self._autostart, _ClientProtocol, self._timeout)
-        self._proto = proto  # type: ignore[assignment]
+        self._proto = await self._open()
         self.daemon = await self.hello()
         if self._check_version:
             check_hello(self.daemon)
@@ -106,10 +131,29 @@ class AsyncSession(SessionAPI):
 
     async def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         proto = self._proto
-        if proto is None or proto.transport is None:
+        if proto is None:
             raise errors.ConnectionFailed("session is not connected (use `async with`)")
-        if proto.lost is not None:
-            raise proto.lost
+        try:
+            return await self._send(proto, method, params)
+        except errors.ConnectionLost:
+            if not safe_to_repeat(method, params):
+                raise
+        # The daemon went away mid-call: safe to repeat, so once more on a new connection
+        # (one reconnect for all the calls that were in flight).
+        return await self._send(await self._reconnect(proto), method, params)
+
+    async def _reconnect(self, lost: _ClientProtocol) -> _ClientProtocol:
+        if self._reconnecting is None:
+            self._reconnecting = asyncio.Lock()
+        async with self._reconnecting:
+            if self._proto is not lost and self._proto is not None:
+                return self._proto  # another call in flight reconnected already
+            self._proto = await self._open(patient=True)
+            return self._proto
+
+    async def _send(self, proto: _ClientProtocol, method: str, params: dict[str, Any] | None) -> Any:
+        if proto.lost is not None or proto.transport is None:
+            raise proto.lost or errors.ConnectionLost("not connected")
         self._next_id += 1
         rid = self._next_id
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -122,6 +166,37 @@ class AsyncSession(SessionAPI):
             proto.waiters.pop(rid, None)
             raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
 
+    async def watch(self, since: int | None = None) -> AsyncIterator[p.Change]:
+        """Every change after ``since`` (default: from now on), as it happens, from a
+        connection of its own; resumes by itself after the daemon restarts. Raises
+        Compacted when the daemon can no longer replay from ``since``."""
+        proto: _ClientProtocol | None = None
+        try:
+            while True:
+                if proto is None:
+                    proto = await self._open_watch(since)
+                    if since is None:
+                        since = proto.since
+                assert proto.changes is not None
+                item = await proto.changes.get()
+                if isinstance(item, errors.ConnectionLost):
+                    proto = None  # the daemon went away: resume where we are
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                since = item.revision
+                yield item
+        finally:
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
+
+    async def _open_watch(self, since: int | None) -> _WatchProtocol:
+        proto = await self._open(_WatchProtocol, patient=True)
+        proto.changes = asyncio.Queue()
+        result = await self._send(proto, "watch", {} if since is None else {"since": since})
+        proto.since = result.revision
+        return proto
+
     async def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
@@ -132,3 +207,7 @@ class AsyncSession(SessionAPI):
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
+
+
+class _WatchProtocol(_ClientProtocol):
+    since: int = 0

@@ -9,6 +9,7 @@ objects and ``get_stats`` a ``Stats``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -106,8 +107,62 @@ def check_hello(hello: p.HelloResult) -> None:
         )
 
 
+class _NotGiven:
+    """``expect`` left out: the write is unconditional (``expect=None`` means "unset")."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+def _with_expect(params: dict[str, Any], expect: Any) -> dict[str, Any]:
+    if expect is not NOT_GIVEN:
+        params["expect"] = expect
+    return params
+
+
+def new_message_id() -> str:
+    """A fresh id for addMessage, so a retried append is added once. Not uuid4: the
+    uuid module costs a one-shot CLI call a few milliseconds of imports."""
+    return os.urandom(16).hex()
+
+
+# Calls that may be sent again when the daemon went away before replying: they read,
+# or (addMessage with an id) the daemon recognises the repeat.
+_REPEATABLE = frozenset(n for n, spec in p.METHODS.items() if not spec.mutates) - {"shutdown", "watch", "unwatch"}
+
+
+def safe_to_repeat(method: str, params: dict[str, Any] | None) -> bool:
+    if method in _REPEATABLE:
+        return True
+    return method == "addMessage" and params is not None and "id" in params
+
+
+_change_decoder: list[msgspec.json.Decoder[p.Notification[p.Change]]] = []  # built on first use
+
+
+def decode_change(frame: bytes) -> p.Change | None:
+    """The change a ``changed`` notification carries; None for any other frame."""
+    if b'"method"' not in frame:
+        return None
+    if not _change_decoder:
+        _change_decoder.append(msgspec.json.Decoder(p.Notification[p.Change]))
+    try:
+        note = _change_decoder[0].decode(frame)
+    except msgspec.DecodeError as e:
+        raise _malformed(e) from None
+    return note.params if note.method == "changed" else None
+
+
 class SessionAPI:
-    """Every wire method in snake_case; see docs/protocol.md for the semantics."""
+    """Every wire method in snake_case; see docs/protocol.md for the semantics.
+
+    ``expect`` (on the setters, deletes): leave it out for an unconditional write; give
+    the value you believe is current (``None`` for unset or absent) and the write
+    applies only if it still is, else :class:`sessionmem.Conflict` is raised carrying
+    the value now (``.current``) and the revision (``.revision``)."""
 
     def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         raise NotImplementedError
@@ -118,11 +173,16 @@ class SessionAPI:
     def get_current_task(self) -> Any:
         return self._call("getCurrentTask")
 
-    def set_current_task(self, task: str | None) -> Any:
-        return self._call("setCurrentTask", {"task": task})
+    def set_current_task(self, task: str | None, expect: Any = NOT_GIVEN) -> Any:
+        return self._call("setCurrentTask", _with_expect({"task": task}, expect))
 
-    def add_message(self, role: str, content: str, timestamp: int | None = None) -> Any:
-        params: dict[str, Any] = {"role": role, "content": content}
+    def add_message(
+        self, role: str, content: str, timestamp: int | None = None, message_id: str | None = None
+    ) -> Any:
+        """Append a message. It is sent with an id (``message_id``, or a fresh one), so
+        the client can send it again after a daemon restart without duplicating it."""
+        params: dict[str, Any] = {"role": role, "content": content,
+                                  "id": message_id or new_message_id()}
         if timestamp is not None:
             params["timestamp"] = timestamp
         return self._call("addMessage", params)
@@ -142,20 +202,25 @@ class SessionAPI:
     def get_open_files(self) -> Any:
         return self._call("getOpenFiles")
 
-    def set_active_ticket(self, ticket_id: str | None) -> Any:
-        return self._call("setActiveTicket", {"ticketId": ticket_id})
+    def set_active_ticket(self, ticket_id: str | None, expect: Any = NOT_GIVEN) -> Any:
+        return self._call("setActiveTicket", _with_expect({"ticketId": ticket_id}, expect))
+
+    def claim_ticket(self, ticket_id: str) -> Any:
+        """Make ``ticket_id`` active only if no ticket is: raises Conflict naming the
+        holder (``.current``) when another agent got there first."""
+        return self.set_active_ticket(ticket_id, expect=None)
 
     def get_active_ticket(self) -> Any:
         return self._call("getActiveTicket")
 
-    def set_context(self, key: str, value: Any) -> Any:
-        return self._call("setContext", {"key": key, "value": value})
+    def set_context(self, key: str, value: Any, expect: Any = NOT_GIVEN) -> Any:
+        return self._call("setContext", _with_expect({"key": key, "value": value}, expect))
 
     def get_context(self, key: str) -> Any:
         return self._call("getContext", {"key": key})
 
-    def delete_context(self, key: str) -> Any:
-        return self._call("deleteContext", {"key": key})
+    def delete_context(self, key: str, expect: Any = NOT_GIVEN) -> Any:
+        return self._call("deleteContext", _with_expect({"key": key}, expect))
 
     def get_all_context(self) -> Any:
         return self._call("getAllContext")

@@ -101,9 +101,14 @@ def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) ->
 
     @group.command("set")
     @click.argument("value", metavar=metavar)
+    @click.option("--expect", metavar="OLD", help="Only if the current value is OLD (else exit 1, nothing changed).")
+    @click.option("--expect-unset", is_flag=True, help="Only if none is set now.")
     @pass_ctx
-    def set_(c: Ctx, value: str) -> None:
-        c.out(getattr(c.session(), setter)(value))
+    def set_(c: Ctx, value: str, expect: str | None, expect_unset: bool) -> None:
+        condition: dict[str, Any] = {}
+        if expect is not None or expect_unset:
+            condition["expect"] = None if expect_unset else expect
+        c.out(getattr(c.session(), setter)(value, **condition))
 
     @group.command("clear")
     @pass_ctx
@@ -115,6 +120,25 @@ def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) ->
 
 _text_field("task", "The current task.", "get_current_task", "set_current_task", "TEXT")
 _text_field("ticket", "The active ticket.", "get_active_ticket", "set_active_ticket", "TICKET_ID")
+
+
+@click.command("claim")
+@click.argument("ticket_id")
+@pass_ctx
+def ticket_claim(c: Ctx, ticket_id: str) -> None:
+    """Make TICKET_ID active only if no ticket is; exit 1 naming the holder if one is."""
+    try:
+        c.session().claim_ticket(ticket_id)
+    except errors.Conflict as e:
+        if e.current == ticket_id:
+            c.out({"claimed": ticket_id, "already": True}, f"{ticket_id} is already the active ticket")
+            return
+        c.out({"claimed": None, "heldBy": e.current, "revision": e.revision}, "")
+        _fail(f"not claimed: the active ticket is {e.current} (revision {e.revision})")
+    c.out({"claimed": ticket_id}, f"claimed {ticket_id}")
+
+
+main.commands["ticket"].add_command(ticket_claim)  # type: ignore[attr-defined]
 
 
 def _show_messages(c: Ctx, messages: list[Any]) -> None:
@@ -189,20 +213,25 @@ def ctx() -> None:
     """Context key-values (values are JSON)."""
 
 
+def _json_or_text(value: str, as_string: bool = False) -> Any:
+    if as_string:
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return value
+
+
 @ctx.command("set")
 @click.argument("key")
 @click.argument("value")
 @click.option("--string", "as_string", is_flag=True, help="Store VALUE as a string, not JSON.")
+@click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON; null: absent), else exit 1.")
 @pass_ctx
-def ctx_set(c: Ctx, key: str, value: str, as_string: bool) -> None:
+def ctx_set(c: Ctx, key: str, value: str, as_string: bool, expect: str | None) -> None:
     """Set KEY to VALUE, parsed as JSON (text that is not JSON is stored as a string)."""
-    parsed: Any = value
-    if not as_string:
-        try:
-            parsed = msgspec.json.decode(value)
-        except msgspec.DecodeError:
-            parsed = value
-    c.out(c.session().set_context(key, parsed))
+    condition = {} if expect is None else {"expect": _json_or_text(expect, as_string and expect != "null")}
+    c.out(c.session().set_context(key, _json_or_text(value, as_string), **condition))
 
 
 @ctx.command("get")
@@ -215,9 +244,11 @@ def ctx_get(c: Ctx, key: str) -> None:
 
 @ctx.command("del")
 @click.argument("key")
+@click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON), else exit 1.")
 @pass_ctx
-def ctx_del(c: Ctx, key: str) -> None:
-    c.out(c.session().delete_context(key))
+def ctx_del(c: Ctx, key: str, expect: str | None) -> None:
+    condition = {} if expect is None else {"expect": _json_or_text(expect)}
+    c.out(c.session().delete_context(key, **condition))
 
 
 @ctx.command("all")
@@ -262,6 +293,36 @@ def hello(c: Ctx) -> None:
     """The daemon's version, pid, paths and capabilities."""
     h = c.session().daemon
     c.out(h, "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(h).items()))
+
+
+def _gist(ch: Any) -> str:
+    if ch.message is not msgspec.UNSET:
+        text = ch.message.content.replace("\n", " ")
+        return f"{ch.message.role}: {text[:100]}{'...' if len(text) > 100 else ''}"
+    for field in ("task", "ticketId", "filePath", "newSessionId"):
+        value = getattr(ch, field)
+        if value is not msgspec.UNSET:
+            return f"{field}={_json.encode(value).decode()}"
+    if ch.key is not msgspec.UNSET:
+        value = "" if ch.value is msgspec.UNSET else " = " + _json.encode(ch.value).decode()[:100]
+        return f"{ch.key}{value}"
+    return ""
+
+
+@main.command()
+@click.option("--since", type=click.IntRange(min=0), default=None, help="Replay the changes after revision R first.")
+@pass_ctx
+def watch(c: Ctx, since: int | None) -> None:
+    """Print a line per change as it happens (until Ctrl-C): time, revision, op, gist."""
+    try:
+        for ch in c.session().watch(since):
+            if c.as_json:
+                click.echo(_json.encode(ch).decode())
+            else:
+                when = _dt.datetime.fromtimestamp(ch.at / 1000).strftime("%H:%M:%S")
+                click.echo(f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip())
+    except KeyboardInterrupt:
+        return
 
 
 @main.command()

@@ -19,12 +19,14 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import errors
 from .paths import Paths
 from .peercred import peer_uid
 
+T = TypeVar("T")
 AUTOSTART_IDLE_TIMEOUT = 900.0
 NO_DAEMON = (errno.ENOENT, errno.ECONNREFUSED)
 
@@ -182,3 +184,17 @@ def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.sock
             if e.errno not in NO_DAEMON or time.monotonic() > deadline:
                 raise no_daemon(paths, e) from None
             time.sleep(0.02)
+
+
+def reconnect(make: Callable[[], T], timeout: float, patience: float = 10.0) -> T:
+    """``make()`` a new connection after the daemon went away, waiting (up to the lesser
+    of ``timeout`` and ``patience`` seconds) while none answers yet: a restart or a
+    service manager's re-activation leaves a short gap."""
+    deadline = time.monotonic() + min(timeout, patience)
+    while True:
+        try:
+            return make()
+        except errors.ConnectionFailed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -27,6 +27,11 @@ def report(exc: BaseException) -> tuple[str, int] | None:
         return exc.message, 1
     if isinstance(exc, errors.ConnectionFailed):
         return exc.message, EXIT_NOT_RUNNING
+    if isinstance(exc, errors.Conflict):
+        import json
+
+        return (f"{exc.message}: the value now is {json.dumps(exc.current)} (revision "
+                f"{exc.revision}) (code {exc.code})"), 1
     if isinstance(exc, errors.SessionmemError):
         return f"{exc.message} (code {exc.code})", 1
     if isinstance(exc, PathError):

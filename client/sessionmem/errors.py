@@ -96,6 +96,11 @@ class ConnectionFailed(SessionmemError):
     code = -1
 
 
+class ConnectionLost(ConnectionFailed):
+    """The daemon went away in the middle of a call (a restart, a crash): the call may
+    or may not have been applied. Calls safe to repeat are retried once, by themselves."""
+
+
 class DaemonStartError(ConnectionFailed):
     """An autostarted daemon exited before serving; ``message`` holds its own error."""
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 import os
 import _socket
 import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 from . import errors
 from . import protocol as p
-from .api import SessionAPI, check_hello, decode_reply, decode_typed, encode_call, hello_params
-from .connect import connect, set_io_timeout
+from .api import (
+    SessionAPI,
+    check_hello,
+    decode_change,
+    decode_reply,
+    decode_typed,
+    encode_call,
+    hello_params,
+    result_of,
+    safe_to_repeat,
+)
+from .connect import connect, reconnect, set_io_timeout
 from .paths import Paths, resolve
 
 MAX_REPLY = 1 << 31  # replies (getAllMessages) may be far larger than a request frame
@@ -61,6 +72,14 @@ class Session(SessionAPI):
                 raise errors.ConnectionFailed("session is closed")
             if self._sock is None:
                 self.daemon = self._connect()
+            try:
+                return self._exchange(method, params)
+            except errors.ConnectionLost:
+                if not safe_to_repeat(method, params):
+                    raise
+            # The daemon went away mid-call (a restart, socket activation): the call is
+            # safe to repeat, so repeat it once on a new connection.
+            self.daemon = reconnect(self._connect, self._timeout)
             return self._exchange(method, params)
 
     def _exchange(self, method: str, params: dict[str, Any] | None) -> Any:
@@ -84,7 +103,7 @@ class Session(SessionAPI):
             raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
         except (OSError, p.FrameTooLarge) as e:
             self._drop()
-            raise errors.ConnectionFailed(f"lost the daemon during {method}: {e}") from None
+            raise errors.ConnectionLost(f"lost the daemon during {method}: {e}") from None
         except errors.SessionmemError:
             raise  # a reply: the connection is in step
         except BaseException:
@@ -130,6 +149,45 @@ class Session(SessionAPI):
                 raise ConnectionResetError("the daemon closed the connection")
             self._ready.extend(self._framer.feed(data))
         return self._ready.pop(0)
+
+    def watch(self, since: int | None = None) -> Iterator[p.Change]:
+        """Every change after ``since`` (default: from now on), as it happens, from a
+        connection of its own; resumes by itself after the daemon restarts. Raises
+        Compacted when the daemon can no longer replay from ``since``: re-read what you
+        need and watch again from the revision ``get_stats()`` reports."""
+        conn: _socket.socket | None = None
+        framer = p.LineFramer(MAX_REPLY)
+        try:
+            while True:
+                if conn is None:
+                    conn = reconnect(lambda: connect(self.paths, self._autostart, self._timeout),
+                                     self._timeout)
+                    conn.settimeout(None)  # a feed may be quiet for hours
+                    framer = p.LineFramer(MAX_REPLY)
+                    params = {} if since is None else {"since": since}
+                    conn.sendall(encode_call("watch", params, 1))
+                try:
+                    data = conn.recv(READ_SIZE)
+                except OSError:
+                    data = b""
+                if not data:  # the daemon went away: resume where we are
+                    conn.close()
+                    conn = None
+                    continue
+                for frame in framer.feed(data):
+                    change = decode_change(frame)
+                    if change is not None:
+                        since = change.revision
+                        yield change
+                        continue
+                    reply = decode_reply(frame)
+                    if reply.error is not p.UNSET:
+                        raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                    if since is None:  # the watch's reply: from its revision on
+                        since = result_of("watch", reply).revision
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _drop(self) -> None:
         """Close the connection; the next call makes a new one."""
