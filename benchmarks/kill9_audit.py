@@ -48,7 +48,7 @@ def _wait_socket(sock: Path, proc: subprocess.Popen[bytes], timeout: float = 15.
 def _writer(sock: Path, name: str, acked: list[float], stop: threading.Event) -> None:
     """Adds ``name-0``, ``name-1``, ... and records when each was acknowledged."""
     try:
-        with Session(project=sock.parent, socket=sock, autostart=False) as s:
+        with Session(project=sock.parent, socket=sock, autostart=False, retry=False) as s:
             i = 0
             while not stop.is_set():
                 s.add_message("user", f"{name}-{i}")
@@ -62,7 +62,7 @@ def _watch_writes(sock: Path, writes: dict[str, float | None], stop: threading.E
     """What the bound depends on: the longest snapshot write the daemon reports, and
     since when the write under way (if any) has been running."""
     try:
-        with Session(project=sock.parent, socket=sock, autostart=False) as s:
+        with Session(project=sock.parent, socket=sock, autostart=False, retry=False) as s:
             while not stop.is_set():
                 st = s.get_stats()
                 writes["longest"] = max(writes["longest"] or 0.0, st.lastSnapshotDurationMs / 1000)

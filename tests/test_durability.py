@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionmem import errors
+from sessionmem import Session, errors
 
 from conftest import Daemon, wait_for
 
@@ -57,7 +57,7 @@ def test_sigterm_under_load_saves_everything_acknowledged(make_daemon) -> None:
 
     def writer(k: int) -> None:
         try:
-            with d.session() as s:
+            with Session(project=d.root, socket=d.socket, autostart=False, retry=False) as s:
                 i = 0
                 while not stop.is_set():
                     s.add_message("user", f"{k}-{i}")

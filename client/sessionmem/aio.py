@@ -98,8 +98,13 @@ class AsyncSession(SessionAPI):
         autostart: bool = True,
         timeout: float = 30.0,
         check_version: bool = True,
+        retry: bool = True,
     ) -> None:
+        """``retry``: when the daemon goes away in the middle of a call that is safe to
+        repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
+        restarting daemon) and repeat it once. Off for tools that restart it themselves."""
         self.paths: Paths = resolve(project, socket)
+        self._retry = retry
         self._autostart = autostart
         self._check_version = check_version
         self._timeout = timeout
@@ -136,7 +141,7 @@ class AsyncSession(SessionAPI):
         try:
             return await self._send(proto, method, params)
         except errors.ConnectionLost:
-            if not safe_to_repeat(method, params):
+            if not (self._retry and safe_to_repeat(method, params)):
                 raise
         # The daemon went away mid-call: safe to repeat, so once more on a new connection
         # (one reconnect for all the calls that were in flight).

@@ -41,8 +41,13 @@ class Session(SessionAPI):
         autostart: bool = True,
         timeout: float = 30.0,
         check_version: bool = True,
+        retry: bool = True,
     ) -> None:
+        """``retry``: when the daemon goes away in the middle of a call that is safe to
+        repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
+        restarting daemon) and repeat it once. Off for tools that restart it themselves."""
         self.paths: Paths = resolve(project, socket)
+        self._retry = retry
         self._autostart = autostart
         self._timeout = timeout
         self._check_version = check_version
@@ -75,7 +80,7 @@ class Session(SessionAPI):
             try:
                 return self._exchange(method, params)
             except errors.ConnectionLost:
-                if not safe_to_repeat(method, params):
+                if not (self._retry and safe_to_repeat(method, params)):
                     raise
             # The daemon went away mid-call (a restart, socket activation): the call is
             # safe to repeat, so repeat it once on a new connection.
