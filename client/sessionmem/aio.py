@@ -138,6 +138,8 @@ class AsyncSession(SessionAPI):
         proto = self._proto
         if proto is None:
             raise errors.ConnectionFailed("session is not connected (use `async with`)")
+        if proto.lost is not None and self._retry:
+            proto = await self._reconnect(proto)  # gone while idle: nothing sent yet, any call may go
         try:
             return await self._send(proto, method, params)
         except errors.ConnectionLost:

@@ -130,11 +130,9 @@ def ticket_claim(c: Ctx, ticket_id: str) -> None:
     try:
         c.session().claim_ticket(ticket_id)
     except errors.Conflict as e:
-        if e.current == ticket_id:
-            c.out({"claimed": ticket_id, "already": True}, f"{ticket_id} is already the active ticket")
-            return
+        # Also when it is TICKET_ID itself: someone else claimed it first.
         c.out({"claimed": None, "heldBy": e.current, "revision": e.revision}, "")
-        _fail(f"not claimed: the active ticket is {e.current} (revision {e.revision})")
+        _fail(f"not claimed: the active ticket is already {e.current} (revision {e.revision})")
     c.out({"claimed": ticket_id}, f"claimed {ticket_id}")
 
 
@@ -317,10 +315,12 @@ def watch(c: Ctx, since: int | None) -> None:
     try:
         for ch in c.session().watch(since):
             if c.as_json:
-                click.echo(_json.encode(ch).decode())
+                line = _json.encode(ch).decode()
             else:
                 when = _dt.datetime.fromtimestamp(ch.at / 1000).strftime("%H:%M:%S")
-                click.echo(f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip())
+                line = f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip()
+            click.echo(line)
+            sys.stdout.flush()  # a line as it happens, also into a pipe (`| grep`, an agent)
     except KeyboardInterrupt:
         return
 

@@ -33,6 +33,10 @@ MAX_REPLY = 1 << 31  # replies (getAllMessages) may be far larger than a request
 READ_SIZE = 1 << 16  # below the malloc mmap threshold: a recv buffer must not cost a syscall
 
 
+class _Unsent(Exception):
+    """The connection was found closed at send: the daemon received nothing."""
+
+
 class Session(SessionAPI):
     def __init__(
         self,
@@ -79,6 +83,10 @@ class Session(SessionAPI):
                 self.daemon = self._connect()
             try:
                 return self._exchange(method, params)
+            except _Unsent:
+                if not self._retry:
+                    raise errors.ConnectionLost(f"lost the daemon before sending {method}") from None
+                # The daemon went away while we were idle: nothing was sent, any call may go.
             except errors.ConnectionLost:
                 if not (self._retry and safe_to_repeat(method, params)):
                     raise
@@ -101,7 +109,8 @@ class Session(SessionAPI):
                 # The daemon may have refused the request and closed (a frame over its
                 # limit): its reply, already sent, says why better than EPIPE does.
                 self._raise_parting_error(sock)
-                raise
+                self._drop()
+                raise _Unsent from None  # a Unix socket refuses a send to a closed peer
             return self._read_reply(sock, method, rid)
         except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
             self._drop()

@@ -74,18 +74,25 @@ class ChangeLog:
                 {"oldest": self._first},
             )
 
-    def frames(self, after: int, upto: int, session: str | None = None) -> list[bytes]:
+    def frames_within(self, after: int, upto: int, session: str | None, room: int) -> tuple[list[bytes], int]:
         """The notifications of the changes ``after < revision <= upto`` (of one session
-        when given), oldest first. The caller checks ``after`` first (see check)."""
+        when given), oldest first, stopping once they pass ``room`` bytes (one frame at
+        least); and the revision they reach. The caller checks ``after`` first (check)."""
         upto = min(upto, self.last)
         if upto <= after:
-            return []
+            return [], after
         lo = self._start + max(after + 1 - self._first, 0)
         hi = self._start + upto - self._first + 1
-        if session is None:
-            return self._frames[lo:hi]
-        sessions = self._sessions
-        return [f for i, f in enumerate(self._frames[lo:hi], lo) if sessions[i] == session]
+        out: list[bytes] = []
+        size = 0
+        frames, sessions = self._frames, self._sessions
+        for i in range(lo, hi):
+            if session is None or sessions[i] == session:
+                out.append(frames[i])
+                size += len(frames[i])
+                if size >= room:
+                    return out, self._first + i - self._start
+        return out, upto
 
     def entries(self) -> list[tuple[int, str, bytes]]:
         """(revision, session id, frame) of every kept change, to keep across a restart."""

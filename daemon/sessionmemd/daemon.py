@@ -129,7 +129,8 @@ class Daemon:
         handlers = build_handlers(self.host, self.feed, self, cfg.limits.max_depth)
         self.dispatcher = Dispatcher(handlers, self._internal_error)
         self.dispatcher.durable = always
-        self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister, self.feed.unwatch)
+        self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister,
+                             on_close=self.feed.unwatch, on_drained=self.feed.drained)
         try:
             self.listener = Listener.open(cfg.paths.socket)
         except BaseException:

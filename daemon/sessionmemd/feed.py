@@ -8,9 +8,12 @@ durability=always only what is committed is published (``committed`` moves the m
 called by the persister after each commit), so a watcher never sees a change that a
 crash takes back; under periodic, a change is published once applied.
 
-Writers never wait for watchers: a watcher that stops reading has its notifications
-queued by its transport until the output limit cuts it off, alone; one that falls
-behind the change log itself is closed too. Either resumes with ``since``.
+Writers never wait for watchers, and a watcher costs bounded memory: it is sent only
+as much as its connection has room for (the output high-water mark; a catch-up
+replay of thousands of changes goes out as the watcher reads it), and the rest stays
+in the change log, which the watcher reads from. One that stops reading is cut off,
+alone, once it falls behind what the log keeps; it resumes with ``since`` (or hears
+Compacted, and re-reads).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class Watcher(Protocol):
 
     def write(self, data: bytes | list[bytes]) -> None: ...
     def close_feed(self, reason: str) -> None: ...
+    def feed_room(self) -> int: ...  # bytes it can take now without passing its high-water mark
 
 
 class _Watch:
@@ -78,6 +82,11 @@ class Feed:
             if self._watchers:
                 self._schedule()
 
+    def drained(self, conn: Watcher) -> None:
+        """``conn`` has room again (its client read): send it what it has not had."""
+        if conn in self._watchers:
+            self._schedule()
+
     def _schedule(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -94,7 +103,11 @@ class Feed:
                 del self._watchers[conn]
                 conn.close_feed(f"it fell behind the change log (which starts at {oldest})")
                 continue
-            frames = log.frames(w.pos, upto, w.session)
-            w.pos = upto
+            room = conn.feed_room()
+            if room <= 0:
+                continue  # its client is not reading: drained() brings it back
+            frames, w.pos = log.frames_within(w.pos, upto, w.session, room)
             if frames:
                 conn.write(frames if len(frames) > 1 else frames[0])
+            if w.pos < upto and conn.feed_room() > 0:
+                self._schedule()  # more to send and room for it: next loop turn

@@ -199,6 +199,15 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.transport.abort()
 
+    def feed_room(self) -> int:
+        """0 while writing is paused (resume_writing will say when it is not); else what
+        fits under the high-water mark, and at least one byte, so that whatever is sent
+        either goes out or takes the buffer over the mark, which pauses it."""
+        t = self.transport
+        if self.closed or self.write_paused or t is None or t.is_closing():
+            return 0
+        return max(self.srv.limits.output_high_water - t.get_write_buffer_size(), 1)
+
     def close_feed(self, reason: str) -> None:
         """The feed gives up on this watcher: closed, so that it resumes with `since`."""
         if self.transport is not None and not self.closed:
@@ -222,6 +231,7 @@ class Connection(asyncio.Protocol):
         t = self.transport
         if t is None or self.closed or t.is_closing():
             return
+        self.srv.on_drained(self)
         if self.backlog:
             frames, self.backlog = self.backlog, []
             self._dispatch(frames)
@@ -246,10 +256,12 @@ class Server:
         on_activity: Callable[[], None],
         durability: Durability,
         on_close: Callable[[Connection], Any] = lambda conn: None,
+        on_drained: Callable[[Connection], Any] = lambda conn: None,
     ) -> None:
         self.dispatcher = dispatcher
         self.durability = durability
         self.on_close = on_close  # e.g. the feed forgets a watcher
+        self.on_drained = on_drained  # a connection's client read what waited: the feed goes on
         self.limits = limits
         self.uid = os.getuid()
         self.connections: set[Connection] = set()
