@@ -12,6 +12,7 @@ fewer only when those take more than ``keep_bytes`` (messages can be megabytes e
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 from sessionmem import errors
@@ -21,12 +22,15 @@ KEEP_BYTES = 64 * 1024 * 1024
 
 
 class ChangeLog:
-    __slots__ = ("_frames", "_sessions", "_start", "_first", "_bytes", "keep", "keep_bytes")
+    __slots__ = ("_frames", "_sessions", "_ends", "_start", "_first", "_bytes", "keep", "keep_bytes")
 
     def __init__(self, last: int, keep: int = KEEP, keep_bytes: int = KEEP_BYTES) -> None:
         """``last``: the revision before the first change this log will hold."""
         self._frames: list[bytes] = []
         self._sessions: list[str] = []
+        # Running byte count at the end of each frame: the size of any run of frames in
+        # O(1), so sending a watcher its share needs no loop over the frames.
+        self._ends: list[int] = []
         self._start = 0  # index of the oldest kept entry (dropped ones are trimmed lazily)
         self._first = last + 1  # revision of _frames[_start]
         self._bytes = 0
@@ -51,12 +55,14 @@ class ChangeLog:
             raise ValueError(f"revision {revision} does not follow {self.last}")
         self._frames.append(frame)
         self._sessions.append(session_id)
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(frame))
         self._bytes += len(frame)
         while len(self) > self.keep or (self._bytes > self.keep_bytes and len(self) > 1):
             self._drop_oldest()
         if self._start > 4096 and self._start * 2 > len(self._frames):
             del self._frames[: self._start]
             del self._sessions[: self._start]
+            del self._ends[: self._start]
             self._start = 0
 
     def _drop_oldest(self) -> None:
@@ -83,9 +89,16 @@ class ChangeLog:
             return [], after
         lo = self._start + max(after + 1 - self._first, 0)
         hi = self._start + upto - self._first + 1
+        frames, sessions = self._frames, self._sessions
+        if session is None:  # the common case: a slice, cut where the room runs out
+            ends = self._ends
+            before = ends[lo - 1] if lo else 0
+            if ends[hi - 1] - before <= room:
+                return frames[lo:hi], upto
+            cut = max(bisect.bisect_left(ends, before + room, lo, hi), lo) + 1
+            return frames[lo:cut], self._first + cut - 1 - self._start
         out: list[bytes] = []
         size = 0
-        frames, sessions = self._frames, self._sessions
         for i in range(lo, hi):
             if session is None or sessions[i] == session:
                 out.append(frames[i])
