@@ -368,3 +368,22 @@ def test_cli_watch_prints_a_line_per_change_and_exits_cleanly_on_ctrl_c(daemon: 
             assert "addMessage" in lines[0] and "user: hello there" in lines[0] and " r" in lines[0]
             assert "setContext" in lines[1] and 'k = {"v":0}' in lines[1]
         wait_for(lambda: daemon.session().get_stats().watchers == 0, what="the watch to end")
+
+
+def test_watch_one_session_only(daemon: Daemon) -> None:
+    with daemon.session() as s:
+        old = s.get_session_id()
+        c, _ = watch_raw(daemon)
+        only = daemon.conn()
+        only.result("watch", {"session": old})
+        s.set_current_task("in the old session")
+        new = s.clear()  # notified as the old session's change
+        s.set_current_task("in the new one")
+    every = read_changes(c, 3)
+    assert [ch["sessionId"] for ch in every] == [old, old, new]
+    assert every[1]["op"] == "clear" and every[1]["newSessionId"] == new
+    mine = read_changes(only, 2)
+    assert [ch["op"] for ch in mine] == ["setCurrentTask", "clear"]
+    only.sock.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        only.recv()  # nothing of the new session

@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 
 from . import errors
 from . import protocol as p
-from .api import SessionAPI, check_hello, decode_change, decode_reply, encode_call, result_of, safe_to_repeat
+from .api import (
+    SessionAPI,
+    check_hello,
+    decode_change,
+    decode_reply,
+    encode_call,
+    result_of,
+    safe_to_repeat,
+    watch_params,
+)
 from .connect import connect
 from .paths import Paths, resolve
 from .session import MAX_REPLY
@@ -173,15 +182,16 @@ class AsyncSession(SessionAPI):
             proto.waiters.pop(rid, None)
             raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
 
-    async def watch(self, since: int | None = None) -> AsyncIterator[p.Change]:
-        """Every change after ``since`` (default: from now on), as it happens, from a
+    async def watch(self, since: int | None = None, session: str | None = None) -> AsyncIterator[p.Change]:
+        """Every change after ``since`` (default: from now on), of one ``session`` or of
+        all of them, as it happens, from a
         connection of its own; resumes by itself after the daemon restarts. Raises
         Compacted when the daemon can no longer replay from ``since``."""
         proto: _ClientProtocol | None = None
         try:
             while True:
                 if proto is None:
-                    proto = await self._open_watch(since)
+                    proto = await self._open_watch(since, session)
                     if since is None:
                         since = proto.since
                 assert proto.changes is not None
@@ -197,10 +207,10 @@ class AsyncSession(SessionAPI):
             if proto is not None and proto.transport is not None:
                 proto.transport.close()
 
-    async def _open_watch(self, since: int | None) -> _WatchProtocol:
+    async def _open_watch(self, since: int | None, session: str | None) -> _WatchProtocol:
         proto = await self._open(_WatchProtocol, patient=True)
         proto.changes = asyncio.Queue()
-        result = await self._send(proto, "watch", {} if since is None else {"since": since})
+        result = await self._send(proto, "watch", watch_params(since, session))
         proto.since = result.revision
         return proto
 

@@ -140,6 +140,15 @@ def safe_to_repeat(method: str, params: dict[str, Any] | None) -> bool:
     return method == "addMessage" and params is not None and "id" in params
 
 
+def watch_params(since: int | None, session: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if since is not None:
+        params["since"] = since
+    if session is not None:
+        params["session"] = session
+    return params
+
+
 _change_decoder: list[msgspec.json.Decoder[p.Notification[p.Change]]] = []  # built on first use
 
 

@@ -163,6 +163,7 @@ class DeleteContextParams(_Params):
 
 class WatchParams(_Params):
     since: Revision | UnsetType = UNSET  # absent: from the current revision on
+    session: str | UnsetType = UNSET  # only this session's changes; absent: every session's
 
 
 class HelloParams(_Params):

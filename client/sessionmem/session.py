@@ -25,6 +25,7 @@ from .api import (
     hello_params,
     result_of,
     safe_to_repeat,
+    watch_params,
 )
 from .connect import connect, reconnect, set_io_timeout
 from .paths import Paths, resolve
@@ -164,8 +165,9 @@ class Session(SessionAPI):
             self._ready.extend(self._framer.feed(data))
         return self._ready.pop(0)
 
-    def watch(self, since: int | None = None) -> Iterator[p.Change]:
-        """Every change after ``since`` (default: from now on), as it happens, from a
+    def watch(self, since: int | None = None, session: str | None = None) -> Iterator[p.Change]:
+        """Every change after ``since`` (default: from now on), of one ``session`` or of
+        all of them, as it happens, from a
         connection of its own; resumes by itself after the daemon restarts. Raises
         Compacted when the daemon can no longer replay from ``since``: re-read what you
         need and watch again from the revision ``get_stats()`` reports."""
@@ -178,7 +180,7 @@ class Session(SessionAPI):
                                      self._timeout)
                     conn.settimeout(None)  # a feed may be quiet for hours
                     framer = p.LineFramer(MAX_REPLY)
-                    params = {} if since is None else {"since": since}
+                    params = watch_params(since, session)
                     conn.sendall(encode_call("watch", params, 1))
                 try:
                     data = conn.recv(READ_SIZE)

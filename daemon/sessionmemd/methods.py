@@ -49,7 +49,8 @@ def build_handlers(host: SessionHost, feed: Feed, shell: Shell, max_depth: int) 
 
     def watch(a: p.WatchParams, conn: Watcher) -> p.WatchResult:
         since = None if a.since is UNSET else a.since
-        return feed.watch(conn, since, host.revision)  # type: ignore[arg-type]
+        session = None if a.session is UNSET else a.session
+        return feed.watch(conn, since, host.revision, session)  # type: ignore[arg-type]
 
     def unwatch(_: p.NoParams, conn: Watcher) -> None:
         if not feed.unwatch(conn):
