@@ -5,8 +5,8 @@ Encoded once when the change is applied, a change then costs one write per watch
 and nothing else. Revisions in the log are consecutive (a change is one revision),
 so finding where a watcher resumes is an index computation, not a search.
 
-Bounded twice: the newest ``keep`` changes are kept (the contract asks for 10,000),
-fewer only when those take more than ``keep_bytes`` (messages can be megabytes each:
+Bounded twice: at least the newest ``keep`` changes are kept (the contract asks for
+10,000; up to SLACK more between trims), fewer only when they take more than ``keep_bytes`` (messages can be megabytes each:
 10,000 of them must not pin gigabytes). A watcher further behind gets Compacted.
 """
 
@@ -19,6 +19,7 @@ from sessionmem import errors
 
 KEEP = 10_000
 KEEP_BYTES = 64 * 1024 * 1024
+SLACK = 1024  # the log may hold this many more than ``keep`` before it is trimmed
 
 
 class ChangeLog:
@@ -51,25 +52,36 @@ class ChangeLog:
         return len(self._frames) - self._start
 
     def append(self, revision: int, session_id: str, frame: bytes) -> None:
-        if revision != self.last + 1:
+        frames = self._frames
+        if revision != self._first + len(frames) - self._start:
             raise ValueError(f"revision {revision} does not follow {self.last}")
-        self._frames.append(frame)
+        frames.append(frame)
         self._sessions.append(session_id)
-        self._ends.append((self._ends[-1] if self._ends else 0) + len(frame))
+        ends = self._ends
+        ends.append((ends[-1] if ends else 0) + len(frame))
         self._bytes += len(frame)
-        while len(self) > self.keep or (self._bytes > self.keep_bytes and len(self) > 1):
-            self._drop_oldest()
-        if self._start > 4096 and self._start * 2 > len(self._frames):
-            del self._frames[: self._start]
-            del self._sessions[: self._start]
-            del self._ends[: self._start]
-            self._start = 0
+        if len(frames) - self._start > self.keep + SLACK or self._bytes > self.keep_bytes:
+            self._trim()
 
-    def _drop_oldest(self) -> None:
-        self._bytes -= len(self._frames[self._start])
-        self._frames[self._start] = b""  # freed now, trimmed from the list later
-        self._start += 1
-        self._first += 1
+    def _trim(self) -> None:
+        """Back down to ``keep`` changes (and ``keep_bytes``): in bulk, every SLACK appends,
+        not one drop per append. The dropped slots are emptied at once and cut from the
+        lists when they are half the lists."""
+        frames = self._frames
+        start = self._start
+        count = len(frames) - start
+        while count > self.keep or (self._bytes > self.keep_bytes and count > 1):
+            self._bytes -= len(frames[start])
+            frames[start] = b""
+            start += 1
+            count -= 1
+        self._first += start - self._start
+        self._start = start
+        if start > 4096 and start * 2 > len(frames):
+            del frames[:start]
+            del self._sessions[:start]
+            del self._ends[:start]
+            self._start = 0
 
     def check(self, since: int) -> None:
         """Raise Compacted unless every change after ``since`` is still here."""

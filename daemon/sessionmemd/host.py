@@ -89,7 +89,7 @@ class SessionHost:
             )
 
     def _record(self, change: p.Change) -> None:
-        self.log.append(change.revision, change.sessionId, _FRAME_HEAD + _encode(change) + b"}\n")
+        self.log.append(change.revision, change.sessionId, b"%s%s}\n" % (_FRAME_HEAD, _encode(change)))
         self.on_change()
 
     def _next(self, op: str, session_id: str | None = None, **fields: Any) -> p.Change:
@@ -113,12 +113,18 @@ class SessionHost:
             self._record(self._next("setActiveTicket", ticketId=ticket))
 
     def add_message(self, role: str, content: str, timestamp: int | None, msg_id: str | None) -> None:
+        # The hot path of every agent: _next/_record written out, one clock read.
         self._check_room()
-        ts = timestamp if timestamp is not None else self._now()
-        encoded = self.state.add_message(role, content, ts, msg_id)
-        if encoded is not None:
-            extra = {} if msg_id is None else {"messageId": msg_id}
-            self._record(self._next("addMessage", message=Raw(encoded), **extra))
+        now = self._now()
+        encoded = self.state.add_message(role, content, now if timestamp is None else timestamp, msg_id)
+        if encoded is None:
+            return
+        self.revision = rev = self.revision + 1
+        change = p.Change(revision=rev, sessionId=self.state.session_id, op="addMessage", at=now,
+                          message=Raw(encoded))  # type: ignore[arg-type]  # encoded once, as is
+        if msg_id is not None:
+            change.messageId = msg_id
+        self._record(change)
 
     def track_file(self, path: str) -> None:
         self._check_room()
