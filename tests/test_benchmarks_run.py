@@ -39,3 +39,17 @@ def test_soak_script_runs_clean(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     figures = json.loads(out.read_text())
     assert figures["errors"] == 0 and figures["ops"] > 0 and figures["daemonExit"] == 0
+
+
+def test_feed_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
+    import feed_bench
+
+    proc, sock = feed_bench.start_daemon(tmp_path)
+    try:
+        lat = feed_bench.latency(sock, tmp_path, 30)
+        assert lat["feedP50Us"] != 0 and lat["rttP50Us"] > 0
+        fan = feed_bench.fan_out(sock, tmp_path, proc.pid, 5, 1.0)
+        assert fan["writesPerSec"] > 0 and fan["notificationsReceived"] > 0 and fan["rssMiB"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
