@@ -254,3 +254,33 @@ def test_folders_and_files_are_private_under_umask_0(make_daemon, tmp_path: Path
         if os.path.exists(str(d.db) + extra):
             assert mode(str(d.db) + extra) == 0o600
     assert mode(d.socket) == 0o600
+
+
+def test_a_kill_in_the_middle_of_a_checkpoint_is_not_called_truncated(make_daemon) -> None:
+    """A checkpoint writes page 1 (with the grown size) before the pages that grow the
+    file; killed between the two, the file is shorter than its header says while the
+    -wal still holds every page. Found by the kill -9 audit: refused as truncated."""
+    d = make_daemon("--snapshot-interval", "3600")
+    with d.session() as s:
+        s.add_message("user", "first")
+        s.snapshot()
+    assert d.stop() == 0  # a checkpointed, small database
+    c = sqlite3.connect(d.db)
+    c.execute("PRAGMA wal_autocheckpoint = 0")
+    c.executemany("INSERT INTO session_messages (session_id, role, content, timestamp) "
+                  "SELECT id, 'user', ?, 1 FROM sessions", [(f"{i}:" + "x" * 3000,) for i in range(300)])
+    c.commit()
+    pages = c.execute("PRAGMA page_count").fetchone()[0]  # as the -wal has it
+    wal = Path(str(d.db) + "-wal").read_bytes()
+    shm = Path(str(d.db) + "-shm").read_bytes()
+    data = bytearray(d.db.read_bytes())
+    c.close()  # (its close checkpoints: put back the state of the kill)
+    data[28:32] = pages.to_bytes(4, "big")  # page 1 written with the new size...
+    data[92:96] = data[24:28]
+    d.db.write_bytes(bytes(data))  # ...the rest of the file not yet grown
+    Path(str(d.db) + "-wal").write_bytes(wal)
+    Path(str(d.db) + "-shm").write_bytes(shm)
+    assert d.db.stat().st_size < pages * 4096
+    d.start()
+    with d.session() as s:
+        assert s.get_stats().messagesCount == 301

@@ -114,7 +114,12 @@ def check_header(path: Path) -> None:
     (valid_for,) = struct.unpack(">I", header[92:96])
     if page_size < 512 or page_size & (page_size - 1):
         raise BadDatabase(path, f"its header is corrupt (page size {page_size})")
-    if valid_for == change_counter and db_pages and size < db_pages * page_size:
+    # A file shorter than its header says is truncated, unless a -wal is there to
+    # complete it: a checkpoint writes page 1 (the new size) before the pages that grow
+    # the file, so a kill -9 in the middle of one leaves exactly this, and the -wal,
+    # which is only reset after a checkpoint completes, still holds every page.
+    if (valid_for == change_counter and db_pages and size < db_pages * page_size
+            and not _nonempty(Path(str(path) + "-wal"))):
         raise BadDatabase(
             path, f"it is truncated ({size} bytes, its header says {db_pages * page_size})"
         )
@@ -138,19 +143,25 @@ def check_without_touching(path: Path) -> None:
     recovers a leftover -wal into the -shm, and its close checkpoints the -wal
     into the database, which must never happen to a file we then refuse.
 
-    The main file is read as immutable (no locks, no -wal, no -shm). Only when it
-    holds no table at all while a -wal does (a creator killed before its first
-    checkpoint) is a private copy of both opened normally instead."""
+    The main file is read as immutable (no locks, no -wal, no -shm). Only when that
+    cannot be done while a -wal exists (a creator killed before its first checkpoint:
+    no table yet; a kill in the middle of a checkpoint: the file shorter than its
+    header says) is a private copy of both opened normally instead."""
     uri = "file:" + pathname2url(str(path)) + "?mode=ro&immutable=1"
+    has_wal = _nonempty(Path(str(path) + "-wal"))
     try:
-        conn = sqlite3.connect(uri, uri=True)
         try:
-            has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-            if has_tables or not _nonempty(Path(str(path) + "-wal")):
-                check_schema(conn, path)
-                return
-        finally:
-            conn.close()
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+                if has_tables or not has_wal:
+                    check_schema(conn, path)
+                    return
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            if not has_wal:
+                raise
         with tempfile.TemporaryDirectory(prefix=".sessionmem-check-", dir=path.parent) as tmp:
             copy = Path(tmp) / "copy.db"
             shutil.copyfile(path, copy)
