@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -193,3 +194,26 @@ def daemon(make_daemon: Any) -> Daemon:
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env=env, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real, small file system (to fill up, or remount read-only); skips without root."""
+    if os.getuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """768 KiB: fills up after a few hundred 8 KB messages."""
+    with tmpfs(tmp_path / "tiny", "768k") as mnt:
+        yield mnt

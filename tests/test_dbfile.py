@@ -16,7 +16,7 @@ import pytest
 
 from sessionmem import errors
 
-from conftest import Daemon, wait_for
+from conftest import Daemon, tmpfs, wait_for
 
 ROOT = os.getuid() == 0
 
@@ -167,17 +167,8 @@ def test_corrupt_rows_are_refused_without_a_byte_written(make_daemon) -> None:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    if not ROOT:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_healthy_database_on_a_read_only_file_system_is_not_called_corrupt(make_daemon, small_fs: Path) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,21 +82,6 @@ def test_sigterm_under_load_saves_everything_acknowledged(make_daemon) -> None:
 
 
 # -- full disks -------------------------------------------------------------------------
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.getuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k,mode=0700", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def fill_until_snapshots_fail(d: Daemon, s, size: int = 8192, limit: int = 2000) -> int:  # type: ignore[no-untyped-def]
     for i in range(limit):
         s.add_message("user", f"{i}:" + "x" * size)

@@ -278,23 +278,6 @@ def test_the_async_watch_is_an_async_iterator_that_resumes(make_daemon) -> None:
     assert asyncio.run(asyncio.wait_for(main(), 60)) == ["a", "b"]
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    import os
-
-    if os.getuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k,mode=0700", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_under_always_a_change_is_published_only_once_committed(make_daemon, tiny_fs: Path) -> None:
     d = make_daemon("--durability", "always", db=tiny_fs / "session.db")
     c, rev0 = watch_raw(d)
