@@ -372,3 +372,35 @@ def test_watch_one_session_only(daemon: Daemon) -> None:
     only.sock.settimeout(0.3)
     with pytest.raises(TimeoutError):
         only.recv()  # nothing of the new session
+
+
+def test_a_slow_async_consumer_holds_a_bounded_queue_and_misses_nothing(daemon: Daemon) -> None:
+    from sessionmem.aio import QUEUE_HIGH
+
+    async def main() -> tuple[int, list[int]]:
+        async with AsyncSession(project=daemon.root, socket=daemon.socket, autostart=False) as s:
+            opened: list[Any] = []
+            real_open = s._open_watch
+
+            async def capture(*args: Any) -> Any:
+                opened.append(await real_open(*args))
+                return opened[-1]
+
+            s._open_watch = capture  # type: ignore[method-assign]
+            feed = s.watch(since=(await s.get_stats()).revision)  # it starts at the first next()
+            await s.set_current_task("first")
+            revisions = [(await feed.__anext__()).revision]
+            c = daemon.conn()  # 15,000 changes while the consumer does not read
+            note = b'{"jsonrpc":"2.0","method":"setContext","params":{"key":"k","value":%d}}\n'
+            await asyncio.to_thread(c.send, b"".join(note % i for i in range(15_000)))
+            await asyncio.sleep(1.5)
+            held = opened[0].changes.qsize()
+            async for ch in feed:
+                revisions.append(ch.revision)
+                if len(revisions) == 15_001:
+                    break
+            return held, revisions
+
+    held, revisions = asyncio.run(asyncio.wait_for(main(), 60))
+    assert held < QUEUE_HIGH + 2000  # the daemon kept the rest, not this process
+    assert revisions == list(range(revisions[0], revisions[0] + 15_001))

@@ -38,6 +38,7 @@ async def open_async(
 
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
+QUEUE_HIGH, QUEUE_LOW = 10_000, 1_000  # changes a watch holds for a slow consumer
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -66,6 +67,10 @@ class _ClientProtocol(asyncio.Protocol):
                 if change is not None:
                     if self.changes is not None:
                         self.changes.put_nowait(change)
+                        if self.changes.qsize() >= QUEUE_HIGH and self.transport is not None:
+                            # A consumer slower than the feed: let the daemon hold the rest
+                            # (it keeps them in its change log) instead of this process.
+                            self.transport.pause_reading()
                     continue
                 reply = decode_reply(frame)
             except errors.SessionmemError as e:  # not JSON-RPC: nothing after it can be trusted
@@ -196,6 +201,8 @@ class AsyncSession(SessionAPI):
                         since = proto.since
                 assert proto.changes is not None
                 item = await proto.changes.get()
+                if proto.changes.qsize() == QUEUE_LOW and proto.transport is not None:
+                    proto.transport.resume_reading()  # no-op unless it was paused
                 if isinstance(item, errors.ConnectionLost):
                     proto = None  # the daemon went away: resume where we are
                     continue
