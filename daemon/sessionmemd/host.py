@@ -79,13 +79,16 @@ class SessionHost:
                 {"revision": self.revision},
             )
 
-    def _expect(self, current: Any, current_json: bytes, expect: Raw | p.UnsetType) -> None:
+    def _expect(self, expect: Raw | p.UnsetType, current: Callable[[], bytes | None]) -> None:
+        """Raise Conflict unless ``expect`` is absent or equals the value now (its JSON from
+        ``current``, None when unset or absent; asked for only when there is an expect)."""
         if expect is UNSET:
             return
-        if not json_equal(current, _decode(expect)):  # type: ignore[arg-type]
+        now = current() or b"null"
+        if not json_equal(_decode(now), _decode(expect)):  # type: ignore[arg-type]
             raise errors.Conflict(
                 "conflict: the current value is not the one expected; nothing was changed",
-                {"current": Raw(current_json), "revision": self.revision},
+                {"current": Raw(now), "revision": self.revision},
             )
 
     def _record(self, change: p.Change) -> None:
@@ -100,14 +103,14 @@ class SessionHost:
     # -- changes ------------------------------------------------------------------------
     def set_current_task(self, task: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         s = self.state
-        self._expect(s.current_task, _encode(s.current_task), expect)
+        self._expect(expect, lambda: _encode(s.current_task))
         self._check_room()
         if s.set_current_task(task):
             self._record(self._next("setCurrentTask", task=task))
 
     def set_active_ticket(self, ticket: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         s = self.state
-        self._expect(s.active_ticket, _encode(s.active_ticket), expect)
+        self._expect(expect, lambda: _encode(s.active_ticket))
         self._check_room()
         if s.set_active_ticket(ticket):
             self._record(self._next("setActiveTicket", ticketId=ticket))
@@ -138,18 +141,14 @@ class SessionHost:
 
     def set_context(self, key: str, value: bytes, expect: Raw | p.UnsetType = UNSET) -> None:
         s = self.state
-        if expect is not UNSET:
-            now = s.context_json(key)
-            self._expect(None if now is None else _decode(now), now or b"null", expect)
+        self._expect(expect, lambda: s.context_json(key))
         self._check_room()
         if s.set_context(key, value):
             self._record(self._next("setContext", key=key, value=Raw(value)))
 
     def delete_context(self, key: str, expect: Raw | p.UnsetType = UNSET) -> None:
         s = self.state
-        if expect is not UNSET:
-            now = s.context_json(key)
-            self._expect(None if now is None else _decode(now), now or b"null", expect)
+        self._expect(expect, lambda: s.context_json(key))
         self._check_room()
         if s.delete_context(key):
             self._record(self._next("deleteContext", key=key))
