@@ -189,7 +189,8 @@ class AsyncSession(SessionAPI):
 
     async def watch(self, since: int | None = None, session: str | None = None) -> AsyncIterator[p.Change]:
         """Every change after ``since`` (default: from now on), of one ``session`` or of
-        all of them, as it happens, from a connection of its own; resumes by itself after the daemon restarts. Raises
+        all of them, as it happens, from a connection of its own; resumes by itself
+        after the daemon restarts. Raises
         Compacted when the daemon can no longer replay from ``since``."""
         proto: _ClientProtocol | None = None
         try:

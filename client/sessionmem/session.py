@@ -167,7 +167,8 @@ class Session(SessionAPI):
 
     def watch(self, since: int | None = None, session: str | None = None) -> Iterator[p.Change]:
         """Every change after ``since`` (default: from now on), of one ``session`` or of
-        all of them, as it happens, from a connection of its own; resumes by itself after the daemon restarts. Raises
+        all of them, as it happens, from a connection of its own; resumes by itself
+        after the daemon restarts. Raises
         Compacted when the daemon can no longer replay from ``since``: re-read what you
         need and watch again from the revision ``get_stats()`` reports."""
         conn: _socket.socket | None = None
