@@ -197,6 +197,7 @@ def dispatch_cost(n: int = 50_000) -> dict[str, float]:
     from sessionmemd.changelog import ChangeLog
     from sessionmemd.feed import Feed
     from sessionmemd.host import SessionHost
+    from sessionmemd.loader import Loader
     from sessionmemd.methods import build_handlers
     from sessionmemd.rpc import Dispatcher
     from sessionmemd.state import SessionState
@@ -205,10 +206,11 @@ def dispatch_cost(n: int = 50_000) -> dict[str, float]:
         def hello(self, params: Any) -> None:
             return None
 
-    host = SessionHost(SessionState("bench", 1), 0, ChangeLog(0), lambda: 1, lambda: "x")
+    host = SessionHost(SessionState("bench", 1), {}, 0, ChangeLog(0), lambda: 1, lambda: "x")
     host.reserved = 1 << 62
     feed = Feed(host.log, publish_when_committed=False)
-    d = Dispatcher(build_handlers(host, feed, Shell(), 64))  # type: ignore[arg-type]
+    loader = Loader(host, lambda: None)  # type: ignore[arg-type,return-value]  # every session in memory
+    d = Dispatcher(build_handlers(host, loader, feed, Shell(), 64))  # type: ignore[arg-type]
     fs = [f.rstrip(b"\n") for f in frames(1000)]
     d.handle_frames(fs)
     t = time.perf_counter()
@@ -232,12 +234,12 @@ def percentile(xs: list[float], q: float) -> float:
 # -- persistence ------------------------------------------------------------------------------
 def make_db(path: Path, n: int) -> None:
     """A database holding one session of n messages of ~200 B, written the fast way."""
-    from sessionmemd.state import SessionState
+    from sessionmemd.state import Batch, SessionState
     from sessionmemd.store import Store
 
     store = Store(path)
     st = SessionState("bench-session", 1)
-    store.write([st.drain()])  # type: ignore[list-item]
+    store.write([Batch.of(st.drain())])  # type: ignore[arg-type]
     c = sqlite3.connect(path)
     rows = (("bench-session", "user" if i % 2 else "assistant", f"{i:08d} " + "x" * 191, 1_700_000_000_000 + i)
             for i in range(n))
@@ -248,7 +250,7 @@ def make_db(path: Path, n: int) -> None:
 
 
 def snapshot_costs(tmp: Path, n: int) -> dict[str, float]:
-    from sessionmemd.state import SessionState
+    from sessionmemd.state import Batch, SessionState
     from sessionmemd.store import Store
 
     db = tmp / f"snap-{n}.db"
@@ -259,13 +261,13 @@ def snapshot_costs(tmp: Path, n: int) -> dict[str, float]:
     t = time.perf_counter()
     ch = st.drain()
     drain_s = time.perf_counter() - t
-    store.write([ch])  # type: ignore[list-item]
+    store.write([Batch.of(ch)])  # type: ignore[arg-type]
     first = time.perf_counter() - t
     one = []
     for i in range(20):
         st.add_message("user", "one more", i)
         t = time.perf_counter()
-        store.write([st.drain()])  # type: ignore[list-item]
+        store.write([Batch.of(st.drain())])  # type: ignore[arg-type]
         one.append(time.perf_counter() - t)
     store.close()
     return {"firstMs": first * 1000, "firstDrainMs": drain_s * 1000, "afterOneChangeMs": statistics.median(one) * 1000}
@@ -299,7 +301,7 @@ def restore_costs(tmp: Path, n: int) -> dict[str, float]:
     assert len(rows) == n
     del rows
     c.close()
-    store = Store(db)
+    store = Store(db, tail=None)  # the whole history: what a restore reads
     t = time.perf_counter()
     r = store.load()
     ours = time.perf_counter() - t

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sessionmemd.state import SessionState
+from sessionmemd.state import Batch, SessionState
 from sessionmemd.store import Store
 
 
@@ -19,11 +19,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(Path(tmp) / "s.db")
             state = SessionState("s", 1)
-            store.write([state.drain()])  # type: ignore[list-item]
+            store.write([Batch.of(state.drain())])  # type: ignore[arg-type]
             for i in range(n):
                 state.track_file(f"src/file{i}.py")
             started = time.perf_counter()
-            store.write([state.drain()])  # type: ignore[list-item]
+            store.write([Batch.of(state.drain())])  # type: ignore[arg-type]
             print(f"snapshot of {n:>6,} new files  {(time.perf_counter() - started) * 1000:8.0f} ms")
             store.close()
 

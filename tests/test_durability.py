@@ -123,7 +123,7 @@ def test_sigterm_on_a_full_disk_says_what_was_not_saved(make_daemon, tiny_fs: Pa
     dumps = list(d.socket.parent.glob("*.unsaved-*.json"))
     assert len(dumps) == 1
     doc = json.loads(dumps[0].read_text())
-    unsaved = [m["content"] for b in doc["batches"] for m in b["messages"]]
+    unsaved = [m["content"] for b in doc["batches"] for c in b["sessions"] for m in c["messages"]]
     assert unsaved and unsaved[-1].startswith(f"{n - 1}:")
 
 
@@ -318,8 +318,9 @@ def test_final_snapshot_failing_without_messages_still_dumps_the_unsaved_changes
     dumps = list(d.socket.parent.glob("*.unsaved-*.json"))
     assert len(dumps) == 1, log
     doc = json.loads(dumps[0].read_text())
-    assert [b["messages"] for b in doc["batches"]] == [[]]
-    assert doc["batches"][0]["currentTask"] == "the task"
-    assert doc["batches"][0]["files"] == [{"path": "a.py", "tracked": True}]
-    assert doc["batches"][0]["context"] == [{"key": "k", "value": {"v": 1}, "deleted": False}]
+    [batch] = doc["batches"]
+    [session] = batch["sessions"]
+    assert session["messages"] == [] and session["currentTask"] == "the task"
+    assert session["files"] == [{"path": "a.py", "tracked": True}]
+    assert session["context"] == [{"key": "k", "value": {"v": 1}, "deleted": False}]
     assert not d.socket.exists()  # shutdown went all the way

@@ -41,7 +41,7 @@ def test_slice_excludes_later_appends_and_decodes_in_chunks() -> None:
     log = filled(12_345)
     s = log.since(45)
     log.append("tool", "after the slice", 1)
-    decoded = [m for chunk, _ids in s.chunks(size=1000) for m in chunk]
+    decoded = [m for chunk, _ids, _data in s.chunks(size=1000) for m in chunk]
     assert len(s) == 12_300 and len(decoded) == 12_300
     assert [m.timestamp for m in decoded] == list(range(45, 12_345))
     assert decoded[-1].content.endswith("12344")
@@ -63,4 +63,4 @@ def test_ids_travel_with_their_messages_and_repeats_are_known() -> None:
     log.append("user", "c", 3, "id-c")
     assert log.has_id("id-a") and log.has_id("id-c") and not log.has_id("b")
     chunks = list(log.since(1).chunks(size=1))
-    assert [(m[0].content, ids) for m, ids in chunks] == [("b", [None]), ("c", ["id-c"])]
+    assert [(m[0].content, ids) for m, ids, _data in chunks] == [("b", [None]), ("c", ["id-c"])]

@@ -11,6 +11,7 @@ from sessionmem import protocol as p
 from sessionmemd.changelog import ChangeLog
 from sessionmemd.feed import Feed
 from sessionmemd.host import SessionHost
+from sessionmemd.loader import Loader
 from sessionmemd.methods import build_handlers
 from sessionmemd.rpc import Dispatcher, PendingReply
 from sessionmemd.state import SessionState
@@ -28,7 +29,7 @@ class Shell:
     async def shutdown_method(self) -> None:
         return None
 
-    def stats(self) -> Any:
+    def stats(self, session: Any) -> Any:
         raise RuntimeError("boom")  # stands for a bug in a handler
 
     def hello(self, params: p.HelloParams) -> Any:
@@ -38,9 +39,14 @@ class Shell:
 @pytest.fixture
 def d() -> Dispatcher:
     ids = iter(f"id{i}" for i in range(100))
-    host = SessionHost(SessionState("sid", 1), 0, ChangeLog(0), lambda: 42, lambda: next(ids))
+    host = SessionHost(SessionState("sid", 1), {}, 0, ChangeLog(0), lambda: 42, lambda: next(ids))
     host.reserved = 1 << 40
-    return Dispatcher(build_handlers(host, Feed(host.log, publish_when_committed=False), Shell(), max_depth=8))
+
+    def no_reader() -> Any:
+        raise AssertionError("every session of these tests is in memory")
+
+    loader = Loader(host, no_reader)
+    return Dispatcher(build_handlers(host, loader, Feed(host.log, publish_when_committed=False), Shell(), max_depth=8))
 
 
 def one(d: Dispatcher, frame: bytes | str | dict[str, Any] | list[Any]) -> Any:

@@ -111,16 +111,55 @@ def test_file_changes_come_in_tracking_order() -> None:
     assert s.open_files() == ["b", "c", "a"]
 
 
-def test_clear_replaces_the_session_and_remembers_the_saved_one() -> None:
+def test_wipe_empties_the_session_and_keeps_its_id() -> None:
     s = fresh()
     s.add_message("user", "m", 1)
+    s.track_file("f")
+    s.set_context("k", b"1")
+    s.set_current_task("t")
     s.drain()
-    s.add_message("user", "lost", 2)
-    s.clear("sid2", 5000)
-    s.clear("sid3", 6000)  # twice before a snapshot: still the saved "sid" goes
-    assert s.session_id == "sid3" and s.messages_count == 0 and s.start_time == 6000
+    s.add_message("user", "unsaved", 2)
+    s.wipe()
+    assert (s.session_id, s.start_time, s.messages_count, s.files_count, s.context_count) == ("sid", 1000, 0, 0, 0)
+    assert s.current_task is None
+    s.add_message("user", "after", 3)
     ch = s.drain()
-    assert ch is not None and ch.replaced_session == "sid" and ch.session_row and len(ch.messages) == 0
+    assert ch is not None and ch.wiped and ch.session_row
+    assert [obj(m)["content"] for m in ch.messages.encoded()] == ["after"]  # the rows go, then these come
+
+
+def test_pop_and_trim_count_the_saved_rows_they_remove() -> None:
+    s = fresh()
+    for i in range(5):
+        s.add_message("user", f"m{i}", i)
+    s.drain()  # m0..m4 saved
+    s.add_message("user", "m5", 5)
+    assert obj(s.pop_message())["content"] == "m5"  # unsaved: never written
+    assert obj(s.pop_message())["content"] == "m4"  # saved: its row goes
+    assert s.trim_messages(2) == 2  # m0, m1 go; m2, m3 kept
+    s.add_message("user", "m6", 6)
+    ch = s.drain()
+    assert ch is not None and (ch.trim_front, ch.pop_back) == (2, 1)
+    assert [obj(m)["content"] for m in ch.messages.encoded()] == ["m6"]
+    assert [m.content for m in msgs(s.all_messages())] == ["m2", "m3", "m6"]
+    assert s.trim_messages(5) == 0 and s.drain() is None  # nothing to trim: no change
+
+
+def test_older_history_goes_in_front_of_the_tail_and_what_was_added_meanwhile() -> None:
+    tail = MessageLog()
+    tail.append("user", "t0", 10)
+    r = Restored("sid", 1, None, None, tail, [], {}, older=2, tail_rowid=3)
+    s = SessionState.from_restored(r)
+    assert not s.complete and s.messages_count == 3
+    s.add_message("user", "new", 11)
+    older = MessageLog()
+    older.append("user", "o0", 1, "id-o0")
+    older.append("user", "o1", 2)
+    s.add_older(older)
+    assert s.complete and [m.content for m in msgs(s.all_messages())] == ["o0", "o1", "t0", "new"]
+    assert s.add_message("user", "dup", 12, "id-o0") is None  # ids of the older part are known
+    ch = s.drain()
+    assert ch is not None and [obj(m)["content"] for m in ch.messages.encoded()] == ["new"]
 
 
 def test_restored_state_has_nothing_to_write() -> None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from sessionmemd.state import SessionState
+from sessionmemd.changelog import ChangeLog
+from sessionmemd.host import SessionHost
+from sessionmemd.state import Batch, SessionState
 from sessionmemd.dbcheck import SCHEMA_VERSION, BadDatabase, move_aside
 from sessionmemd.store import Store
 
@@ -65,7 +67,7 @@ def original_snapshot(db: Path, sid: str, start: int, task: str | None, files: l
 
 def save(store: Store, state: SessionState) -> int:
     ch = state.drain()
-    return store.write([ch]) if ch else 0
+    return store.write([Batch.of(ch, current=ch.session_row)]) if ch else 0
 
 
 def digest(path: Path) -> dict[str, str]:
@@ -125,7 +127,7 @@ def test_snapshots_are_incremental(db: Path) -> None:
     before = store.total_changes
     s.add_message("user", "one more", 1)
     save(store, s)
-    assert store.total_changes - before == 1  # one row, not a rewrite of 2001
+    assert store.total_changes - before == 2  # its row and the session's revision, not a rewrite of 2001
     before = store.total_changes
     assert s.drain() is None  # nothing changed: nothing to write
     assert store.total_changes == before
@@ -153,14 +155,17 @@ def test_file_and_context_edits_persist_in_order(db: Path) -> None:
 
 def test_clear_is_persisted_atomically(db: Path) -> None:
     store = Store(db)
-    s = SessionState("old", 1)
-    s.add_message("user", "x", 1)
-    s.track_file("f")
-    s.set_context("k", b"1")
-    save(store, s)
-    s.clear("new", 2)
-    s.add_message("user", "fresh", 3)
-    save(store, s)
+    host = SessionHost(SessionState("old", 1), {}, 0, ChangeLog(0), lambda: 2, lambda: "new")
+    host.reserved = 1 << 40
+    host.add_message(host.current, "user", "x", 1, None)
+    host.track_file(host.current, "f")
+    host.set_context(host.current, "k", b"1")
+    store.write([host.drain()])  # type: ignore[list-item]
+    host.clear()
+    host.add_message(host.current, "user", "fresh", 3, None)
+    batch = host.drain()
+    assert batch is not None and batch.deleted == ["old"] and batch.current == "new"
+    store.write([batch])
     c = sqlite3.connect(db)
     for table, col in [("sessions", "id"), ("session_messages", "session_id"), ("session_files", "session_id"), ("session_context", "session_id")]:
         assert c.execute(f"SELECT count(*) FROM {table} WHERE {col} = 'old'").fetchone()[0] == 0, table
@@ -178,9 +183,9 @@ def test_failed_write_rolls_back_and_can_be_retried(db: Path) -> None:
     c.execute("BEGIN EXCLUSIVE")  # another writer holds the database
     store._conn.execute("PRAGMA busy_timeout = 50")
     with pytest.raises(sqlite3.OperationalError):
-        store.write([ch])
+        store.write([Batch.of(ch)])
     c.execute("COMMIT")
-    store.write([ch])  # the same batch, again: written once
+    store.write([Batch.of(ch)])  # the same batch, again: written once
     assert sqlite3.connect(db).execute("SELECT count(*) FROM session_messages").fetchone()[0] == 1
 
 

@@ -23,11 +23,14 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
         DaemonStartError,
         InvalidParams,
         MethodNotFound,
+        NoSuchSession,
         PersistFailed,
+        SessionExists,
+        SessionIsCurrent,
         SessionmemError,
         VersionMismatch,
     )
-    from .protocol import Change, HelloResult, Message, SnapshotResult, Stats
+    from .protocol import Change, FullMessage, HelloResult, Message, SessionInfo, SnapshotResult, Stats
     from .session import Session
 
 _LAZY = {
@@ -48,6 +51,11 @@ _LAZY = {
     "MethodNotFound": "errors",
     "PersistFailed": "errors",
     "VersionMismatch": "errors",
+    "NoSuchSession": "errors",
+    "SessionExists": "errors",
+    "SessionIsCurrent": "errors",
+    "FullMessage": "protocol",
+    "SessionInfo": "protocol",
 }
 
 __all__ = [
@@ -57,14 +65,19 @@ __all__ = [
     "Compacted",
     "Conflict",
     "ConnectionFailed",
+    "FullMessage",
     "ConnectionLost",
     "DaemonStartError",
     "HelloResult",
     "InvalidParams",
     "Message",
     "MethodNotFound",
+    "NoSuchSession",
     "PersistFailed",
     "Session",
+    "SessionExists",
+    "SessionInfo",
+    "SessionIsCurrent",
     "SessionmemError",
     "SnapshotResult",
     "Stats",

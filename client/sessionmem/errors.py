@@ -89,6 +89,24 @@ class Compacted(SessionmemError):
         return self.data.get("oldest") if isinstance(self.data, dict) else None
 
 
+class NoSuchSession(SessionmemError):
+    """The ``session`` (or ``sessionId``, ``forkFrom``) names no session in the database."""
+
+    code = p.NO_SUCH_SESSION
+
+
+class SessionExists(SessionmemError):
+    """createSession/importSession with an id already in use: nothing was created."""
+
+    code = p.SESSION_EXISTS
+
+
+class SessionIsCurrent(SessionmemError):
+    """deleteSession of the current session: make another one current first."""
+
+    code = p.SESSION_IS_CURRENT
+
+
 # Client-side failures that never travel on the wire.
 class ConnectionFailed(SessionmemError):
     """No daemon answers (and autostart is off or failed)."""
@@ -126,6 +144,9 @@ _BY_CODE: dict[int, type[SessionmemError]] = {
         OutputOverflow,
         Conflict,
         Compacted,
+        NoSuchSession,
+        SessionExists,
+        SessionIsCurrent,
     )
 }
 

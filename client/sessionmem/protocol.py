@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 JSONRPC: Final = "2.0"
 
 # -- error codes ---------------------------------------------------------------
@@ -30,12 +30,16 @@ PERSIST_FAILED: Final = -32004
 OUTPUT_OVERFLOW: Final = -32005
 CONFLICT: Final = -32009  # `expect` did not match; data: {current, revision}
 COMPACTED: Final = -32010  # watch `since` older than the change log; data: {oldest}
+NO_SUCH_SESSION: Final = -32011  # data: {sessionId}
+SESSION_EXISTS: Final = -32012  # data: {sessionId}
+SESSION_IS_CURRENT: Final = -32013  # deleteSession of the current one; data: {sessionId}
 
 # What hello's `capabilities` lists; clients may test for each by name.
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
-    "revisions", "watch", "expect", "messageIds",
+    "revisions", "watch", "expect", "messageIds", "sessions", "messageData",
 )
+EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
 Role = Literal["user", "assistant", "system", "tool"]
 # SQLite INTEGER is a signed 64-bit value; anything wider could never be saved.
@@ -44,6 +48,9 @@ EpochMs = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Revision = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 MessageId = Annotated[str, Meta(min_length=1, max_length=128)]
+SessionId = Annotated[str, Meta(min_length=1, max_length=128)]
+# `session`: absent (UNSET) = the current session.
+SessionRef = SessionId | UnsetType
 RequestId = int | float | str | None
 # `expect`: absent (UNSET) = unconditional; any JSON value, null included, is compared.
 Expect = Raw | UnsetType
@@ -121,9 +128,16 @@ class NoParams(_Params):
     pass
 
 
+class SessionParams(_Params):
+    """The params of a read of one session's part: which session (absent: the current)."""
+
+    session: SessionRef = UNSET
+
+
 class SetCurrentTaskParams(_Params):
     task: str | None
     expect: Expect = UNSET
+    session: SessionRef = UNSET
 
 
 class AddMessageParams(_Params):
@@ -131,39 +145,80 @@ class AddMessageParams(_Params):
     content: str
     timestamp: EpochMs | None | UnsetType = UNSET
     id: MessageId | UnsetType = UNSET  # a repeat of an id the session holds adds nothing
+    data: Raw | UnsetType = UNSET  # any JSON, kept with the message (read with full: true)
+    session: SessionRef = UNSET
 
 
 class GetRecentMessagesParams(_Params):
     count: Count
+    full: bool = False  # messages with their id and data
+    session: SessionRef = UNSET
+
+
+class GetAllMessagesParams(_Params):
+    full: bool = False
+    session: SessionRef = UNSET
 
 
 class FilePathParams(_Params):
     filePath: str
+    session: SessionRef = UNSET
 
 
 class SetActiveTicketParams(_Params):
     ticketId: str | None
     expect: Expect = UNSET
+    session: SessionRef = UNSET
 
 
 class SetContextParams(_Params):
     key: str
     value: Raw
     expect: Expect = UNSET
+    session: SessionRef = UNSET
 
 
 class KeyParams(_Params):
     key: str
+    session: SessionRef = UNSET
 
 
 class DeleteContextParams(_Params):
     key: str
     expect: Expect = UNSET
+    session: SessionRef = UNSET
+
+
+class PopMessageParams(_Params):
+    expect: Expect = UNSET  # the newest message as {role, content, timestamp}, or null
+    session: SessionRef = UNSET
+
+
+class TrimMessagesParams(_Params):
+    keep: Count
+    session: SessionRef = UNSET
+
+
+class CreateSessionParams(_Params):
+    sessionId: SessionId | UnsetType = UNSET  # absent: a new UUID
+    forkFrom: SessionId | UnsetType = UNSET  # absent: an empty session
+    forkUpTo: Count | UnsetType = UNSET  # messages of forkFrom to copy; absent: all
+    makeCurrent: bool = False
+
+
+class SessionIdParams(_Params):
+    sessionId: SessionId
+
+
+class ImportSessionParams(_Params):
+    records: list[Raw]  # exportSession's records, header first (see SessionRecord)
+    sessionId: SessionId | UnsetType = UNSET  # absent: the header's
+    makeCurrent: bool = False
 
 
 class WatchParams(_Params):
     since: Revision | UnsetType = UNSET  # absent: from the current revision on
-    session: str | UnsetType = UNSET  # only this session's changes; absent: every session's
+    session: SessionRef = UNSET  # only this session's changes; absent: every session's
 
 
 class HelloParams(_Params):
@@ -203,10 +258,79 @@ class Stats(Struct):
     pid: int
     revision: int = 0  # of the last change, over the whole database
     watchers: int = 0
+    sessions: int = 0  # in the database
+    sessionsLoaded: int = 0  # of them, held in memory now
+    historyComplete: bool = True  # False while older messages of this session still load
 
 
 class WatchResult(Struct):
     revision: int
+
+
+class FullMessage(Struct, omit_defaults=True, frozen=True):
+    """A message with its id and data (``full: true`` reads, ``popMessage``)."""
+
+    role: str
+    content: str
+    timestamp: int
+    id: str | UnsetType = UNSET
+    data: Any = UNSET
+
+
+class SessionIdResult(Struct):
+    sessionId: str
+
+
+class SessionInfo(Struct):
+    """One entry of ``listSessions``."""
+
+    sessionId: str
+    startTime: int
+    currentTask: str | None
+    activeTicket: str | None
+    messagesCount: int
+    filesOpenCount: int
+    contextKeysCount: int
+    revision: int  # of its last change; 0 when none was made by a sessionmemd
+    current: bool
+
+
+# -- export records: one JSON object per line, the header first -------------------
+class _Record(Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class SessionRecord(_Record, tag="session"):
+    format: int
+    sessionId: SessionId
+    startTime: EpochMs
+    currentTask: str | None = None
+    activeTicket: str | None = None
+    # How many records of each kind follow: an import checks them, so a file cut
+    # short at a line boundary is refused instead of imported in part.
+    messages: Count = 0
+    files: Count = 0
+    contextKeys: Count = 0
+
+
+class MessageRecord(_Record, tag="message"):
+    role: str  # as stored: a database written by the original may hold any role
+    content: str
+    timestamp: EpochMs
+    id: MessageId | UnsetType = UNSET
+    data: Raw | UnsetType = UNSET
+
+
+class FileRecord(_Record, tag="file"):
+    path: str
+
+
+class ContextRecord(_Record, tag="context"):
+    key: str
+    value: Raw
+
+
+Record = SessionRecord | MessageRecord | FileRecord | ContextRecord
 
 
 class Change(Struct, omit_defaults=True, kw_only=True):
@@ -224,7 +348,11 @@ class Change(Struct, omit_defaults=True, kw_only=True):
     key: str | UnsetType = UNSET  # setContext, deleteContext
     value: Any = UNSET  # setContext
     filePath: str | UnsetType = UNSET  # trackOpenFile, untrackFile
-    newSessionId: str | UnsetType = UNSET  # clear
+    newSessionId: str | UnsetType = UNSET  # clear (no params)
+    data: Any = UNSET  # addMessage with data
+    removed: int | UnsetType = UNSET  # trimMessages; addMessage trimmed by --max-messages
+    forkFrom: str | UnsetType = UNSET  # createSession as a fork
+    forkUpTo: int | UnsetType = UNSET  # createSession as a fork: messages copied
 
 
 class Notification(Struct, Generic[T], kw_only=True):
@@ -250,29 +378,37 @@ class MethodSpec(Struct, frozen=True):
 
 
 METHODS: Final[dict[str, MethodSpec]] = {
-    "getSessionId": MethodSpec(NoParams, str, False),
-    "getCurrentTask": MethodSpec(NoParams, str | None, False),
+    "getSessionId": MethodSpec(SessionParams, str, False),
+    "getCurrentTask": MethodSpec(SessionParams, str | None, False),
     "setCurrentTask": MethodSpec(SetCurrentTaskParams, None, True),
     "addMessage": MethodSpec(AddMessageParams, None, True),
     "getRecentMessages": MethodSpec(GetRecentMessagesParams, list[Message], False),
-    "getAllMessages": MethodSpec(NoParams, list[Message], False),
+    "getAllMessages": MethodSpec(GetAllMessagesParams, list[Message], False),
     "trackOpenFile": MethodSpec(FilePathParams, None, True),
     "untrackFile": MethodSpec(FilePathParams, None, True),
-    "getOpenFiles": MethodSpec(NoParams, list[str], False),
+    "getOpenFiles": MethodSpec(SessionParams, list[str], False),
     "setActiveTicket": MethodSpec(SetActiveTicketParams, None, True),
-    "getActiveTicket": MethodSpec(NoParams, str | None, False),
+    "getActiveTicket": MethodSpec(SessionParams, str | None, False),
     "setContext": MethodSpec(SetContextParams, None, True),
     "getContext": MethodSpec(KeyParams, Any, False),
     "deleteContext": MethodSpec(DeleteContextParams, None, True),
-    "getAllContext": MethodSpec(NoParams, dict[str, Any], False),
+    "getAllContext": MethodSpec(SessionParams, dict[str, Any], False),
     "snapshot": MethodSpec(NoParams, SnapshotResult, False),
     "restore": MethodSpec(NoParams, None, True),
-    "clear": MethodSpec(NoParams, str, True),
-    "getStats": MethodSpec(NoParams, Stats, False),
+    "clear": MethodSpec(SessionParams, str, True),
+    "getStats": MethodSpec(SessionParams, Stats, False),
     "hello": MethodSpec(HelloParams, HelloResult, False),
     "shutdown": MethodSpec(NoParams, None, False),
     "watch": MethodSpec(WatchParams, WatchResult, False),
     "unwatch": MethodSpec(NoParams, None, False),
+    "popMessage": MethodSpec(PopMessageParams, FullMessage | None, True),
+    "trimMessages": MethodSpec(TrimMessagesParams, int, True),
+    "createSession": MethodSpec(CreateSessionParams, SessionIdResult, True),
+    "listSessions": MethodSpec(NoParams, list[SessionInfo], False),
+    "setCurrentSession": MethodSpec(SessionIdParams, None, True),
+    "deleteSession": MethodSpec(SessionIdParams, None, True),
+    "exportSession": MethodSpec(SessionParams, list[Record], False),
+    "importSession": MethodSpec(ImportSessionParams, SessionIdResult, True),
 }
 # Handlers of these also get the calling connection (the feed is per connection).
 CONNECTION_METHODS: Final = frozenset({"watch", "unwatch"})

@@ -26,6 +26,7 @@ from .listener import AlreadyRunning, DaemonLock, Listener
 from .changelog import ChangeLog
 from .feed import Feed
 from .host import BLOCK, SessionHost
+from .loader import Loader
 from .methods import build_handlers
 from .persist import Persister
 from .rpc import Dispatcher
@@ -46,6 +47,17 @@ def new_session_id() -> str:
     return str(uuid.uuid4())
 
 
+def release_memory() -> None:
+    """Hand freed heap back to the OS after sessions were dropped (glibc keeps it
+    otherwise, and the daemon's RSS would stay at its peak)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the allocator decides
+
+
 @dataclass
 class Config:
     paths: Paths
@@ -55,6 +67,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     recover: bool = False
     fsync: bool = False
+    max_messages: int | None = None  # every session keeps at most its newest N messages
+    session_idle: float = 300.0  # seconds before an unused session is dropped from memory
 
 
 class Daemon:
@@ -102,14 +116,17 @@ class Daemon:
             self.lock.release()
             raise
         restored = store.take_opened_with()
+        known = store.opened_known
         if restored is None:
             state = SessionState(new_session_id(), now_ms())
             log.info("new session %s in %s", state.session_id, cfg.paths.db)
         else:
             state = SessionState.from_restored(restored)
             log.info(
-                "restored session %s: %d messages, %d files, %d context keys",
-                restored.session_id, len(restored.messages), len(restored.files), len(restored.context),
+                "current session %s: %d messages (%d loading behind), %d files, %d context keys; "
+                "%d session(s) in the database",
+                restored.session_id, state.messages_count, state.older, len(restored.files),
+                len(restored.context), len(known),
             )
         try:
             mark, kept = store.reserve_revisions(BLOCK)
@@ -120,13 +137,18 @@ class Daemon:
         log_ = ChangeLog.restored(kept, mark)
         if kept and len(log_) < len(kept):
             log.warning("the change log left by the last stop has a gap: kept %d of %d", len(log_), len(kept))
-        self.host = SessionHost(state, mark, log_, now_ms, new_session_id)
+        self.host = SessionHost(state, known, mark, log_, now_ms, new_session_id, cfg.max_messages)
         self.host.reserved = mark + BLOCK
         always = cfg.durability == "always"
         self.feed = Feed(log_, publish_when_committed=always)
         self.host.on_change = self.feed.changed
-        self.persister = Persister(store, self.host, self._reopen_store, self.feed.committed)
-        handlers = build_handlers(self.host, self.feed, self, cfg.limits.max_depth)
+        self.host.adopt(state)  # --max-messages may trim it
+        self.loader = Loader(self.host, lambda: self.persister.store.open_reader())
+        self.persister = Persister(store, self.host, self._reopen_store, self.feed.committed,
+                                   before_reopen=self.loader.reset)
+        if not state.complete:
+            self.loader.complete(state)  # the older history, behind the first answers
+        handlers = build_handlers(self.host, self.loader, self.feed, self, cfg.limits.max_depth)
         self.dispatcher = Dispatcher(handlers, self._internal_error)
         self.dispatcher.durable = always
         self.server = Server(self.dispatcher, cfg.limits, self._touch, self.persister,
@@ -142,6 +164,7 @@ class Daemon:
         self._install_signals()
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
         self._tasks.append(asyncio.create_task(self._socket_watch()))
+        self._tasks.append(asyncio.create_task(self._session_sweeper(cfg.session_idle)))
         if cfg.idle_timeout:
             self._tasks.append(asyncio.create_task(self._idle_timer(cfg.idle_timeout)))
         wd = self.notifier.watchdog_interval()
@@ -224,6 +247,25 @@ class Daemon:
             self.listener = new
             log.warning("our socket %s was deleted by someone else; bound it again", new.path)
 
+    async def _session_sweeper(self, idle: float) -> None:
+        """Drop sessions unused for ``idle`` seconds (never the current one), their
+        changes written first. Sweeps every idle/2 s; a session is dropped at the first
+        sweep after two whole sweep periods without a use of it."""
+        host = self.host
+        while True:
+            await asyncio.sleep(idle / 2)
+            host.tick += 1
+            if len(host.loaded) <= 1:
+                continue
+            if self.persister.pending:
+                await self._quiet_snapshot()
+            if self.persister.unsaved_batches():
+                continue  # not on disk: they stay in memory
+            gone = host.unload_idle(host.tick - 2, self.loader.busy())
+            if gone:
+                log.debug("dropped %d idle session(s) from memory", len(gone))
+                release_memory()
+
     async def _idle_timer(self, idle: float) -> None:
         while True:
             await asyncio.sleep(min(idle / 4, 5.0))
@@ -247,16 +289,22 @@ class Daemon:
         return await self.persister.snapshot()
 
     async def restore(self) -> None:
-        restored = await self.persister.load()
-        self.host.restored(restored)  # None (never saved): back to empty, same identity
-        log.info("restore: reloaded session %s from the last snapshot", self.host.state.session_id)
+        await self.loader.settled()  # calls already waiting for a session go first
+        known, restored = await self.persister.load()
+        cur = self.host.current
+        # Never saved: back to empty, same identity.
+        state = SessionState(cur.session_id, cur.start_time) if restored is None else SessionState.from_restored(restored)
+        self.host.restored(state, known)
+        if not state.complete:
+            self.loader.complete(state)
+        log.info("restore: reloaded %d session(s) from the last snapshot; current %s",
+                 len(known), state.session_id)
 
     async def shutdown_method(self) -> None:
         await self.persister.snapshot()
         asyncio.get_running_loop().call_soon(self.request_stop, "shutdown requested by a client")
 
-    def stats(self) -> p.Stats:
-        s = self.host.state
+    def stats(self, s: SessionState) -> p.Stats:
         ps = self.persister
         return p.Stats(
             sessionId=s.session_id,
@@ -280,6 +328,9 @@ class Daemon:
             pid=os.getpid(),
             revision=self.host.revision,
             watchers=len(self.feed),
+            sessions=len(self.host.known),
+            sessionsLoaded=len(self.host.loaded),
+            historyComplete=s.complete,
         )
 
     def hello(self, params: p.HelloParams) -> p.HelloResult:
@@ -299,6 +350,7 @@ class Daemon:
         self.notifier.send("STOPPING=1", f"STATUS=stopping: {self._stop_reason}")
         self.server.stop_accepting()
         await self.server.drain(timeout=10.0)
+        await self.loader.settled()
         await self.persister.settled()  # writes waiting for a commit get their replies
         for t in self._tasks:
             t.cancel()
@@ -319,6 +371,7 @@ class Daemon:
                          self.cfg.paths.db, self.cfg.paths.socket)
         await self.server.close_all()
         self.listener.close()
+        self.loader.close()
         self.persister.close()
         self.lock.release()
         self.notifier.close()

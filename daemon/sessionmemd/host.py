@@ -1,7 +1,14 @@
-"""The session the daemon serves and the rules of every change to it: revisions,
-conditional writes (``expect``), message ids, the change log. Sans-I/O, like state.py:
-the clock and the id source are handed in; writing to disk is persist.py's job and
-sending the feed is feed.py's.
+"""The sessions the daemon serves and the rules of every change to them: revisions,
+conditional writes (``expect``), message ids, the change log, which session is current,
+which are in memory. Sans-I/O, like state.py: the clock and the id source are handed
+in; loading a session is loader.py's job, writing to disk persist.py's and sending the
+feed feed.py's.
+
+Sessions. The database holds any number; ``known`` names every one (id -> revision of
+its last change), ``loaded`` holds those in memory. A session is loaded on first use
+(loader.py) and dropped after a while idle once its changes are written
+(:meth:`unload_idle`); the current session is always loaded. Every change method takes
+the loaded :class:`SessionState` it applies to.
 
 Revisions. One counter per database; every call that changes something is one
 change and takes the next revision, and the change's ``changed`` notification is
@@ -26,7 +33,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
-from .state import Changes, Restored, SessionState
+from .state import Batch, SessionState
 
 BLOCK = 1_000_000  # revisions reserved at a time
 
@@ -50,25 +57,91 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def no_such_session(sid: str) -> errors.NoSuchSession:
+    return errors.NoSuchSession(f"no such session: {sid!r}", {"sessionId": sid})
+
+
 class SessionHost:
     def __init__(
         self,
-        state: SessionState,
+        current: SessionState,
+        known: dict[str, int],
         revision: int,
         log: ChangeLog,
         now_ms: Callable[[], int],
         new_id: Callable[[], str],
+        max_messages: int | None = None,
     ) -> None:
-        self.state = state
+        self.current_id = current.session_id
+        self.loaded: dict[str, SessionState] = {current.session_id: current}
+        self.known = known  # every session: id -> revision of its last change
+        self.known.setdefault(current.session_id, current.revision)
         self.revision = revision
         self.reserved = revision  # the durable mark; raised by reserve()/saved()
         self.log = log
+        self.max_messages = max_messages
         self._now = now_ms
         self._new_id = new_id
         self._drained = revision  # the revision of the last drain
         self._reserving: int | None = None
+        self._dirty: dict[str, None] = {}  # sessions changed since the last drain
+        self._deleted: list[str] = []
+        self._current_moved = False
+        # Idle tracking without a clock: the sweeper advances ``tick``; each use of a
+        # session stamps it.
+        self.tick = 0
+        self._used: dict[str, int] = {}
+        self._unsaved_current(current)
         # Called after each change (the feed schedules its flush here).
         self.on_change: Callable[[], None] = lambda: None
+
+    def _unsaved_current(self, s: SessionState) -> None:
+        """A current session that is not in the database yet (a new one at start or
+        after restoring an empty file) is written, and made current there, by the next
+        snapshot."""
+        if s.pending_changes:
+            self._dirty[s.session_id] = None
+            self._current_moved = True
+
+    # -- which session ----------------------------------------------------------------
+    @property
+    def current(self) -> SessionState:
+        return self.loaded[self.current_id]
+
+    def resolve(self, ref: str | p.UnsetType) -> str:
+        """The id a ``session`` param names (absent: the current); NoSuchSession when none."""
+        if ref is UNSET:
+            return self.current_id
+        if ref not in self.known:
+            raise no_such_session(ref)  # type: ignore[arg-type]
+        return ref  # type: ignore[return-value]
+
+    def get(self, sid: str) -> SessionState | None:
+        """The session in memory, or None (then loader.py loads it)."""
+        s = self.loaded.get(sid)
+        if s is not None:
+            self._used[sid] = self.tick
+        return s
+
+    def adopt(self, state: SessionState) -> None:
+        """A session the loader read from the database, now in memory."""
+        self.loaded[state.session_id] = state
+        self._used[state.session_id] = self.tick
+        if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
+            self.trim_messages(state, self.max_messages)
+
+    def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
+        """Drop sessions unused since tick ``idle_since`` whose changes are all drained
+        (the caller has written them). Never the current one, one with older history
+        still loading, or one with calls waiting (``busy``)."""
+        gone = [sid for sid, s in self.loaded.items()
+                if sid != self.current_id and self._used.get(sid, -1) < idle_since
+                and not s.pending_changes and sid not in self._dirty and s.complete
+                and sid not in busy]
+        for sid in gone:
+            del self.loaded[sid]
+            self._used.pop(sid, None)
+        return gone
 
     # -- the rules every change goes through ------------------------------------------
     def _check_room(self) -> None:
@@ -92,124 +165,248 @@ class SessionHost:
             )
 
     def _record(self, change: p.Change) -> None:
-        self.log.append(change.revision, change.sessionId, b"%s%s}\n" % (_FRAME_HEAD, _encode(change)))
+        sid = change.sessionId
+        if sid in self.known:  # not a deleted one (clear's change names the old session)
+            self.known[sid] = change.revision
+        s = self.loaded.get(sid)
+        if s is not None:
+            s.revision = change.revision
+            self._dirty[sid] = None
+        self.log.append(change.revision, sid, b"%s%s}\n" % (_FRAME_HEAD, _encode(change)))
         self.on_change()
 
-    def _next(self, op: str, session_id: str | None = None, **fields: Any) -> p.Change:
+    def _next(self, op: str, session_id: str, **fields: Any) -> p.Change:
         self.revision += 1
-        return p.Change(revision=self.revision, sessionId=session_id or self.state.session_id,
-                        op=op, at=self._now(), **fields)
+        return p.Change(revision=self.revision, sessionId=session_id, op=op, at=self._now(), **fields)
 
-    # -- changes ------------------------------------------------------------------------
-    def set_current_task(self, task: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
-        s = self.state
+    # -- changes to one session -------------------------------------------------------------
+    def set_current_task(self, s: SessionState, task: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: _encode(s.current_task))
         self._check_room()
         if s.set_current_task(task):
-            self._record(self._next("setCurrentTask", task=task))
+            self._record(self._next("setCurrentTask", s.session_id, task=task))
 
-    def set_active_ticket(self, ticket: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
-        s = self.state
+    def set_active_ticket(self, s: SessionState, ticket: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: _encode(s.active_ticket))
         self._check_room()
         if s.set_active_ticket(ticket):
-            self._record(self._next("setActiveTicket", ticketId=ticket))
+            self._record(self._next("setActiveTicket", s.session_id, ticketId=ticket))
 
-    def add_message(self, role: str, content: str, timestamp: int | None, msg_id: str | None) -> None:
+    def add_message(self, s: SessionState, role: str, content: str, timestamp: int | None,
+                    msg_id: str | None, data: bytes | None = None) -> None:
         # The hot path of every agent: _next/_record written out, one clock read.
         self._check_room()
         now = self._now()
-        encoded = self.state.add_message(role, content, now if timestamp is None else timestamp, msg_id)
+        encoded = s.add_message(role, content, now if timestamp is None else timestamp, msg_id, data)
         if encoded is None:
             return
         self.revision = rev = self.revision + 1
-        change = p.Change(revision=rev, sessionId=self.state.session_id, op="addMessage", at=now,
+        change = p.Change(revision=rev, sessionId=s.session_id, op="addMessage", at=now,
                           message=Raw(encoded))  # type: ignore[arg-type]  # encoded once, as is
         if msg_id is not None:
             change.messageId = msg_id
+        if data is not None:
+            change.data = Raw(data)
+        if self.max_messages is not None and s.messages_count > self.max_messages:
+            change.removed = s.trim_messages(self.max_messages)
         self._record(change)
 
-    def track_file(self, path: str) -> None:
+    def track_file(self, s: SessionState, path: str) -> None:
         self._check_room()
-        if self.state.track_file(path):
-            self._record(self._next("trackOpenFile", filePath=path))
+        if s.track_file(path):
+            self._record(self._next("trackOpenFile", s.session_id, filePath=path))
 
-    def untrack_file(self, path: str) -> None:
+    def untrack_file(self, s: SessionState, path: str) -> None:
         self._check_room()
-        if self.state.untrack_file(path):
-            self._record(self._next("untrackFile", filePath=path))
+        if s.untrack_file(path):
+            self._record(self._next("untrackFile", s.session_id, filePath=path))
 
-    def set_context(self, key: str, value: bytes, expect: Raw | p.UnsetType = UNSET) -> None:
-        s = self.state
+    def set_context(self, s: SessionState, key: str, value: bytes, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: s.context_json(key))
         self._check_room()
         if s.set_context(key, value):
-            self._record(self._next("setContext", key=key, value=Raw(value)))
+            self._record(self._next("setContext", s.session_id, key=key, value=Raw(value)))
 
-    def delete_context(self, key: str, expect: Raw | p.UnsetType = UNSET) -> None:
-        s = self.state
+    def delete_context(self, s: SessionState, key: str, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: s.context_json(key))
         self._check_room()
         if s.delete_context(key):
-            self._record(self._next("deleteContext", key=key))
+            self._record(self._next("deleteContext", s.session_id, key=key))
+
+    def pop_message(self, s: SessionState, expect: Raw | p.UnsetType = UNSET) -> Raw | None:
+        """Remove the newest message; its full JSON, or None when the session has none.
+        ``s`` must have its history loaded when its tail is empty."""
+        self._expect(expect, s.newest_message)
+        self._check_room()
+        plain = s.newest_message()
+        popped = s.pop_message()
+        if popped is None or plain is None:
+            return None
+        self._record(self._next("popMessage", s.session_id, message=Raw(plain)))
+        return Raw(popped)
+
+    def trim_messages(self, s: SessionState, keep: int) -> int:
+        """Keep the newest ``keep`` messages (``s`` complete); how many went."""
+        self._check_room()
+        removed = s.trim_messages(keep)
+        if removed:
+            self._record(self._next("trimMessages", s.session_id, removed=removed))
+        return removed
+
+    def wipe(self, s: SessionState) -> str:
+        """``clear {session}``: empty it, keep its id (``s`` complete)."""
+        self._check_room()
+        s.wipe()
+        self._record(self._next("clear", s.session_id))
+        return s.session_id
+
+    # -- sessions -------------------------------------------------------------------------
+    def _check_free(self, sid: str) -> None:
+        if sid in self.known:
+            raise errors.SessionExists(f"a session {sid!r} exists already; nothing was created",
+                                       {"sessionId": sid})
+
+    def _add(self, s: SessionState, make_current: bool, change: p.Change) -> str:
+        sid = s.session_id
+        self.loaded[sid] = s
+        self._used[sid] = self.tick
+        self.known[sid] = 0
+        self._record(change)
+        if make_current:
+            self._make_current(sid)
+        return sid
+
+    def create_session(self, sid: str | None, fork: SessionState | None = None,
+                       up_to: int | None = None, make_current: bool = False) -> str:
+        """A new session: empty, or a copy of ``fork`` (complete) with its first ``up_to``
+        messages (all when None). One change, even when it is also made current."""
+        self._check_room()
+        if sid is None:
+            sid = self._new_id()
+        self._check_free(sid)
+        now = self._now()
+        if fork is None:
+            s = SessionState(sid, now)
+            change = self._next("createSession", sid)
+        else:
+            n = fork.messages_count if up_to is None else min(up_to, fork.messages_count)
+            s = SessionState.built(sid, now, fork.current_task, fork.active_ticket,
+                                   fork.message_log().prefix(n), fork.open_files(), dict(fork.context_items()))
+            change = self._next("createSession", sid, forkFrom=fork.session_id, forkUpTo=n)
+        if self.max_messages is not None:
+            s.trim_messages(self.max_messages)
+        return self._add(s, make_current, change)
+
+    def import_session(self, s: SessionState, make_current: bool) -> str:
+        """A session built from exported records (records.py)."""
+        self._check_room()
+        self._check_free(s.session_id)
+        if self.max_messages is not None:
+            s.trim_messages(self.max_messages)
+        return self._add(s, make_current, self._next("importSession", s.session_id))
+
+    def _make_current(self, sid: str) -> None:
+        self.current_id = sid
+        self._current_moved = True
+
+    def set_current_session(self, sid: str) -> None:
+        """Make ``sid`` (loaded) current: a change, unless it is already."""
+        if sid == self.current_id:
+            return
+        self._check_room()
+        self._make_current(sid)
+        self._record(self._next("setCurrentSession", sid))
+
+    def delete_session(self, sid: str) -> None:
+        if sid == self.current_id:
+            raise errors.SessionIsCurrent(
+                f"session {sid!r} is the current one and was not deleted: make another "
+                f"current first (setCurrentSession)", {"sessionId": sid})
+        if sid not in self.known:
+            raise no_such_session(sid)
+        self._check_room()
+        self._forget(sid)
+        self._record(self._next("deleteSession", sid))
+
+    def _forget(self, sid: str) -> None:
+        del self.known[sid]
+        self.loaded.pop(sid, None)
+        self._used.pop(sid, None)
+        self._dirty.pop(sid, None)
+        self._deleted.append(sid)
 
     def clear(self) -> str:
-        """A new, empty current session; the old one is deleted (the original's clear)."""
+        """The original's ``clear``: a new, empty current session; the old one deleted."""
         self._check_room()
-        old = self.state.session_id
-        self.state.clear(self._new_id(), self._now())
-        self._record(self._next("clear", old, newSessionId=self.state.session_id))
-        return self.state.session_id
+        old = self.current_id
+        new = self._new_id()
+        s = SessionState(new, self._now())
+        self.loaded[new] = s
+        self.known[new] = 0
+        self._make_current(new)
+        self._forget(old)
+        self._record(self._next("clear", old, newSessionId=new))
+        self._dirty[new] = None
+        s.revision = self.known[new] = self.revision
+        return new
 
-    def restored(self, r: Restored | None) -> None:
-        """The session reloaded from its last snapshot (``restore``): a change too."""
+    def restored(self, current: SessionState, known: dict[str, int]) -> None:
+        """Every session reloaded from the last snapshot (``restore``): a change too."""
         self._check_room()
-        s = self.state
-        self.state = SessionState(s.session_id, s.start_time) if r is None else SessionState.from_restored(r)
+        self.loaded = {current.session_id: current}
+        self.known = known
+        self.known.setdefault(current.session_id, current.revision)
+        self.current_id = current.session_id
+        self._used = {current.session_id: self.tick}
+        self._dirty = {}
+        self._deleted = []
+        self._current_moved = False
+        self._unsaved_current(current)
         self._reserving = None  # a reservation among the dropped batches is void
-        self._record(self._next("restore"))
+        self._record(self._next("restore", current.session_id))
 
     # -- persistence ----------------------------------------------------------------------
     @property
     def pending_changes(self) -> int:
-        return self.state.pending_changes + (self.revision != self._drained)
+        loaded = self.loaded
+        rows = sum(loaded[sid].pending_changes for sid in self._dirty if sid in loaded)
+        return rows + len(self._deleted) + self._current_moved + (self.revision != self._drained)
 
-    def drain(self) -> Changes | None:
-        """What to write now: the session's changed rows, and a reservation of the next
-        block of revisions once half of the current one is used. None: nothing to do."""
+    def drain(self) -> Batch | None:
+        """What to write now: the changed sessions' rows, the deleted sessions, the
+        current pointer, and a reservation of the next block of revisions once half of
+        the current one is used. None: nothing to do."""
         reserve = None
         if self._reserving is None and self.revision > self.reserved - BLOCK // 2:
             reserve = self._reserving = self.revision + BLOCK
-        ch = self.state.drain()
-        if ch is None and reserve is None:
-            self._drained = self.revision
+        batch = Batch(deleted=self._deleted, current=self.current_id if self._current_moved else None,
+                      reserve=reserve)
+        loaded = self.loaded
+        for sid in self._dirty:
+            s = loaded.get(sid)
+            ch = s.drain() if s is not None else None
+            if ch is not None:
+                batch.sessions.append(ch)
+        self._dirty = {}
+        self._deleted = []
+        self._current_moved = False
+        if not batch.sessions and not batch.deleted and batch.current is None and reserve is None \
+                and self.revision == self._drained:
             return None
-        if ch is None:
-            ch = self.state.identity()
-        ch.revision = self._drained = self.revision
-        ch.reserve = reserve
-        return ch
+        batch.revision = self._drained = self.revision
+        return batch
 
-    def everything(self) -> Changes:
-        """The whole session for a new, empty database file, with the reserved mark."""
-        self.drain()
-        ch = self.state.everything()
-        ch.revision = self.revision
-        ch.reserve = self.reserved
-        return ch
-
-    def final(self) -> Changes:
+    def final(self) -> Batch:
         """The last batch of a clean stop: what is left, the exact last revision as the
         reserved mark (the next start continues without a gap) and the change log."""
-        ch = self.drain() or self.state.identity()
-        ch.revision = self.revision
-        ch.reserve = self.revision
-        ch.change_log = self.log.entries()
-        return ch
+        batch = self.drain() or Batch(revision=self.revision)
+        batch.reserve = self.revision
+        batch.change_log = self.log.entries()
+        return batch
 
-    def saved(self, ch: Changes) -> None:
+    def saved(self, batch: Batch) -> None:
         """A batch is committed: its reservation now holds."""
-        if ch.reserve is not None and ch.change_log is None:
-            self.reserved = max(self.reserved, ch.reserve)
-            if ch.reserve == self._reserving:
+        if batch.reserve is not None and batch.change_log is None:
+            self.reserved = max(self.reserved, batch.reserve)
+            if batch.reserve == self._reserving:
                 self._reserving = None

@@ -150,6 +150,8 @@ def _background(cfg: Config, log_path: str) -> None:
 @click.option("--max-connections", type=click.IntRange(min=1), default=_DEFAULTS.max_connections, show_default=True)
 @click.option("--max-output", type=click.IntRange(min=65536), default=_DEFAULTS.max_output, show_default=True, help="Unsent output bytes after which a connection is cut off.")
 @click.option("--max-depth", type=click.IntRange(min=1, max=500), default=_DEFAULTS.max_depth, show_default=True, help="Deepest nesting of a context value.")
+@click.option("--max-messages", type=click.IntRange(min=1), default=None, help="Keep at most the newest N messages of every session (default: no bound).")
+@click.option("--session-idle", type=click.FloatRange(min=0.1), default=300.0, show_default=True, help="Seconds unused after which a session (not the current one) is written and dropped from memory.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--recover", is_flag=True, help="Move an unusable database aside (renamed, never deleted) and start empty.")
 @click.option("--background", is_flag=True, help="Detach; exit once the daemon serves (0) or failed (its error).")
@@ -166,6 +168,8 @@ def main(
     max_connections: int,
     max_output: int,
     max_depth: int,
+    max_messages: int | None,
+    session_idle: float,
     log_level: str,
     recover: bool,
     background: bool,
@@ -186,6 +190,8 @@ def main(
                       max_output=max_output, max_depth=max_depth),
         recover=recover,
         fsync=fsync,
+        max_messages=max_messages,
+        session_idle=session_idle,
     )
     if background:
         _background(cfg, str(paths.log))

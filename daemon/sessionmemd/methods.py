@@ -1,6 +1,7 @@
 """The method table: each wire method's decoded params turned into a call on the
-session host (the rules, pure), the feed (watch), or the shell (the calls that need
-I/O or the daemon's runtime: snapshot, restore, shutdown, stats, hello).
+session host (the rules, pure), applied to the session the loader has in memory; the
+feed (watch); or the shell (the calls that need I/O or the daemon's runtime:
+snapshot, restore, shutdown, stats, hello).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from sessionmem import protocol as p
 
 from .feed import Feed, Watcher
 from .host import SessionHost
+from .loader import Loader, always
+from .records import export_records, import_state
 from .rpc import Handler, check_json_value
+from .state import SessionState
 
 
 class Shell(Protocol):
@@ -24,7 +28,7 @@ class Shell(Protocol):
     def snapshot(self) -> Coroutine[Any, Any, p.SnapshotResult]: ...
     def restore(self) -> Coroutine[Any, Any, None]: ...
     def shutdown_method(self) -> Coroutine[Any, Any, None]: ...
-    def stats(self) -> p.Stats: ...
+    def stats(self, session: SessionState) -> p.Stats: ...
     def hello(self, params: p.HelloParams) -> p.HelloResult: ...
 
 
@@ -36,16 +40,77 @@ def _checked(value: Raw | Any, max_depth: int, field: str) -> Any:
     return Raw(raw)
 
 
-def build_handlers(host: SessionHost, feed: Feed, shell: Shell, max_depth: int) -> dict[str, Handler]:
-    # Handlers read host.state at call time: restore and clear replace the state object.
-    def add_message(a: p.AddMessageParams) -> None:
-        host.add_message(a.role, a.content, a.timestamp if type(a.timestamp) is int else None,
-                         None if a.id is UNSET else a.id)  # type: ignore[arg-type]
+def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, max_depth: int) -> dict[str, Handler]:
+    call = loader.call
 
-    def set_context(a: p.SetContextParams) -> None:
+    def expect(a: Any) -> Any:
+        return _checked(a.expect, max_depth, "params.expect")
+
+    def add_message(a: p.AddMessageParams) -> Any:
+        data = None
+        if a.data is not UNSET:
+            data = bytes(a.data)  # type: ignore[arg-type]
+            check_json_value(data, max_depth, "params.data")
+        ts = a.timestamp if type(a.timestamp) is int else None
+        msg_id = None if a.id is UNSET else a.id
+        # An id must be checked against the whole history (a retry of an old append);
+        # --max-messages trims the oldest: both wait for messages still loading.
+        needs = _older_loading if msg_id is not None or host.max_messages is not None else None
+        return call(a.session, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data),  # type: ignore[arg-type]
+                    needs)
+
+    def set_task(a: p.SetCurrentTaskParams) -> Any:
+        exp = expect(a)
+        return call(a.session, lambda s: host.set_current_task(s, a.task, exp))
+
+    def set_ticket(a: p.SetActiveTicketParams) -> Any:
+        exp = expect(a)
+        return call(a.session, lambda s: host.set_active_ticket(s, a.ticketId, exp))
+
+    def delete_context(a: p.DeleteContextParams) -> Any:
+        exp = expect(a)
+        return call(a.session, lambda s: host.delete_context(s, a.key, exp))
+
+    def pop_message(a: p.PopMessageParams) -> Any:
+        exp = expect(a)
+        return call(a.session, lambda s: host.pop_message(s, exp), _tail_empty)
+
+    def set_context(a: p.SetContextParams) -> Any:
         value = bytes(a.value)
         check_json_value(value, max_depth, "params.value")
-        host.set_context(a.key, value, _checked(a.expect, max_depth, "params.expect"))
+        exp = expect(a)
+        return call(a.session, lambda s: host.set_context(s, a.key, value, exp))
+
+    def recent(a: p.GetRecentMessagesParams) -> Any:
+        n = a.count
+        if a.full:
+            return call(a.session, lambda s: s.recent_full(n), lambda s: n > s.loaded_messages)
+        return call(a.session, lambda s: s.recent_messages(n), lambda s: n > s.loaded_messages)
+
+    def all_messages(a: p.GetAllMessagesParams) -> Any:
+        if a.full:
+            return call(a.session, lambda s: s.recent_full(s.messages_count), always)
+        return call(a.session, SessionState.all_messages, always)
+
+    def clear(a: p.SessionParams) -> Any:
+        if a.session is UNSET:
+            return host.clear()  # the original's: a new current session, the old one deleted
+        return call(a.session, host.wipe, always)
+
+    def create_session(a: p.CreateSessionParams) -> Any:
+        sid = None if a.sessionId is UNSET else a.sessionId
+        up_to = None if a.forkUpTo is UNSET else a.forkUpTo
+        if a.forkFrom is UNSET:
+            if a.forkUpTo is not UNSET:
+                raise errors.InvalidParams("`params.forkUpTo` is given without `params.forkFrom`")
+            return p.SessionIdResult(host.create_session(sid, None, None, a.makeCurrent))  # type: ignore[arg-type]
+        return call(a.forkFrom, lambda s: p.SessionIdResult(
+            host.create_session(sid, s, up_to, a.makeCurrent)), always)  # type: ignore[arg-type]
+
+    def import_session(a: p.ImportSessionParams) -> p.SessionIdResult:
+        sid = None if a.sessionId is UNSET else a.sessionId
+        state = import_state(a.records, sid, lambda v, f: check_json_value(v, max_depth, f))  # type: ignore[arg-type]
+        return p.SessionIdResult(host.import_session(state, a.makeCurrent))
 
     def watch(a: p.WatchParams, conn: Watcher) -> p.WatchResult:
         since = None if a.since is UNSET else a.since
@@ -57,27 +122,43 @@ def build_handlers(host: SessionHost, feed: Feed, shell: Shell, max_depth: int) 
             raise errors.InvalidParams("unwatch: this connection has no watch to end")
 
     return {
-        "getSessionId": lambda _: host.state.session_id,
-        "getCurrentTask": lambda _: host.state.current_task,
-        "setCurrentTask": lambda a: host.set_current_task(a.task, _checked(a.expect, max_depth, "params.expect")),
+        "getSessionId": lambda a: call(a.session, lambda s: s.session_id),
+        "getCurrentTask": lambda a: call(a.session, lambda s: s.current_task),
+        "setCurrentTask": set_task,
         "addMessage": add_message,
-        "getRecentMessages": lambda a: host.state.recent_messages(a.count),
-        "getAllMessages": lambda _: host.state.all_messages(),
-        "trackOpenFile": lambda a: host.track_file(a.filePath),
-        "untrackFile": lambda a: host.untrack_file(a.filePath),
-        "getOpenFiles": lambda _: host.state.open_files(),
-        "setActiveTicket": lambda a: host.set_active_ticket(a.ticketId, _checked(a.expect, max_depth, "params.expect")),
-        "getActiveTicket": lambda _: host.state.active_ticket,
+        "getRecentMessages": recent,
+        "getAllMessages": all_messages,
+        "trackOpenFile": lambda a: call(a.session, lambda s: host.track_file(s, a.filePath)),
+        "untrackFile": lambda a: call(a.session, lambda s: host.untrack_file(s, a.filePath)),
+        "getOpenFiles": lambda a: call(a.session, SessionState.open_files),
+        "setActiveTicket": set_ticket,
+        "getActiveTicket": lambda a: call(a.session, lambda s: s.active_ticket),
         "setContext": set_context,
-        "getContext": lambda a: host.state.get_context(a.key),
-        "deleteContext": lambda a: host.delete_context(a.key, _checked(a.expect, max_depth, "params.expect")),
-        "getAllContext": lambda _: host.state.all_context(),
+        "getContext": lambda a: call(a.session, lambda s: s.get_context(a.key)),
+        "deleteContext": delete_context,
+        "getAllContext": lambda a: call(a.session, SessionState.all_context),
         "snapshot": lambda _: shell.snapshot(),
         "restore": lambda _: shell.restore(),
-        "clear": lambda _: host.clear(),
-        "getStats": lambda _: shell.stats(),
+        "clear": clear,
+        "getStats": lambda a: call(a.session, shell.stats),
         "hello": shell.hello,
         "shutdown": lambda _: shell.shutdown_method(),
         "watch": watch,
         "unwatch": unwatch,
+        "popMessage": pop_message,
+        "trimMessages": lambda a: call(a.session, lambda s: host.trim_messages(s, a.keep), always),
+        "createSession": create_session,
+        "listSessions": lambda _: loader.list_sessions(),
+        "setCurrentSession": lambda a: call(a.sessionId, lambda s: host.set_current_session(s.session_id)),
+        "deleteSession": lambda a: host.delete_session(a.sessionId),
+        "exportSession": lambda a: call(a.session, export_records, always),
+        "importSession": import_session,
     }
+
+
+def _older_loading(s: SessionState) -> bool:
+    return s.older > 0
+
+
+def _tail_empty(s: SessionState) -> bool:
+    return s.loaded_messages == 0

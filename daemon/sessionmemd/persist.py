@@ -27,7 +27,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .host import SessionHost
-from .state import Changes, Restored
+from .state import Batch, Restored
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
@@ -89,6 +89,7 @@ class Persister:
         host: SessionHost,
         reopen: Callable[[], Store] | None = None,
         on_committed: Callable[[int], None] = lambda revision: None,
+        before_reopen: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self._host = host
@@ -97,12 +98,13 @@ class Persister:
         self._on_committed = on_committed
         # Makes a new, empty database at the same path when the file was deleted under us.
         self._reopen = reopen
+        self._before_reopen = before_reopen  # other connections to the old file close first
         self.recreated = 0
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_priority
         )
         self._lock = asyncio.Lock()
-        self._unsaved: list[Changes] = []  # drained but not committed (a write failed)
+        self._unsaved: list[Batch] = []  # drained but not committed (a write failed)
         self._waiters: list[Callable[[Exception | None], None]] = []
         self._committing = False
         self.last_snapshot_at: int | None = None  # epoch ms of the last successful write
@@ -117,7 +119,7 @@ class Persister:
         ``final``: the clean stop's last one (the exact revision mark, the change log)."""
         async with self._lock:
             started = time.perf_counter()
-            self._check_file()
+            await self._check_file()
             host = self._host
             changes = host.final() if final else host.drain()
             if final:
@@ -141,48 +143,51 @@ class Persister:
             self._saved(batches, time.perf_counter() - started)
             return p.SnapshotResult(
                 written=True,
-                messages=sum(len(b.messages) for b in batches),
-                files=sum(len(b.files) for b in batches),
-                contextKeys=sum(len(b.context) for b in batches),
-                sessionChanged=any(b.replaced_session is not None for b in batches),
+                messages=sum(b.messages for b in batches),
+                files=sum(len(c.files) for b in batches for c in b.sessions),
+                contextKeys=sum(len(c.context) for b in batches for c in b.sessions),
+                sessionChanged=any(b.deleted or b.current is not None for b in batches),
                 durationMs=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    def _check_file(self) -> None:
+    async def _check_file(self) -> None:
         """Write only into the file that is at the database's path. Deleted (`rm -rf
-        .arela`, `git clean -fdx`): make a new one there and write the whole session
-        into it. Replaced by another file: write nothing into that one; keep it all in
-        memory, and say so on every snapshot until the path is free again."""
+        .arela`, `git clean -fdx`): copy what the daemon's connection still reads of the
+        unlinked file into a new one there, and go on writing into that. Replaced by
+        another file: write nothing into that one; keep it all in memory, and say so on
+        every snapshot until the path is free again."""
         problem = self.store.identity_problem()
         if problem is None:
             return
         path = self.store.path
         if problem == "deleted" and self._reopen is not None:
-            log.error("the database %s was DELETED while the daemon ran: writing the whole "
-                      "session to a new file at that path", path)
-            # Closed first: its close removes "<path>-wal" by name, which must not be
-            # the new file's.
-            self.store.close()
+            log.error("the database %s was DELETED while the daemon ran: copying every session "
+                      "into a new file at that path", path)
             try:
+                await _outlive_cancel(self._run(self.store.copy_to, path))
+                # Closed before the new file is opened, the old connections last: the last
+                # close of a file removes "<path>-wal" by name, which must not be the new
+                # file's.
+                self._before_reopen()
+                self.store.close()
                 self.store = self._reopen()
             except Exception as e:
                 self._record_failure(e)
                 raise errors.PersistFailed(
                     f"the database {path} was deleted and a new one cannot be made: {e}; "
-                    f"the session is kept in memory and retried", {"pendingBatches": len(self._unsaved)}
+                    f"the changes are kept in memory and retried", {"pendingBatches": len(self._unsaved)}
                 ) from e
-            self._unsaved = [self._host.everything()]  # holds every earlier batch too
             self.recreated += 1
             return
         lost = RuntimeError(f"the database {path} was {problem} while the daemon ran")
         self._record_failure(lost)
         raise errors.PersistFailed(
-            f"{lost}: nothing is written into the file now at that path; the session is kept in "
+            f"{lost}: nothing is written into the file now at that path; the sessions are kept in "
             f"memory and written once the path is free (move that file away) or, at exit, "
             f"dumped as JSON", {"pendingBatches": len(self._unsaved)},
         )
 
-    def _saved(self, batches: list[Changes], seconds: float) -> None:
+    def _saved(self, batches: list[Batch], seconds: float) -> None:
         for b in batches:
             self._host.saved(b)
         self._record_success(seconds)
@@ -290,13 +295,13 @@ class Persister:
             self._start_commit()
 
     # -- restore / shutdown ------------------------------------------------------------
-    async def load(self) -> Restored | None:
+    async def load(self) -> tuple[dict[str, int], Restored | None]:
         """Reload the last snapshot; unsaved changes (also failed ones) are dropped."""
         async with self._lock:
             self._unsaved.clear()
-            return await self._run(self.store.load)
+            return await self._run(self.store.reload)  # type: ignore[no-any-return]
 
-    def unsaved_batches(self) -> list[Changes]:
+    def unsaved_batches(self) -> list[Batch]:
         return list(self._unsaved)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 dispatch: one frame in, one reply frame (or none) out. Sans-I/O.
 
 A handler returns a value to encode, or a coroutine when the answer needs the
-I/O shell (snapshot, restore, shutdown): the frame's reply then comes back as a
+I/O shell (snapshot, restore, shutdown, a session not in memory yet): the frame's reply then comes back as a
 :class:`PendingReply` that the server awaits and finishes with :meth:`finish`.
 With ``durable`` set (durability=always), a mutating call's reply is pending too:
 its value is known, but it may only be sent once the change is committed.
@@ -28,6 +28,9 @@ class Pending(NamedTuple):
     # and only waits for the commit of the change that produced it.
     work: Coroutine[Any, Any, Any] | None
     value: Any = None
+    # The work changes the session (a write that waited for its session to load) and
+    # durability=always: the reply also waits for the commit.
+    commit: bool = False
 
 
 class PendingReply(NamedTuple):
@@ -231,7 +234,7 @@ class Dispatcher:
             self._on_internal_error(method, e)
             return self._reply_error(rid, errors.InternalError(f"internal error in {method}: {e!r}"))
         if type(result) is types.CoroutineType:
-            return Pending(rid, result)
+            return Pending(rid, result, None, mutates and self.durable)
         if mutates and self.durable:
             return Pending(rid, None, result)
         if rid is UNSET:

@@ -158,7 +158,10 @@ class Connection(asyncio.Protocol):
             for part in reply.pending():
                 try:
                     if part.work is not None:
-                        results.append(await part.work)
+                        result = await part.work
+                        if part.commit:
+                            await asyncio.shield(self.srv.durability.commit_soon())
+                        results.append(result)
                     else:
                         assert commit is not None
                         await asyncio.shield(commit)

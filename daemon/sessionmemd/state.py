@@ -23,15 +23,20 @@ _encode = msgspec.json.Encoder().encode
 
 @dataclass(slots=True)
 class Changes:
-    """What a snapshot writes, captured at drain time."""
+    """One session's rows to write, captured at drain time."""
 
     session_id: str
     start_time: int
     current_task: str | None
     active_ticket: str | None
-    # Set when the session was replaced (clear/new): the old id's rows go, the new row comes.
-    replaced_session: str | None = None
     session_row: bool = False
+    # Every row of the session's messages, files and context is deleted first
+    # (``clear {session}``); what follows is then the whole session.
+    wiped: bool = False
+    # Saved messages removed: the oldest ``trim_front`` and the newest ``pop_back``
+    # rows (never overlapping), deleted before the new messages are inserted.
+    trim_front: int = 0
+    pop_back: int = 0
     # The new messages, decoded into rows by the writer thread: draining a million
     # of them must cost the event loop an offsets copy, not a million decodes.
     messages: MessageSlice = field(default_factory=lambda: MessageLog().since(0))
@@ -39,6 +44,22 @@ class Changes:
     files: list[tuple[str, bool]] = field(default_factory=list)
     # (key, json text or None for deleted)
     context: list[tuple[str, str | None]] = field(default_factory=list)
+    revision: int = 0  # of the session's last change
+
+    def __len__(self) -> int:
+        rows = len(self.messages) + len(self.files) + len(self.context)
+        return rows + self.trim_front + self.pop_back + (1 if self.session_row or self.wiped else 0)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one snapshot writes: changed sessions, deleted ones, the current pointer."""
+
+    sessions: list[Changes] = field(default_factory=list)
+    # Deleted (with every row) before ``sessions`` are written: a session deleted and
+    # made again under the same id in one batch comes back whole.
+    deleted: list[str] = field(default_factory=list)
+    current: str | None = None  # the current session, when it changed
     # The database's revision when drained (written with the rows), and a new block of
     # revisions to reserve durably (see host.py), or None.
     revision: int = 0
@@ -47,13 +68,22 @@ class Changes:
     change_log: list[tuple[int, str, bytes]] | None = None
 
     def __len__(self) -> int:
-        rows = len(self.messages) + len(self.files) + len(self.context)
-        return rows + (1 if self.session_row or self.replaced_session else 0)
+        return sum(map(len, self.sessions)) + len(self.deleted) + (self.current is not None)
+
+    @property
+    def messages(self) -> int:
+        return sum(len(c.messages) for c in self.sessions)
+
+    @classmethod
+    def of(cls, ch: Changes, current: bool = True) -> Batch:
+        """One session's changes as a batch (that session made current)."""
+        return cls(sessions=[ch], current=ch.session_id if current else None)
 
 
 @dataclass(slots=True)
 class Restored:
-    """A session as the store loads it."""
+    """A session as the store loads it: all of it, or (``older`` > 0) its newest
+    messages, with the ``older`` ones before row ``tail_rowid`` left to load later."""
 
     session_id: str
     start_time: int
@@ -62,6 +92,9 @@ class Restored:
     messages: MessageLog
     files: list[str]
     context: dict[str, bytes]
+    revision: int = 0
+    older: int = 0
+    tail_rowid: int = 0
 
 
 class SessionState:
@@ -70,14 +103,19 @@ class SessionState:
         "start_time",
         "current_task",
         "active_ticket",
+        "revision",
+        "older",
+        "tail_rowid",
         "_messages",
         "_files",
         "_context",
         "_saved_messages",
+        "_trim_saved",
+        "_pop_saved",
+        "_wiped",
         "_dirty_files",
         "_dirty_context",
         "_dirty_row",
-        "_replaced",
         "_mutations",
     )
 
@@ -93,14 +131,21 @@ class SessionState:
         self.start_time = start_time
         self.current_task: str | None = None
         self.active_ticket: str | None = None
+        self.revision = 0  # of its last change (host.py sets it)
+        # Messages in the database not loaded yet (the oldest; see store.load_session),
+        # and the row before which they are.
+        self.older = 0
+        self.tail_rowid = 0
         self._messages = MessageLog()
         self._files: dict[str, None] = {}
         self._context: dict[str, bytes] = {}
-        self._saved_messages = 0
+        self._saved_messages = 0  # the first this many loaded messages are in the database
+        self._trim_saved = 0
+        self._pop_saved = 0
+        self._wiped = False
         self._dirty_files: dict[str, None] = {}
         self._dirty_context: dict[str, None] = {}
         self._dirty_row = False
-        self._replaced: str | None = None
         self._mutations = 0
 
     @classmethod
@@ -109,11 +154,40 @@ class SessionState:
         s._reset(r.session_id, r.start_time)
         s.current_task = r.current_task
         s.active_ticket = r.active_ticket
+        s.revision = r.revision
+        s.older = r.older
+        s.tail_rowid = r.tail_rowid
         s._messages = r.messages
         s._saved_messages = len(r.messages)
         s._files = dict.fromkeys(r.files)  # a duplicate row (another tool's) counts once
         s._context = r.context
         return s
+
+    @classmethod
+    def built(cls, session_id: str, start_time: int, task: str | None, ticket: str | None,
+              messages: MessageLog, files: list[str], context: dict[str, bytes]) -> SessionState:
+        """A new session with content (a fork, an import): all of it unsaved."""
+        s = cls(session_id, start_time)
+        s.current_task, s.active_ticket = task, ticket
+        s._messages = messages
+        s._files = dict.fromkeys(files)
+        s._dirty_files = dict.fromkeys(files)
+        s._context = context
+        s._dirty_context = dict.fromkeys(context)
+        s._mutations += 1
+        return s
+
+    def add_older(self, older: MessageLog) -> None:
+        """The rest of the history, loaded after the tail: put in front of it."""
+        n = len(older)  # before: prepend takes over older's buffers
+        self._messages.prepend(older)
+        self._saved_messages += n
+        self.older = 0
+
+    @property
+    def complete(self) -> bool:
+        """Its whole history is in memory."""
+        return self.older == 0
 
     # -- task / ticket -------------------------------------------------------
     # A call that changes nothing records nothing, so a snapshot after it writes nothing;
@@ -135,24 +209,59 @@ class SessionState:
         return True
 
     # -- messages -------------------------------------------------------------
-    def add_message(self, role: str, content: str, timestamp: int, msg_id: str | None = None) -> bytes | None:
+    def add_message(self, role: str, content: str, timestamp: int, msg_id: str | None = None,
+                    data: bytes | None = None) -> bytes | None:
         """Append; returns the message's JSON, or None when ``msg_id`` is one the
         session already holds (a retried append: nothing is added)."""
         if msg_id is not None and self._messages.has_id(msg_id):
             return None
-        encoded = self._messages.append(role, content, timestamp, msg_id)
+        encoded = self._messages.append(role, content, timestamp, msg_id, data)
         self._mutations += 1
         return encoded
 
     def recent_messages(self, count: int) -> Raw:
         return Raw(self._messages.recent(count))
 
+    def recent_full(self, count: int) -> Raw:
+        return Raw(self._messages.recent_full(count))
+
     def all_messages(self) -> Raw:
         return Raw(self._messages.all())
 
+    def newest_message(self) -> bytes | None:
+        return self._messages.newest()
+
+    @property
+    def loaded_messages(self) -> int:
+        return len(self._messages)
+
+    def pop_message(self) -> bytes | None:
+        """Remove the newest (loaded) message; its full JSON, or None when none is."""
+        popped = self._messages.pop()
+        if popped is None:
+            return None
+        if self._saved_messages > len(self._messages):
+            self._saved_messages -= 1
+            self._pop_saved += 1
+        self._mutations += 1
+        return popped
+
+    def trim_messages(self, keep: int) -> int:
+        """Keep the newest ``keep`` (loaded) messages; returns how many went."""
+        removed = self._messages.trim_front(len(self._messages) - keep)
+        if removed:
+            saved = min(removed, self._saved_messages)
+            self._saved_messages -= saved
+            self._trim_saved += saved
+            self._mutations += 1
+        return removed
+
     @property
     def messages_count(self) -> int:
-        return len(self._messages)
+        return self.older + len(self._messages)
+
+    def message_log(self) -> MessageLog:
+        return self._messages
 
     # -- files -----------------------------------------------------------------
     def track_file(self, path: str) -> bool:
@@ -213,16 +322,21 @@ class SessionState:
         parts = [_encode(k) + b":" + v for k, v in self._context.items()]
         return Raw(b"{" + b",".join(parts) + b"}")
 
+    def context_items(self) -> list[tuple[str, bytes]]:
+        return list(self._context.items())
+
     @property
     def context_count(self) -> int:
         return len(self._context)
 
     # -- whole session -------------------------------------------------------------
-    def clear(self, new_id: str, now_ms: int) -> None:
-        """Start a fresh session; the old one's rows are deleted by the next snapshot."""
-        old = self._replaced or self.session_id
-        self._reset(new_id, now_ms)
-        self._replaced = old
+    def wipe(self) -> None:
+        """Empty the session and keep its id (``clear {session}``); the next snapshot
+        deletes its rows. Its whole history must be loaded (older == 0)."""
+        sid, start, rev = self.session_id, self.start_time, self.revision
+        self._reset(sid, start)
+        self.revision = rev
+        self._wiped = True
         self._dirty_row = True
         self._mutations = 1
 
@@ -230,25 +344,6 @@ class SessionState:
     def pending_changes(self) -> int:
         """Mutations since the last drain (0 means a snapshot would write nothing)."""
         return self._mutations
-
-    def identity(self) -> Changes:
-        """A batch with no rows, for what is written beside them (revision marks)."""
-        return Changes(self.session_id, self.start_time, self.current_task, self.active_ticket)
-
-    def everything(self) -> Changes:
-        """The whole session as one batch, for a new, empty database file (the old one
-        was deleted under the daemon). Drains what was pending: this batch holds it."""
-        self.drain()
-        return Changes(
-            session_id=self.session_id,
-            start_time=self.start_time,
-            current_task=self.current_task,
-            active_ticket=self.active_ticket,
-            session_row=True,
-            messages=self._messages.since(0),
-            files=[(path, True) for path in self._files],
-            context=[(k, v.decode()) for k, v in self._context.items()],
-        )
 
     def drain(self) -> Changes | None:
         """Detach what changed since the last drain; None when nothing did."""
@@ -262,18 +357,22 @@ class SessionState:
             start_time=self.start_time,
             current_task=self.current_task,
             active_ticket=self.active_ticket,
-            replaced_session=self._replaced,
             session_row=self._dirty_row,
+            wiped=self._wiped,
+            trim_front=self._trim_saved,
+            pop_back=self._pop_saved,
             messages=new_msgs,
             files=[(path, path in files) for path in self._dirty_files],
             context=[
                 (k, ctx[k].decode() if k in ctx else None) for k in self._dirty_context
             ],
+            revision=self.revision,
         )
         self._saved_messages = len(self._messages)
+        self._trim_saved = self._pop_saved = 0
+        self._wiped = False
         self._dirty_files = {}
         self._dirty_context = {}
         self._dirty_row = False
-        self._replaced = None
         self._mutations = 0
         return changes

@@ -14,13 +14,17 @@ side wrote restores in the other. Our additions (schema version 1 on):
   client-given id, its JSON data), ``sessionmem_changes`` (the change log a clean stop
   leaves for the next start), and meta ``revisions_reserved`` (see host.py).
 
-No index on ``session_messages(session_id)``: a database holds one live session
-(clear deletes the old one), so restore scans the table in rowid order either way,
-and without it every committed message costs one page write instead of two
-(measured: 31.7 -> 21.4 us per single-message commit).
+* (version 4) many sessions: an index on ``session_messages(session_id)`` (a session
+  is loaded, its newest messages first, without scanning every other session's; it
+  costs a second page write per committed message), and ``sessionmem_sessions
+  (session_id, revision)``: the revision of each session's last change, for
+  ``listSessions``' order.
 
-Order is rowid order: messages and files restore in the order they were written,
-which incremental appends keep equal to the order they were added.
+The current session is the one ``sessionmem_meta.current_session`` names; the original
+tool picks the latest ``created_at`` instead, so the current session's row is kept the
+latest created (``_keep_current_latest``) and both tools open the same one.
+
+Reading is storeread.py's; this module opens, creates and writes.
 
 A Store is used by one thread at a time (the daemon's writer thread after start).
 Whether a file may be opened at all is decided first, in dbcheck.py.
@@ -34,7 +38,6 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-import msgspec
 
 from .dbcheck import (
     SCHEMA_VERSION,
@@ -48,8 +51,8 @@ from .dbcheck import (
 )
 from sessionmem.paths import make_private_dirs
 
-from .messages import MessageLog
-from .state import Changes, Restored
+from . import storeread
+from .state import Batch, Changes, Restored
 
 _ORIGINAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -89,30 +92,36 @@ CREATE INDEX IF NOT EXISTS sessionmem_files_by_path ON session_files (file_path)
 CREATE TABLE IF NOT EXISTS sessionmem_changes (
   revision INTEGER PRIMARY KEY, session_id TEXT NOT NULL, frame BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sessionmem_messages_by_session ON session_messages (session_id);
+CREATE TABLE IF NOT EXISTS sessionmem_sessions (
+  session_id TEXT PRIMARY KEY, revision INTEGER NOT NULL
+);
 """
+TAIL = 1000  # a start loads the current session's newest messages first, the rest behind
 _MESSAGE_COLUMNS = ("message_id", "data")  # nullable TEXT, ignored by the original tool
 
-_encode = msgspec.json.Encoder().encode
-_validate_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 class Store:
     """One database file, opened only after every check has passed.
 
-    ``opened_with`` is the live session as found at open (None in an empty database):
-    it is read through a read-only connection *before* anything is written, so a file
-    whose rows turn out unreadable is refused without a byte changed."""
+    ``opened_with`` is the current session as found at open (None in an empty
+    database; its newest TAIL messages when it has more) and ``opened_known`` every
+    session's id: read through a read-only connection *before* anything is written, so
+    a file whose rows turn out unreadable is refused without a byte changed."""
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", tail: int | None = TAIL) -> None:
         self.path = path
         if not path.exists():
             self._create(path)
         check_writable(path)
         check_header(path)
         check_without_touching(path)
+        self._tail = tail
         self.opened_with: Restored | None
+        self.opened_known: dict[str, int]
         self._opened_feed: tuple[int, list[tuple[int, str, bytes]]]
-        self.opened_with, self._opened_feed = self._load_readonly(path)
+        self.opened_with, self.opened_known, self._opened_feed = self._load_readonly(path, tail)
         self._conn = self._open(path, synchronous)
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
@@ -143,18 +152,18 @@ class Store:
         return conn
 
     @staticmethod
-    def _load_readonly(path: Path) -> tuple[Restored | None, tuple[int, list[tuple[int, str, bytes]]]]:
+    def _load_readonly(path: Path, tail: int | None) -> tuple[
+            Restored | None, dict[str, int], tuple[int, list[tuple[int, str, bytes]]]]:
         """Everything a start reads, read before anything is written."""
         try:
             conn = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None)
         except sqlite3.DatabaseError as e:
             raise open_error(path, e) from None
         try:
-            restored = _load(conn, path)
-            try:
-                return restored, _read_feed(conn)
-            except sqlite3.DatabaseError as e:
-                raise open_error(path, e) from None
+            known, restored = _load(conn, tail)
+            return restored, known, storeread.read_feed(conn)
+        except sqlite3.DatabaseError as e:
+            raise open_error(path, e) from None
         finally:
             conn.close()
 
@@ -224,13 +233,27 @@ class Store:
             raise
 
     # -- reading ------------------------------------------------------------------
+    def reload(self) -> tuple[dict[str, int], Restored | None]:
+        """Every session's id and the current session (``restore``). Raises BadDatabase
+        when SQLite finds the rows unreadable."""
+        try:
+            return _load(self._conn, self._tail)
+        except sqlite3.DatabaseError as e:
+            raise open_error(self.path, e) from None
+
     def load(self) -> Restored | None:
-        """The live session, or None in an empty database. Raises BadDatabase when
-        SQLite finds the rows unreadable."""
-        return _load(self._conn, self.path)
+        """The current session (None in an empty database)."""
+        return self.reload()[1]
+
+    def open_reader(self) -> sqlite3.Connection:
+        """A connection of its own for the loader's thread (WAL: it reads while the
+        writer writes, each read a consistent snapshot)."""
+        conn = self._connect(self.path)
+        conn.execute("PRAGMA query_only = 1")
+        return conn
 
     # -- writing ------------------------------------------------------------------
-    def write(self, batches: Iterable[Changes]) -> int:
+    def write(self, batches: Iterable[Batch]) -> int:
         """Apply changes, oldest first, in one transaction. Returns rows touched.
         On any error the transaction is rolled back and the error raised: the
         caller keeps the batches and retries them later."""
@@ -238,20 +261,45 @@ class Store:
         rows = 0
         with self._transaction(c):
             c.execute("BEGIN IMMEDIATE")
-            for ch in batches:
-                rows += self._apply(c, ch)
+            for b in batches:
+                rows += self._apply(c, b)
             c.execute("COMMIT")
         return rows
 
+    @classmethod
+    def _apply(cls, c: sqlite3.Connection, b: Batch) -> int:
+        for sid in b.deleted:
+            _delete_rows(c, sid)
+            c.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+            c.execute("DELETE FROM sessionmem_sessions WHERE session_id = ?", (sid,))
+        for ch in b.sessions:
+            cls._apply_session(c, ch)
+        if b.current is not None:
+            c.execute(
+                "INSERT INTO sessionmem_meta (key, value) VALUES ('current_session', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (b.current,),
+            )
+        if b.current is not None or any(ch.session_row for ch in b.sessions):
+            _keep_current_latest(c)
+        if b.reserve is not None:
+            c.execute(
+                "INSERT INTO sessionmem_meta (key, value) VALUES ('revisions_reserved', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(b.reserve),),
+            )
+        if b.change_log is not None:
+            c.execute("DELETE FROM sessionmem_changes")
+            c.executemany("INSERT INTO sessionmem_changes (revision, session_id, frame) VALUES (?, ?, ?)",
+                          b.change_log)
+        return len(b)
+
     @staticmethod
-    def _apply(c: sqlite3.Connection, ch: Changes) -> int:
+    def _apply_session(c: sqlite3.Connection, ch: Changes) -> None:
         sid = ch.session_id
-        if ch.replaced_session is not None:
-            old = (ch.replaced_session,)
-            for table in ("session_context", "session_messages", "session_files"):
-                c.execute(f"DELETE FROM {table} WHERE session_id = ?", old)
-            c.execute("DELETE FROM sessions WHERE id = ?", old)
-        if ch.session_row or ch.replaced_session is not None:
+        if ch.wiped:
+            _delete_rows(c, sid)
+        if ch.session_row:
             c.execute(
                 "INSERT INTO sessions (id, start_time, current_task, active_ticket) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -259,16 +307,18 @@ class Store:
                 "active_ticket = excluded.active_ticket",
                 (sid, ch.start_time, ch.current_task, ch.active_ticket),
             )
-            c.execute(
-                "INSERT INTO sessionmem_meta (key, value) VALUES ('current_session', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (sid,),
-            )
-        for chunk, ids in ch.messages.chunks():
+        if ch.trim_front:
+            c.execute("DELETE FROM session_messages WHERE rowid IN (SELECT rowid FROM session_messages "
+                      "WHERE session_id = ? ORDER BY rowid LIMIT ?)", (sid, ch.trim_front))
+        if ch.pop_back:
+            c.execute("DELETE FROM session_messages WHERE rowid IN (SELECT rowid FROM session_messages "
+                      "WHERE session_id = ? ORDER BY rowid DESC LIMIT ?)", (sid, ch.pop_back))
+        for chunk, ids, data in ch.messages.chunks():
             c.executemany(
-                "INSERT INTO session_messages (session_id, role, content, timestamp, message_id) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(sid, m.role, m.content, m.timestamp, i) for m, i in zip(chunk, ids, strict=True)],
+                "INSERT INTO session_messages (session_id, role, content, timestamp, message_id, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(sid, m.role, m.content, m.timestamp, i, None if d is None else d.decode())
+                 for m, i, d in zip(chunk, ids, data, strict=True)],
             )
         for path, tracked in ch.files:
             c.execute(
@@ -289,17 +339,32 @@ class Store:
                     "ON CONFLICT(session_id, key) DO UPDATE SET value = excluded.value",
                     (sid, key, value),
                 )
-        if ch.reserve is not None:
-            c.execute(
-                "INSERT INTO sessionmem_meta (key, value) VALUES ('revisions_reserved', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(ch.reserve),),
-            )
-        if ch.change_log is not None:
-            c.execute("DELETE FROM sessionmem_changes")
-            c.executemany("INSERT INTO sessionmem_changes (revision, session_id, frame) VALUES (?, ?, ?)",
-                          ch.change_log)
-        return len(ch)
+        c.execute("INSERT INTO sessionmem_sessions (session_id, revision) VALUES (?, ?) "
+                  "ON CONFLICT(session_id) DO UPDATE SET revision = excluded.revision", (sid, ch.revision))
+
+    def copy_to(self, path: Path) -> None:
+        """Copy the database as this connection sees it into a new file at ``path``
+        (SQLite's backup API): when the file was deleted under us, the connection still
+        reads the unlinked one, so every session, loaded or not, survives into the new
+        file."""
+        make_private_dirs(path.parent)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
+        tmp = path.with_name(f".{path.name}.copying-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            dst = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                self._conn.backup(dst)
+                dst.execute("PRAGMA journal_mode = WAL")
+            finally:
+                dst.close()
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
 
     def reserve_revisions(self, block: int) -> tuple[int, list[tuple[int, str, bytes]]]:
         """At start: the last revision that may have been handed out (the reserved mark)
@@ -329,20 +394,6 @@ class Store:
         self._conn.close()
 
 
-def _read_feed(c: sqlite3.Connection) -> tuple[int, list[tuple[int, str, bytes]]]:
-    """The reserved revision mark and the change log a clean stop left (none in a
-    database written by the original or an older sessionmemd)."""
-    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "sessionmem_meta" not in tables:
-        return 0, []
-    row = c.execute("SELECT value FROM sessionmem_meta WHERE key = 'revisions_reserved'").fetchone()
-    mark = int(row[0]) if row else 0
-    if "sessionmem_changes" not in tables:
-        return mark, []
-    return mark, [(int(r), str(sid), bytes(f)) for r, sid, f in
-                  c.execute("SELECT revision, session_id, frame FROM sessionmem_changes ORDER BY revision")]
-
-
 def _add_schema(c: sqlite3.Connection) -> None:
     for statement in _ADDITIONS.split(";"):
         if statement.strip():
@@ -353,76 +404,27 @@ def _add_schema(c: sqlite3.Connection) -> None:
             c.execute(f"ALTER TABLE session_messages ADD COLUMN {col} TEXT")
 
 
-def _load(c: sqlite3.Connection, path: Path) -> Restored | None:
-    try:
-        return _read_session(c)
-    except sqlite3.DatabaseError as e:
-        raise open_error(path, e) from None
+def _load(c: sqlite3.Connection, tail: int | None) -> tuple[dict[str, int], Restored | None]:
+    known = storeread.catalogue(c)
+    sid = storeread.current_id(c)
+    if sid is None:
+        return known, None
+    return known, storeread.load_session(c, sid, known.get(sid, 0), tail)
 
 
-def _read_session(c: sqlite3.Connection) -> Restored | None:
-    row = None
-    if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'sessionmem_meta'").fetchone():
-        row = c.execute(
-            "SELECT s.id, s.start_time, CAST(s.current_task AS TEXT), CAST(s.active_ticket AS TEXT) "
-            "FROM sessions s "
-            "JOIN sessionmem_meta m ON m.key = 'current_session' AND m.value = s.id"
-        ).fetchone()
-    if row is None:
-        # Written by the original (or our pointer's session was cleared by it).
-        row = c.execute(
-            "SELECT id, start_time, CAST(current_task AS TEXT), CAST(active_ticket AS TEXT) "
-            "FROM sessions "
-            "ORDER BY created_at DESC, rowid DESC LIMIT 1"
-        ).fetchone()
-    if row is None:
-        return None
-    sid, start_time, task, ticket = row
-    c.execute("BEGIN")
-    try:
-        messages = MessageLog()
-        append = messages.append
-        # Another tool may have stored a NULL or non-integer timestamp, or a number
-        # as a role; the wire promises strings and an int, so SQLite coerces them
-        # (in C, at no measurable cost).
-        cols = {r[1] for r in c.execute("PRAGMA table_info(session_messages)")}
-        id_col = "CAST(message_id AS TEXT)" if "message_id" in cols else "NULL"  # the original's
-        for r, t, ts, mid in c.execute(
-            "SELECT CAST(role AS TEXT), CAST(content AS TEXT), "
-            f"CAST(COALESCE(timestamp, 0) AS INTEGER), {id_col} "
-            "FROM session_messages WHERE session_id = ? ORDER BY rowid",
-            (sid,),
-        ):
-            append(r, t, ts, mid)
-        files = [
-            r[0]
-            for r in c.execute(
-                "SELECT CAST(file_path AS TEXT) FROM session_files "
-                "WHERE session_id = ? ORDER BY rowid",
-                (sid,),
-            )
-        ]
-        context = {
-            k: _json_value(v)
-            for k, v in c.execute(
-                "SELECT CAST(key AS TEXT), CAST(value AS TEXT) FROM session_context "
-                "WHERE session_id = ? ORDER BY rowid",
-                (sid,),
-            )
-        }
-    finally:
-        c.execute("COMMIT")
-    # "" is a task like any other string and survives a restart (the original turned
-    # it into NULL on its way to disk; NULL still reads back as None).
-    return Restored(sid, int(start_time), task, ticket, messages, files, context)
+def _delete_rows(c: sqlite3.Connection, sid: str) -> None:
+    for table in ("session_context", "session_messages", "session_files"):
+        c.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
 
 
-def _json_value(text: str) -> bytes:
-    """Context values are JSON text; the original fell back to the raw string when a
-    value did not parse, and so do we."""
-    data = text.encode()
-    try:
-        _validate_json(data)
-        return data
-    except (msgspec.DecodeError, RecursionError):
-        return _encode(text)
+def _keep_current_latest(c: sqlite3.Connection) -> None:
+    """Keep the current session's row the latest created: the original tool opens the
+    session with the greatest ``created_at`` (seconds), ours the one the pointer names;
+    with several sessions they must be the same one."""
+    c.execute(
+        "UPDATE sessions SET created_at = ("
+        "  SELECT max(CAST(strftime('%s', 'now') AS INTEGER), COALESCE(max(s.created_at), 0) + 1) FROM sessions s"
+        "  WHERE s.id != sessions.id) "
+        "WHERE id = (SELECT value FROM sessionmem_meta WHERE key = 'current_session') "
+        "AND created_at <= (SELECT COALESCE(max(s.created_at), -1) FROM sessions s WHERE s.id != sessions.id)"
+    )

@@ -14,15 +14,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .state import Changes
+from .state import Batch, Changes
 
 log = logging.getLogger("sessionmemd")
 
 
-def _batch_doc(b: Changes) -> dict[str, Any]:
+def _batch_doc(b: Batch) -> dict[str, Any]:
+    return {
+        "deletedSessions": b.deleted,
+        "currentSession": b.current,
+        "sessions": [_session_doc(c) for c in b.sessions if len(c)],
+    }
+
+
+def _session_doc(b: Changes) -> dict[str, Any]:
     return {
         "sessionId": b.session_id,
-        "replacedSession": b.replaced_session,
+        "wiped": b.wiped,
+        "oldestMessagesRemoved": b.trim_front,
+        "newestMessagesRemoved": b.pop_back,
         "currentTask": b.current_task,
         "activeTicket": b.active_ticket,
         "messages": [json.loads(m) for m in b.messages.encoded()],
@@ -32,15 +42,16 @@ def _batch_doc(b: Changes) -> dict[str, Any]:
     }
 
 
-def dump_unsaved(batches: list[Changes], error: str | None, db: Path, socket: Path) -> Path | None:
+def dump_unsaved(batches: list[Batch], error: str | None, db: Path, socket: Path) -> Path | None:
     """Log what is lost and write it beside ``socket`` as ``<key>.unsaved-<time>.json``.
     Returns the file written, or None when even that failed (the log says so)."""
     log.error(
         "final snapshot failed (%s): NOT SAVED to %s: %d message(s), %d file change(s), "
         "%d context change(s)%s",
-        error, db, sum(len(b.messages) for b in batches),
-        sum(len(b.files) for b in batches), sum(len(b.context) for b in batches),
-        ", session row" if any(b.session_row for b in batches) else "",
+        error, db, sum(b.messages for b in batches),
+        sum(len(c.files) for b in batches for c in b.sessions),
+        sum(len(c.context) for b in batches for c in b.sessions),
+        ", session rows" if any(c.session_row for b in batches for c in b.sessions) else "",
     )
     dump = socket.with_name(f"{socket.stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}.json")
     try:

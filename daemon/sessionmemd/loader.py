@@ -1,0 +1,205 @@
+"""Sessions in and out of memory: the asyncio shell around host.py's sessions.
+
+A call on a session that is in memory runs at once (the common case: one dict
+lookup more than before). A call on one that is not waits while the loader reads it on
+a reader thread of its own (SQLite in WAL mode reads while the writer thread writes):
+its newest messages first (store.TAIL), so task, ticket, files, context, stats and
+recent messages answer after one small read, and the rest of its history behind them,
+oldest part in one read, spliced in front. A call that needs the whole history
+(getAllMessages, export, a fork, a trim, ...) waits for that part only.
+
+Order. Calls on one session run in the order they arrived: once one of them waits,
+every later call on that session queues behind it (``_last``), even one that could
+run at once; a client that pipelines a write and then a read sees its write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sessionmem import errors
+from sessionmem import protocol as p
+
+from . import storeread
+from .host import SessionHost, no_such_session
+from .state import SessionState
+from .store import TAIL
+
+log = logging.getLogger("sessionmemd")
+T = TypeVar("T")
+NeedsAll = Callable[[SessionState], bool] | None
+
+
+def always(_s: SessionState) -> bool:
+    """For calls that need a session's whole history."""
+    return True
+
+
+async def _result(task: asyncio.Task[T]) -> T:
+    return await task
+
+
+class Loader:
+    def __init__(self, host: SessionHost, open_reader: Callable[[], sqlite3.Connection], tail: int = TAIL) -> None:
+        self._host = host
+        self._open_reader = open_reader
+        self._tail = tail
+        self._conn: sqlite3.Connection | None = None  # used on the reader thread only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._loading: dict[str, asyncio.Future[SessionState]] = {}
+        self._completing: dict[str, asyncio.Future[None]] = {}
+        self._last: dict[str, asyncio.Future[None]] = {}  # the end of each session's last queued call
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.loads = 0  # sessions read from the database (getStats)
+
+    # -- calls -------------------------------------------------------------------------
+    def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
+             ) -> T | Coroutine[Any, Any, T]:
+        """``op(session)`` now when it can run now, else a coroutine that runs it once
+        the session (and, when ``needs_all(session)``, its whole history) is loaded."""
+        sid = self._host.resolve(ref)
+        s = self._host.get(sid)
+        if s is not None and sid not in self._last and (s.complete or needs_all is None or not needs_all(s)):
+            return op(s)
+        loop = asyncio.get_running_loop()
+        prev = self._last.get(sid)
+        done: asyncio.Future[None] = loop.create_future()
+        self._last[sid] = done
+        # A task, not a bare coroutine: it runs (and ends the queue entry) even when
+        # the reply is never awaited (the connection closed meanwhile).
+        task = loop.create_task(self._queued(sid, prev, done, op, needs_all))
+        self._keep(task)
+        return _result(task)
+
+    async def _queued(self, sid: str, prev: asyncio.Future[None] | None, done: asyncio.Future[None],
+                      op: Callable[[SessionState], T], needs_all: NeedsAll) -> T:
+        try:
+            if prev is not None:
+                await prev
+            return op(await self.ensure(sid, needs_all))
+        finally:
+            done.set_result(None)
+            if self._last.get(sid) is done:
+                del self._last[sid]
+
+    def busy(self) -> set[str]:
+        """Sessions with calls waiting or loads under way: not to be unloaded."""
+        return set(self._last) | set(self._loading) | set(self._completing)
+
+    # -- loading -----------------------------------------------------------------------
+    async def ensure(self, sid: str, needs_all: NeedsAll = None) -> SessionState:
+        """The session in memory (loaded if need be), its history complete when
+        ``needs_all(session)``."""
+        host = self._host
+        s = host.get(sid)
+        if s is None:
+            if sid not in host.known:
+                raise no_such_session(sid)
+            fut = self._loading.get(sid)
+            if fut is None:
+                fut = self._loading[sid] = asyncio.ensure_future(self._load(sid))
+                fut.add_done_callback(lambda _f: self._loading.pop(sid, None))
+            s = await asyncio.shield(fut)
+        if not s.complete and needs_all is not None and needs_all(s):
+            await asyncio.shield(self.complete(s))
+        if host.loaded.get(sid) is not s:
+            # Deleted, or replaced by a restore, while it loaded: ask again.
+            return await self.ensure(sid, needs_all)
+        return s
+
+    async def _load(self, sid: str) -> SessionState:
+        host = self._host
+        r = await self._read(storeread.load_session, sid, host.known.get(sid, 0), self._tail)
+        if sid not in host.known or r is None:
+            raise no_such_session(sid)
+        existing = host.loaded.get(sid)
+        if existing is not None:  # made anew (deleted, imported) while it was read
+            return existing
+        s = SessionState.from_restored(r)
+        host.adopt(s)
+        self.loads += 1
+        if not s.complete:
+            self.complete(s)
+        return s
+
+    def complete(self, s: SessionState) -> asyncio.Future[None]:
+        """Load the rest of ``s``'s history (behind its tail), once."""
+        sid = s.session_id
+        fut = self._completing.get(sid)
+        if fut is None or fut.done():
+            fut = self._completing[sid] = asyncio.ensure_future(self._complete(s))
+            fut.add_done_callback(lambda f: self._completed(sid, f))
+        return fut
+
+    def _completed(self, sid: str, fut: asyncio.Future[None]) -> None:
+        if self._completing.get(sid) is fut:
+            del self._completing[sid]
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("the older messages of session %s cannot be read: %s", sid, fut.exception())
+
+    async def _complete(self, s: SessionState) -> None:
+        try:
+            older = await self._read(storeread.load_older, s.session_id, s.tail_rowid)
+        except sqlite3.DatabaseError as e:
+            raise errors.SessionmemError(
+                f"the older messages of session {s.session_id!r} cannot be read from the database: "
+                f"{e}; the newest {s.loaded_messages} are served", code=p.INTERNAL_ERROR) from e
+        if self._host.loaded.get(s.session_id) is s and not s.complete:
+            s.add_older(older)
+            self._host.adopt(s)  # applies --max-messages to the whole history
+
+    async def list_sessions(self) -> list[p.SessionInfo]:
+        """Every session, the most recently changed first: those in memory as they are
+        now, the others as the database holds them (they were written before they were
+        dropped)."""
+        rows = await self._read(storeread.session_rows)
+        host = self._host
+        out: list[p.SessionInfo] = []
+        for sid, rev in host.known.items():
+            s = host.loaded.get(sid)
+            if s is not None:
+                out.append(p.SessionInfo(sid, s.start_time, s.current_task, s.active_ticket, s.messages_count,
+                                         s.files_count, s.context_count, rev, sid == host.current_id))
+            elif sid in rows:
+                start, task, ticket, m, f, c = rows[sid]
+                out.append(p.SessionInfo(sid, start, task, ticket, m, f, c, rev, sid == host.current_id))
+        out.sort(key=lambda i: (i.revision, i.startTime), reverse=True)
+        return out
+
+    # -- the reader thread ---------------------------------------------------------------
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_reader, fn, args)
+
+    def _on_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._conn is None:
+            self._conn = self._open_reader()
+        return fn(self._conn, *args)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def reset(self) -> None:
+        """The database file was made anew: read the new one from now on."""
+        self._executor.submit(self._close_conn)
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self) -> None:
+        """Wait for the calls queued so far (a shutdown answers them first)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def close(self) -> None:
+        for fut in (*self._loading.values(), *self._completing.values()):
+            fut.cancel()
+        self._executor.submit(self._close_conn)
+        self._executor.shutdown(wait=True)
