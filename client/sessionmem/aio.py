@@ -113,11 +113,14 @@ class AsyncSession(SessionAPI):
         timeout: float = 30.0,
         check_version: bool = True,
         retry: bool = True,
+        session_id: str | None = None,
     ) -> None:
         """``retry``: when the daemon goes away in the middle of a call that is safe to
         repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
-        restarting daemon) and repeat it once. Off for tools that restart it themselves."""
+        restarting daemon) and repeat it once. Off for tools that restart it themselves.
+        ``session_id``: every session method addresses this session (see SessionAPI)."""
         self.paths: Paths = resolve(project, socket)
+        self.session_id = session_id
         self._retry = retry
         self._autostart = autostart
         self._check_version = check_version
@@ -148,7 +151,12 @@ class AsyncSession(SessionAPI):
             check_hello(self.daemon)
         return self
 
-    async def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, params: dict[str, Any] | None = None,
+                    then: Callable[[Any], Any] | None = None) -> Any:
+        result = await self._call_once(method, params)
+        return result if then is None else then(result)
+
+    async def _call_once(self, method: str, params: dict[str, Any] | None) -> Any:
         proto = self._proto
         if proto is None:
             raise errors.ConnectionFailed("session is not connected (use `async with`)")
@@ -191,7 +199,9 @@ class AsyncSession(SessionAPI):
         """Every change after ``since`` (default: from now on), of one ``session`` or of
         all of them, as it happens, from a connection of its own; resumes by itself
         after the daemon restarts. Raises
-        Compacted when the daemon can no longer replay from ``since``."""
+        Compacted when the daemon can no longer replay from ``since``. ``session``
+        defaults to the bound one."""
+        session = session or self.session_id
         proto: _ClientProtocol | None = None
         try:
             while True:

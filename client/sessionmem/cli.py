@@ -18,11 +18,13 @@ _json = msgspec.json.Encoder()
 
 
 class Ctx:
-    def __init__(self, project: str | None, socket: str | None, as_json: bool, autostart: bool) -> None:
+    def __init__(self, project: str | None, socket: str | None, as_json: bool, autostart: bool,
+                 session_id: str | None = None) -> None:
         self.project = project
         self.socket = socket
         self.as_json = as_json
         self.autostart = autostart
+        self.session_id = session_id
         self._session: Any = None
 
     def session(self, autostart: bool | None = None, check_version: bool = True) -> Any:
@@ -31,7 +33,7 @@ class Ctx:
 
             self._session = Session(self.project, self.socket,
                                     autostart=self.autostart if autostart is None else autostart,
-                                    check_version=check_version)
+                                    check_version=check_version, session_id=self.session_id)
         return self._session
 
     def paths(self) -> Any:
@@ -75,11 +77,13 @@ class _Group(click.Group):
 @click.option("--socket", type=click.Path(dir_okay=False), envvar="SESSIONMEM_SOCKET", help="Daemon socket (default: derived from the project).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.option("--no-autostart", is_flag=True, help="Fail instead of starting a daemon (also SESSIONMEM_NO_AUTOSTART=1).")
+@click.option("--session", "session_id", metavar="ID", envvar="SESSIONMEM_SESSION", help="Work on session ID instead of the current one (see `sessions`).")
 @click.version_option(package_name="sessionmem")
 @click.pass_context
-def main(ctx: click.Context, project: str | None, socket: str | None, as_json: bool, no_autostart: bool) -> None:
+def main(ctx: click.Context, project: str | None, socket: str | None, as_json: bool, no_autostart: bool,
+         session_id: str | None) -> None:
     """Shared short-term memory for the agents working on one project."""
-    ctx.obj = Ctx(project, socket, as_json, not no_autostart)
+    ctx.obj = Ctx(project, socket, as_json, not no_autostart, session_id)
 
 
 # -- session methods -------------------------------------------------------------------
@@ -178,6 +182,26 @@ def msg_all(c: Ctx) -> None:
     _show_messages(c, c.session().get_all_messages())
 
 
+@msg.command("pop")
+@pass_ctx
+def msg_pop(c: Ctx) -> None:
+    """Remove the newest message and print it (nothing when there is none)."""
+    m = c.session().pop_message()
+    if m is None:
+        c.out(None, "no message to remove")
+    else:
+        _show_messages(c, [m])
+
+
+@msg.command("trim")
+@click.option("--keep", type=click.IntRange(min=0), required=True, help="How many of the newest to keep.")
+@pass_ctx
+def msg_trim(c: Ctx, keep: int) -> None:
+    """Remove all but the newest --keep N messages; prints how many went."""
+    removed = c.session().trim_messages(keep)
+    c.out(removed, f"removed {removed} message(s)")
+
+
 @main.group()
 def files() -> None:
     """Open files."""
@@ -273,7 +297,8 @@ def restore(c: Ctx) -> None:
 @main.command()
 @pass_ctx
 def clear(c: Ctx) -> None:
-    """Start a new, empty session (the old one is deleted)."""
+    """Start a new, empty session (the old one is deleted). With --session ID: empty
+    that session and keep its id."""
     c.out(c.session().clear())
 
 
@@ -297,7 +322,7 @@ def _gist(ch: Any) -> str:
     if ch.message is not msgspec.UNSET:
         text = ch.message.content.replace("\n", " ")
         return f"{ch.message.role}: {text[:100]}{'...' if len(text) > 100 else ''}"
-    for field in ("task", "ticketId", "filePath", "newSessionId"):
+    for field in ("task", "ticketId", "filePath", "newSessionId", "forkFrom", "removed"):
         value = getattr(ch, field)
         if value is not msgspec.UNSET:
             return f"{field}={_json.encode(value).decode()}"
@@ -341,9 +366,13 @@ def call(c: Ctx, method: str, params: str | None) -> None:
 
 
 from .cli_admin import daemon, service  # noqa: E402  (they need main's Ctx and helpers)
+from .cli_sessions import export, import_, sessions  # noqa: E402
 
 main.add_command(daemon)
 main.add_command(service)
+main.add_command(sessions)
+main.add_command(export)
+main.add_command(import_)
 
 
 if __name__ == "__main__":

@@ -300,7 +300,7 @@ class _Record(Struct, tag_field="type", forbid_unknown_fields=True, omit_default
     pass
 
 
-class SessionRecord(_Record, tag="session"):
+class SessionRecord(_Record, tag="session", omit_defaults=False):
     format: int
     sessionId: SessionId
     startTime: EpochMs
@@ -369,6 +369,7 @@ class HelloResult(Struct):
     dbPath: str
     socketPath: str
     capabilities: list[str]
+    maxFrame: int = 0  # the longest request line the daemon takes (--max-frame)
 
 
 class MethodSpec(Struct, frozen=True):

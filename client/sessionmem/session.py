@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import _socket
 import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -47,11 +47,14 @@ class Session(SessionAPI):
         timeout: float = 30.0,
         check_version: bool = True,
         retry: bool = True,
+        session_id: str | None = None,
     ) -> None:
         """``retry``: when the daemon goes away in the middle of a call that is safe to
         repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
-        restarting daemon) and repeat it once. Off for tools that restart it themselves."""
+        restarting daemon) and repeat it once. Off for tools that restart it themselves.
+        ``session_id``: every session method addresses this session (see SessionAPI)."""
         self.paths: Paths = resolve(project, socket)
+        self.session_id = session_id
         self._retry = retry
         self._autostart = autostart
         self._timeout = timeout
@@ -76,7 +79,12 @@ class Session(SessionAPI):
             check_hello(hello)
         return hello
 
-    def _call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, params: dict[str, Any] | None = None,
+              then: Callable[[Any], Any] | None = None) -> Any:
+        result = self._call_locked(method, params)
+        return result if then is None else then(result)
+
+    def _call_locked(self, method: str, params: dict[str, Any] | None) -> Any:
         with self._lock:
             if self._closed:
                 raise errors.ConnectionFailed("session is closed")
@@ -166,8 +174,8 @@ class Session(SessionAPI):
         return self._ready.pop(0)
 
     def watch(self, since: int | None = None, session: str | None = None) -> Iterator[p.Change]:
-        """Every change after ``since`` (default: from now on), of one ``session`` or of
-        all of them, as it happens, from a connection of its own; resumes by itself
+        """Every change after ``since`` (default: from now on), of one ``session`` (by
+        default the bound one) or of all of them, as it happens, from a connection of its own; resumes by itself
         after the daemon restarts. Raises
         Compacted when the daemon can no longer replay from ``since``: re-read what you
         need and watch again from the revision ``get_stats()`` reports."""
@@ -180,7 +188,7 @@ class Session(SessionAPI):
                                      self._timeout)
                     conn.settimeout(None)  # a feed may be quiet for hours
                     framer = p.LineFramer(MAX_REPLY)
-                    params = watch_params(since, session)
+                    params = watch_params(since, session or self.session_id)
                     conn.sendall(encode_call("watch", params, 1))
                 try:
                     data = conn.recv(READ_SIZE)

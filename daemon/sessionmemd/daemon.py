@@ -342,6 +342,7 @@ class Daemon:
             dbPath=str(self.cfg.paths.db),
             socketPath=str(self.listener.path),
             capabilities=list(p.CAPABILITIES),
+            maxFrame=self.cfg.limits.max_frame,
         )
 
     # -- shutdown ------------------------------------------------------------------------
