@@ -148,10 +148,10 @@ class Daemon:
     def conn(self) -> Raw:
         return Raw(self.socket)
 
-    def session(self) -> Any:
+    def session(self, session_id: str | None = None) -> Any:
         from sessionmem import Session
 
-        return Session(project=self.root, socket=self.socket, autostart=False)
+        return Session(project=self.root, socket=self.socket, autostart=False, session_id=session_id)
 
 
 @pytest.fixture

@@ -116,7 +116,9 @@ def _read_records(file: IO[bytes], limit: int) -> tuple[list[bytes], list[int]]:
     records: list[bytes] = []
     lines: list[int] = []
     size = 0
-    for n, line in enumerate(file, 1):
+    n = 0
+    while line := file.readline(limit - size + 1):  # bounded: a 1 GB line is not read whole
+        n += 1
         size += len(line)
         if size > limit:
             _fail(f"{file.name}: line {n}: the export is larger than the daemon takes in one request "

@@ -33,7 +33,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
-from .state import Batch, SessionState
+from .state import Batch, Changes, SessionState
 
 BLOCK = 1_000_000  # revisions reserved at a time
 
@@ -384,9 +384,12 @@ class SessionHost:
         loaded = self.loaded
         for sid in self._dirty:
             s = loaded.get(sid)
-            ch = s.drain() if s is not None else None
-            if ch is not None:
-                batch.sessions.append(ch)
+            if s is None:
+                continue
+            # A change with no rows of its own (setCurrentSession) still moves the
+            # session's revision, which listSessions orders by.
+            batch.sessions.append(s.drain() or Changes(sid, s.start_time, s.current_task, s.active_ticket,
+                                                       revision=s.revision))
         self._dirty = {}
         self._deleted = []
         self._current_moved = False

@@ -110,9 +110,10 @@ def import_state(records: list[Raw], sid: str | None, check_value: Callable[[byt
     for kind, said, got in (("messages", header.messages, len(log)), ("files", header.files, len(files)),
                             ("context keys", header.contextKeys, len(context))):
         if said != got:
+            why = "the export is incomplete (cut short?)" if got < said else "they disagree"
             raise errors.InvalidParams(
-                f"records: the header says {said} {kind}, the records hold {got}: the export is "
-                f"incomplete (cut short?); nothing was imported", {"record": len(records) - 1})
+                f"records: the header says {said} {kind}, the records hold {got}: {why}; "
+                f"nothing was imported", {"record": len(records) - 1})
     return SessionState.built(sid or header.sessionId, header.startTime, header.currentTask,
                               header.activeTicket, log, list(files), context)
 
