@@ -61,6 +61,17 @@ m.close();
 """
 
 
+APPEND = """
+import { SessionMemory } from "./session.js";
+const m = new SessionMemory(process.argv[2]);
+await m.init();
+await m.addMessage({ role: "user", content: "appended by node", timestamp: 9000 });
+await m.snapshot();
+console.log(JSON.stringify({ id: m.getSessionId(), messages: await m.getAllMessages() }));
+m.close();
+"""
+
+
 @pytest.fixture
 def node_dir(tmp_path: Path) -> Path:
     d = tmp_path / "original"
@@ -70,6 +81,7 @@ def node_dir(tmp_path: Path) -> Path:
     (d / "package.json").write_text('{"type": "module"}')
     (d / "write.mjs").write_text(WRITE)
     (d / "read.mjs").write_text(READ)
+    (d / "append.mjs").write_text(APPEND)
     return d
 
 
@@ -128,3 +140,34 @@ def test_round_trip_original_then_here_then_original(make_daemon, node_dir: Path
     got = node(node_dir, "read.mjs", d.root)
     assert [m["content"] for m in got["messages"]][-1] == "added by sessionmem"
     assert len(got["messages"]) == 4 and got["files"] == ["a.ts"]
+
+
+def test_several_sessions_with_data_the_original_opens_the_current_one(make_daemon, node_dir: Path) -> None:
+    d: Daemon = make_daemon()
+    with d.session() as s:
+        first = s.get_session_id()
+        s.set_current_task("first task")
+        s.add_message("user", "first 1", timestamp=1, data={"kind": "message", "n": [1, None]})
+        s.add_message("assistant", "first 2", timestamp=2)
+        for name in ("later", "latest"):  # created after the first: a later created_at
+            s.create_session(name)
+            with d.session(session_id=name) as x:
+                x.add_message("user", f"in {name}", timestamp=5, data=[name])
+                x.set_context("k", name)
+        s.create_session("newest", make_current=True)
+        s.set_current_session(first)  # the oldest is current again
+    assert d.stop() == 0
+    got = node(node_dir, "read.mjs", d.root)
+    assert got["id"] == first and got["task"] == "first task"
+    assert [(m["role"], m["content"], m["timestamp"]) for m in got["messages"]] == [
+        ("user", "first 1", 1), ("assistant", "first 2", 2)]
+    appended = node(node_dir, "append.mjs", d.root)  # the original rewrites its session's rows
+    assert appended["id"] == first and len(appended["messages"]) == 3
+    d.start()
+    with d.session() as s:
+        assert s.get_session_id() == first
+        assert [m.content for m in s.get_all_messages()] == ["first 1", "first 2", "appended by node"]
+        assert {i.sessionId for i in s.list_sessions()} == {first, "later", "latest", "newest"}
+        with d.session(session_id="later") as x:  # the sessions the original did not touch keep their data
+            [m] = x.get_all_messages(full=True)
+            assert (m.content, m.data) == ("in later", ["later"]) and x.get_context("k") == "later"

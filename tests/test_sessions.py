@@ -383,3 +383,40 @@ def test_max_messages_with_8_concurrent_writers_keeps_the_newest_n_on_disk_too(m
         assert [m.content for m in s.get_all_messages()] == kept[-10:]
         s.snapshot()
     assert sqlite3.connect(d.db).execute("SELECT count(*) FROM session_messages").fetchone()[0] == 10
+
+
+# -- the change feed -------------------------------------------------------------------------------
+def test_every_change_of_the_session_methods_is_in_the_feed(make_daemon) -> None:
+    d = make_daemon("--max-messages", "3")
+    w = d.conn()
+    first = w.result("getSessionId")
+    start = w.result("watch")["revision"]
+    c = d.conn()
+    c.result("createSession", {"sessionId": "s"})
+    for i in range(4):
+        c.result("addMessage", {"role": "user", "content": f"m{i}", "session": "s", "data": {"i": i}})
+    c.result("popMessage", {"session": "s"})
+    c.result("trimMessages", {"keep": 1, "session": "s"})
+    c.result("trimMessages", {"keep": 1, "session": "s"})  # nothing to trim: no change
+    c.result("createSession", {"sessionId": "f", "forkFrom": "s", "makeCurrent": True})
+    c.result("clear", {"session": "s"})
+    records = c.result("exportSession", {"session": "f"})
+    c.result("importSession", {"records": records, "sessionId": "i"})
+    c.result("setCurrentSession", {"sessionId": "i"})
+    c.result("setCurrentSession", {"sessionId": "i"})  # already current: no change
+    c.result("deleteSession", {"sessionId": "f"})
+    c.result("clear")
+    end = c.result("getStats")["revision"]
+    got = [w.recv()["params"] for _ in range(end - start)]
+    assert [x["revision"] for x in got] == list(range(start + 1, end + 1))  # none missed, none twice
+    ops = [(x["op"], x["sessionId"]) for x in got]
+    new = got[-1]["newSessionId"]
+    assert ops == [("createSession", "s")] + [("addMessage", "s")] * 4 + [
+        ("popMessage", "s"), ("trimMessages", "s"), ("createSession", "f"), ("clear", "s"),
+        ("importSession", "i"), ("setCurrentSession", "i"), ("deleteSession", "f"), ("clear", "i")]
+    assert got[4]["removed"] == 1 and got[4]["data"] == {"i": 3}  # the 4th message trimmed the 1st
+    assert got[5]["message"] == {"role": "user", "content": "m3", "timestamp": got[4]["message"]["timestamp"]}
+    assert got[6]["removed"] == 1
+    assert got[7]["forkFrom"] == "s" and got[7]["forkUpTo"] == 1
+    assert "newSessionId" not in got[8]  # clear {session} keeps the id
+    assert new == c.result("getSessionId") and first != new
