@@ -33,7 +33,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
-from .state import Batch, Changes, SessionState
+from .state import Batch, SessionState
 
 BLOCK = 1_000_000  # revisions reserved at a time
 
@@ -86,6 +86,7 @@ class SessionHost:
         self._reserving: int | None = None
         self._dirty: dict[str, None] = {}  # sessions changed since the last drain
         self._deleted: list[str] = []
+        self._marks: dict[str, int] = {}  # sessions whose last revision is not written yet
         self._current_moved = False
         # Idle tracking without a clock: the sweeper advances ``tick``; each use of a
         # session stamps it.
@@ -167,7 +168,7 @@ class SessionHost:
     def _record(self, change: p.Change) -> None:
         sid = change.sessionId
         if sid in self.known:  # not a deleted one (clear's change names the old session)
-            self.known[sid] = change.revision
+            self.known[sid] = self._marks[sid] = change.revision
         s = self.loaded.get(sid)
         if s is not None:
             s.revision = change.revision
@@ -333,6 +334,7 @@ class SessionHost:
         self.loaded.pop(sid, None)
         self._used.pop(sid, None)
         self._dirty.pop(sid, None)
+        self._marks.pop(sid, None)
         self._deleted.append(sid)
 
     def clear(self) -> str:
@@ -347,7 +349,7 @@ class SessionHost:
         self._forget(old)
         self._record(self._next("clear", old, newSessionId=new))
         self._dirty[new] = None
-        s.revision = self.known[new] = self.revision
+        s.revision = self.known[new] = self._marks[new] = self.revision
         return new
 
     def restored(self, current: SessionState, known: dict[str, int]) -> None:
@@ -360,6 +362,7 @@ class SessionHost:
         self._used = {current.session_id: self.tick}
         self._dirty = {}
         self._deleted = []
+        self._marks = {}
         self._current_moved = False
         self._unsaved_current(current)
         self._reserving = None  # a reservation among the dropped batches is void
@@ -370,12 +373,13 @@ class SessionHost:
     def pending_changes(self) -> int:
         loaded = self.loaded
         rows = sum(loaded[sid].pending_changes for sid in self._dirty if sid in loaded)
-        return rows + len(self._deleted) + self._current_moved + (self.revision != self._drained)
+        return rows + len(self._deleted) + len(self._marks) + self._current_moved + (self.revision != self._drained)
 
-    def drain(self) -> Batch | None:
+    def drain(self, marks: bool = True) -> Batch | None:
         """What to write now: the changed sessions' rows, the deleted sessions, the
         current pointer, and a reservation of the next block of revisions once half of
-        the current one is used. None: nothing to do."""
+        the current one is used; with ``marks``, each changed session's last revision
+        (see Batch.marks). None: nothing to do."""
         reserve = None
         if self._reserving is None and self.revision > self.reserved - BLOCK // 2:
             reserve = self._reserving = self.revision + BLOCK
@@ -384,17 +388,17 @@ class SessionHost:
         loaded = self.loaded
         for sid in self._dirty:
             s = loaded.get(sid)
-            if s is None:
-                continue
-            # A change with no rows of its own (setCurrentSession) still moves the
-            # session's revision, which listSessions orders by.
-            batch.sessions.append(s.drain() or Changes(sid, s.start_time, s.current_task, s.active_ticket,
-                                                       revision=s.revision))
+            ch = s.drain() if s is not None else None
+            if ch is not None:
+                batch.sessions.append(ch)
+        if marks and self._marks:
+            batch.marks = list(self._marks.items())
+            self._marks = {}
         self._dirty = {}
         self._deleted = []
         self._current_moved = False
-        if not batch.sessions and not batch.deleted and batch.current is None and reserve is None \
-                and self.revision == self._drained:
+        if not batch.sessions and not batch.deleted and not batch.marks and batch.current is None \
+                and reserve is None and self.revision == self._drained:
             return None
         batch.revision = self._drained = self.revision
         return batch

@@ -22,6 +22,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from msgspec import UNSET
+
 from sessionmem import errors
 from sessionmem import protocol as p
 
@@ -62,9 +64,15 @@ class Loader:
              ) -> T | Coroutine[Any, Any, T]:
         """``op(session)`` now when it can run now, else a coroutine that runs it once
         the session (and, when ``needs_all(session)``, its whole history) is loaded."""
-        sid = self._host.resolve(ref)
-        s = self._host.get(sid)
-        if s is not None and sid not in self._last and (s.complete or needs_all is None or not needs_all(s)):
+        host = self._host
+        if ref is UNSET:  # the common case: the current session, always in memory
+            sid = host.current_id
+            s: SessionState | None = host.loaded[sid]
+        else:
+            sid = host.resolve(ref)
+            s = host.get(sid)
+        if (s is not None and (not self._last or sid not in self._last)
+                and (s.older == 0 or needs_all is None or not needs_all(s))):
             return op(s)
         loop = asyncio.get_running_loop()
         prev = self._last.get(sid)

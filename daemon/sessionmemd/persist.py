@@ -266,7 +266,7 @@ class Persister:
         if (self._lock.locked() or self._unsaved or host.pending_changes > INLINE_MAX_ROWS
                 or self.store.identity_problem()):
             return False, None  # a snapshot under way, a retry, a big write, or a lost file
-        changes = host.drain()
+        changes = host.drain(marks=False)  # the revision marks go with the next snapshot
         if changes is None:
             self._on_committed(host.revision)
             return True, None

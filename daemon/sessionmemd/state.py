@@ -44,7 +44,6 @@ class Changes:
     files: list[tuple[str, bool]] = field(default_factory=list)
     # (key, json text or None for deleted)
     context: list[tuple[str, str | None]] = field(default_factory=list)
-    revision: int = 0  # of the session's last change
 
     def __len__(self) -> int:
         rows = len(self.messages) + len(self.files) + len(self.context)
@@ -60,6 +59,11 @@ class Batch:
     # made again under the same id in one batch comes back whole.
     deleted: list[str] = field(default_factory=list)
     current: str | None = None  # the current session, when it changed
+    # (session, revision of its last change), for listSessions' order. Left out of the
+    # small commits of durability=always (each would cost another page write) and
+    # written by the next periodic snapshot: a crash may leave the order of the last
+    # interval's sessions stale, never their content.
+    marks: list[tuple[str, int]] = field(default_factory=list)
     # The database's revision when drained (written with the rows), and a new block of
     # revisions to reserve durably (see host.py), or None.
     revision: int = 0
@@ -68,7 +72,7 @@ class Batch:
     change_log: list[tuple[int, str, bytes]] | None = None
 
     def __len__(self) -> int:
-        return sum(map(len, self.sessions)) + len(self.deleted) + (self.current is not None)
+        return sum(map(len, self.sessions)) + len(self.deleted) + len(self.marks) + (self.current is not None)
 
     @property
     def messages(self) -> int:
@@ -366,7 +370,6 @@ class SessionState:
             context=[
                 (k, ctx[k].decode() if k in ctx else None) for k in self._dirty_context
             ],
-            revision=self.revision,
         )
         self._saved_messages = len(self._messages)
         self._trim_saved = self._pop_saved = 0

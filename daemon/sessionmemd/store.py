@@ -274,6 +274,9 @@ class Store:
             c.execute("DELETE FROM sessionmem_sessions WHERE session_id = ?", (sid,))
         for ch in b.sessions:
             cls._apply_session(c, ch)
+        if b.marks:
+            c.executemany("INSERT INTO sessionmem_sessions (session_id, revision) VALUES (?, ?) "
+                          "ON CONFLICT(session_id) DO UPDATE SET revision = excluded.revision", b.marks)
         if b.current is not None:
             c.execute(
                 "INSERT INTO sessionmem_meta (key, value) VALUES ('current_session', ?) "
@@ -339,8 +342,6 @@ class Store:
                     "ON CONFLICT(session_id, key) DO UPDATE SET value = excluded.value",
                     (sid, key, value),
                 )
-        c.execute("INSERT INTO sessionmem_sessions (session_id, revision) VALUES (?, ?) "
-                  "ON CONFLICT(session_id) DO UPDATE SET revision = excluded.revision", (sid, ch.revision))
 
     def copy_to(self, path: Path) -> None:
         """Copy the database as this connection sees it into a new file at ``path``
