@@ -74,7 +74,9 @@ class SessionHost:
     ) -> None:
         self.current_id = current.session_id
         self.loaded: dict[str, SessionState] = {current.session_id: current}
-        self.known = known  # every session: id -> revision of its last change
+        # Every session: id -> revision of its last change (of a loaded one, its
+        # state's ``revision`` is the newer: known is brought up to date when it is dropped).
+        self.known = known
         self.known.setdefault(current.session_id, current.revision)
         self.revision = revision
         self.reserved = revision  # the durable mark; raised by reserve()/saved()
@@ -84,9 +86,10 @@ class SessionHost:
         self._new_id = new_id
         self._drained = revision  # the revision of the last drain
         self._reserving: int | None = None
-        self._dirty: dict[str, None] = {}  # sessions changed since the last drain
+        # Sessions changed since the last drain with marks (see Batch.marks): a drain
+        # without them (durability=always's commits) writes their rows and keeps them.
+        self._dirty: dict[str, None] = {}
         self._deleted: list[str] = []
-        self._marks: dict[str, int] = {}  # sessions whose last revision is not written yet
         self._current_moved = False
         # Idle tracking without a clock: the sweeper advances ``tick``; each use of a
         # session stamps it.
@@ -131,6 +134,10 @@ class SessionHost:
         if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
             self.trim_messages(state, self.max_messages)
 
+    def revision_of(self, sid: str) -> int:
+        s = self.loaded.get(sid)
+        return s.revision if s is not None else self.known[sid]
+
     def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
         """Drop sessions unused since tick ``idle_since`` whose changes are all drained
         (the caller has written them). Never the current one, one with older history
@@ -140,7 +147,7 @@ class SessionHost:
                 and not s.pending_changes and sid not in self._dirty and s.complete
                 and sid not in busy]
         for sid in gone:
-            del self.loaded[sid]
+            self.known[sid] = self.loaded.pop(sid).revision
             self._used.pop(sid, None)
         return gone
 
@@ -167,9 +174,7 @@ class SessionHost:
 
     def _record(self, change: p.Change) -> None:
         sid = change.sessionId
-        if sid in self.known:  # not a deleted one (clear's change names the old session)
-            self.known[sid] = self._marks[sid] = change.revision
-        s = self.loaded.get(sid)
+        s = self.loaded.get(sid)  # None: a deleted one (clear's change names the old session)
         if s is not None:
             s.revision = change.revision
             self._dirty[sid] = None
@@ -334,7 +339,6 @@ class SessionHost:
         self.loaded.pop(sid, None)
         self._used.pop(sid, None)
         self._dirty.pop(sid, None)
-        self._marks.pop(sid, None)
         self._deleted.append(sid)
 
     def clear(self) -> str:
@@ -349,7 +353,7 @@ class SessionHost:
         self._forget(old)
         self._record(self._next("clear", old, newSessionId=new))
         self._dirty[new] = None
-        s.revision = self.known[new] = self._marks[new] = self.revision
+        s.revision = self.revision
         return new
 
     def restored(self, current: SessionState, known: dict[str, int]) -> None:
@@ -362,7 +366,6 @@ class SessionHost:
         self._used = {current.session_id: self.tick}
         self._dirty = {}
         self._deleted = []
-        self._marks = {}
         self._current_moved = False
         self._unsaved_current(current)
         self._reserving = None  # a reservation among the dropped batches is void
@@ -373,7 +376,7 @@ class SessionHost:
     def pending_changes(self) -> int:
         loaded = self.loaded
         rows = sum(loaded[sid].pending_changes for sid in self._dirty if sid in loaded)
-        return rows + len(self._deleted) + len(self._marks) + self._current_moved + (self.revision != self._drained)
+        return rows + len(self._dirty) + len(self._deleted) + self._current_moved + (self.revision != self._drained)
 
     def drain(self, marks: bool = True) -> Batch | None:
         """What to write now: the changed sessions' rows, the deleted sessions, the
@@ -387,14 +390,14 @@ class SessionHost:
                       reserve=reserve)
         loaded = self.loaded
         for sid in self._dirty:
-            s = loaded.get(sid)
-            ch = s.drain() if s is not None else None
+            s = loaded[sid]
+            ch = s.drain()
             if ch is not None:
                 batch.sessions.append(ch)
-        if marks and self._marks:
-            batch.marks = list(self._marks.items())
-            self._marks = {}
-        self._dirty = {}
+            if marks:
+                batch.marks.append((sid, s.revision))
+        if marks:
+            self._dirty = {}
         self._deleted = []
         self._current_moved = False
         if not batch.sessions and not batch.deleted and not batch.marks and batch.current is None \

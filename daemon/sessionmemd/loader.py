@@ -60,10 +60,9 @@ class Loader:
         self.loads = 0  # sessions read from the database (getStats)
 
     # -- calls -------------------------------------------------------------------------
-    def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
-             ) -> T | Coroutine[Any, Any, T]:
-        """``op(session)`` now when it can run now, else a coroutine that runs it once
-        the session (and, when ``needs_all(session)``, its whole history) is loaded."""
+    def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None) -> SessionState | None:
+        """The session a call may run on at once, or None (then :meth:`later`). Raises
+        NoSuchSession for an unknown id."""
         host = self._host
         if ref is UNSET:  # the common case: the current session, always in memory
             sid = host.current_id
@@ -73,7 +72,23 @@ class Loader:
             s = host.get(sid)
         if (s is not None and (not self._last or sid not in self._last)
                 and (s.older == 0 or needs_all is None or not needs_all(s))):
+            return s
+        return None
+
+    def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
+             ) -> T | Coroutine[Any, Any, T]:
+        """``op(session)`` now when it can run now, else a coroutine that runs it once
+        the session (and, when ``needs_all(session)``, its whole history) is loaded."""
+        s = self.ready(ref, needs_all)
+        if s is not None:
             return op(s)
+        return self.later(ref, op, needs_all)
+
+    def later(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
+              ) -> Coroutine[Any, Any, T]:
+        """Run ``op(session)`` once the session is ready, after every call on it that
+        is already waiting."""
+        sid = self._host.resolve(ref)
         loop = asyncio.get_running_loop()
         prev = self._last.get(sid)
         done: asyncio.Future[None] = loop.create_future()
@@ -172,7 +187,7 @@ class Loader:
             s = host.loaded.get(sid)
             if s is not None:
                 out.append(p.SessionInfo(sid, s.start_time, s.current_task, s.active_ticket, s.messages_count,
-                                         s.files_count, s.context_count, rev, sid == host.current_id))
+                                         s.files_count, s.context_count, s.revision, sid == host.current_id))
             elif sid in rows:
                 start, task, ticket, m, f, c = rows[sid]
                 out.append(p.SessionInfo(sid, start, task, ticket, m, f, c, rev, sid == host.current_id))

@@ -41,7 +41,10 @@ def _checked(value: Raw | Any, max_depth: int, field: str) -> Any:
 
 
 def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, max_depth: int) -> dict[str, Handler]:
-    call = loader.call
+    # call(session, op, needs_all): op(session) now or once the session is loaded. The
+    # hottest handlers spell that out as ready()/later(), so their common case (the
+    # current session, in memory) makes no closure.
+    call, ready, later = loader.call, loader.ready, loader.later
 
     def expect(a: Any) -> Any:
         return _checked(a.expect, max_depth, "params.expect")
@@ -56,8 +59,11 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         # An id must be checked against the whole history (a retry of an old append);
         # --max-messages trims the oldest: both wait for messages still loading.
         needs = _older_loading if msg_id is not None or host.max_messages is not None else None
-        return call(a.session, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data),  # type: ignore[arg-type]
-                    needs)
+        s = ready(a.session, needs)
+        if s is not None:
+            return host.add_message(s, a.role, a.content, ts, msg_id, data)  # type: ignore[arg-type]
+        return later(a.session, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data),  # type: ignore[arg-type]
+                     needs)
 
     def set_task(a: p.SetCurrentTaskParams) -> Any:
         exp = expect(a)
@@ -79,13 +85,25 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         value = bytes(a.value)
         check_json_value(value, max_depth, "params.value")
         exp = expect(a)
-        return call(a.session, lambda s: host.set_context(s, a.key, value, exp))
+        s = ready(a.session)
+        if s is not None:
+            return host.set_context(s, a.key, value, exp)
+        return later(a.session, lambda s: host.set_context(s, a.key, value, exp))
+
+    def get_context(a: p.KeyParams) -> Any:
+        s = ready(a.session)
+        if s is not None:
+            return s.get_context(a.key)
+        return later(a.session, lambda s: s.get_context(a.key))
 
     def recent(a: p.GetRecentMessagesParams) -> Any:
         n = a.count
+        s = ready(a.session, lambda s: n > s.loaded_messages)
+        if s is not None:
+            return s.recent_full(n) if a.full else s.recent_messages(n)
         if a.full:
-            return call(a.session, lambda s: s.recent_full(n), lambda s: n > s.loaded_messages)
-        return call(a.session, lambda s: s.recent_messages(n), lambda s: n > s.loaded_messages)
+            return later(a.session, lambda s: s.recent_full(n), lambda s: n > s.loaded_messages)
+        return later(a.session, lambda s: s.recent_messages(n), lambda s: n > s.loaded_messages)
 
     def all_messages(a: p.GetAllMessagesParams) -> Any:
         if a.full:
@@ -134,7 +152,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "setActiveTicket": set_ticket,
         "getActiveTicket": lambda a: call(a.session, lambda s: s.active_ticket),
         "setContext": set_context,
-        "getContext": lambda a: call(a.session, lambda s: s.get_context(a.key)),
+        "getContext": get_context,
         "deleteContext": delete_context,
         "getAllContext": lambda a: call(a.session, SessionState.all_context),
         "snapshot": lambda _: shell.snapshot(),
