@@ -264,6 +264,7 @@ class Daemon:
             gone = host.unload_idle(host.tick - 2, self.loader.busy())
             if gone:
                 log.debug("dropped %d idle session(s) from memory", len(gone))
+                self.loader.shrink()
                 release_memory()
 
     async def _idle_timer(self, idle: float) -> None:

@@ -208,6 +208,14 @@ class Loader:
             self._conn.close()
             self._conn = None
 
+    def shrink(self) -> None:
+        """Let the reader connection's page cache go (after sessions were dropped)."""
+        self._executor.submit(self._shrink)
+
+    def _shrink(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("PRAGMA shrink_memory")
+
     def reset(self) -> None:
         """The database file was made anew: read the new one from now on."""
         self._executor.submit(self._close_conn)
