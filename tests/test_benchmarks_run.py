@@ -53,3 +53,16 @@ def test_feed_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_sessions_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
+    import sessions_bench
+
+    m = sessions_bench.many_start(tmp_path, 50, 1)
+    assert m["oneSessionStartS"] > 0 and m["manySessionsStartS"] > 0 and m["listSessionsMs"] > 0
+    e = sessions_bench.export_import(tmp_path, 500)
+    assert e["exportPerS"] > 0 and e["importPerS"] > 0
+    i = sessions_bench.idle_memory(tmp_path, 20, 0.3)
+    assert i["sessionsLoadedAfter"] == 1 and i["rssBeforeMiB"] > 0
+    b = sessions_bench.big_start(tmp_path, 3000)
+    assert b["bigFirstAnswerS"] > 0 and b["bigAllMessagesS"] >= b["bigFirstAnswerS"]
