@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from conftest import Daemon, wait_for
+from conftest import wait_for
 
 
 def fill(db: Path, sessions: dict[str, int], current: str | None = None) -> None:

@@ -230,7 +230,9 @@ class Loader:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def close(self) -> None:
-        for fut in (*self._loading.values(), *self._completing.values()):
-            fut.cancel()
+        for loading in self._loading.values():
+            loading.cancel()
+        for completing in self._completing.values():
+            completing.cancel()
         self._executor.submit(self._close_conn)
         self._executor.shutdown(wait=True)
