@@ -14,8 +14,11 @@ from . import protocol as p
 from .api import (
     SessionAPI,
     check_hello,
+    batch_outcome,
+    decode_batch,
     decode_change,
     decode_reply,
+    encode_batch,
     encode_call,
     result_of,
     safe_to_repeat,
@@ -48,6 +51,7 @@ class _ClientProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.framer = p.LineFramer(MAX_REPLY)
         self.waiters: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self.batches: dict[int, asyncio.Future[list[p.Reply]]] = {}  # by the batch's first id
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.changes: asyncio.Queue[p.Change | BaseException] | None = None
@@ -62,6 +66,9 @@ class _ClientProtocol(asyncio.Protocol):
             self._fail(errors.ConnectionLost(str(e)))
             return
         for frame in frames:
+            if frame[:1] == b"[":
+                self._batch_reply(frame)
+                continue
             try:
                 change = decode_change(frame)
                 if change is not None:
@@ -89,12 +96,27 @@ class _ClientProtocol(asyncio.Protocol):
             except errors.SessionmemError as e:
                 fut.set_exception(e)
 
+    def _batch_reply(self, frame: bytes) -> None:
+        try:
+            replies = decode_batch(frame)
+        except errors.SessionmemError as e:
+            self._fail(e)
+            return
+        ids = [r.id for r in replies if isinstance(r.id, int)]
+        fut = self.batches.pop(min(ids), None) if ids else None
+        if fut is not None and not fut.done():
+            fut.set_result(replies)
+
     def _fail(self, exc: BaseException) -> None:
         self.lost = exc
         for _, fut in self.waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
         self.waiters.clear()
+        for batch in self.batches.values():
+            if not batch.done():
+                batch.set_exception(exc)
+        self.batches.clear()
         if self.changes is not None:
             self.changes.put_nowait(exc)
         if self.transport is not None:
@@ -170,6 +192,36 @@ class AsyncSession(SessionAPI):
         # The daemon went away mid-call: safe to repeat, so once more on a new connection
         # (one reconnect for all the calls that were in flight).
         return await self._send(await self._reconnect(proto), method, params)
+
+    async def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        """Every call here is safe to repeat (appends with ids): retried as one."""
+        proto = self._proto
+        if proto is None:
+            raise errors.ConnectionFailed("session is not connected (use `async with`)")
+        if proto.lost is not None and self._retry:
+            proto = await self._reconnect(proto)
+        try:
+            return await self._send_batch(proto, calls)
+        except errors.ConnectionLost:
+            if not self._retry:
+                raise
+        return await self._send_batch(await self._reconnect(proto), calls)
+
+    async def _send_batch(self, proto: _ClientProtocol, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        if proto.lost is not None or proto.transport is None:
+            raise proto.lost or errors.ConnectionLost("not connected")
+        first = self._next_id + 1
+        self._next_id += len(calls)
+        fut: asyncio.Future[list[p.Reply]] = asyncio.get_running_loop().create_future()
+        proto.batches[first] = fut
+        proto.transport.write(encode_batch(calls, first))
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await fut
+        except TimeoutError:
+            proto.batches.pop(first, None)
+            raise errors.ConnectionFailed(f"no reply to a batch within {self._timeout:g}s") from None
+        return batch_outcome(calls, first, replies)
 
     async def _reconnect(self, lost: _ClientProtocol) -> _ClientProtocol:
         if self._reconnecting is None:

@@ -10,7 +10,7 @@ objects and ``get_stats`` a ``Stats``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -76,6 +76,35 @@ def decode_reply(frame: bytes) -> p.Reply:
         return _reply_decoder.decode(frame)
     except msgspec.DecodeError as e:
         raise _malformed(e) from None
+
+
+_batch_decoder: list[msgspec.json.Decoder[list[p.Reply]]] = []  # built on first use
+
+
+def encode_batch(calls: list[tuple[str, dict[str, Any] | None]], first_id: int) -> bytes:
+    """One frame holding a JSON-RPC batch of ``calls``, ids from ``first_id`` on."""
+    return b"[" + b",".join(encode_call(m, params, first_id + i)[:-1] for i, (m, params) in enumerate(calls)) + b"]\n"
+
+
+def decode_batch(frame: bytes) -> list[p.Reply]:
+    if not _batch_decoder:
+        _batch_decoder.append(msgspec.json.Decoder(list[p.Reply]))
+    try:
+        return _batch_decoder[0].decode(frame)
+    except msgspec.DecodeError as e:
+        raise _malformed(e) from None
+
+
+def batch_outcome(calls: list[tuple[str, dict[str, Any] | None]], first_id: int, replies: list[p.Reply]) -> list[Any]:
+    """Each call's typed result, in call order; the first error (in call order) raised."""
+    by_id = {r.id: r for r in replies}
+    out = []
+    for i, (method, _) in enumerate(calls):
+        reply = by_id.get(first_id + i)
+        if reply is None:
+            raise errors.InternalError(f"the daemon's batch reply lacks call {i} ({method})")
+        out.append(result_of(method, reply))
+    return out
 
 
 def result_of(method: str, reply: p.Reply) -> Any:
@@ -183,6 +212,10 @@ def _session_id(result: p.SessionIdResult) -> str:
     return result.sessionId
 
 
+def _nothing(_result: Any) -> None:
+    return None
+
+
 def _records(records: Iterable[p.Record | dict[str, Any] | bytes]) -> list[Any]:
     """Records as exportSession returns them, as dicts, or as JSON lines."""
     return [msgspec.Raw(r) if isinstance(r, bytes) else r for r in records]
@@ -205,6 +238,10 @@ class SessionAPI:
     def _call(self, method: str, params: dict[str, Any] | None = None,
               then: Callable[[Any], Any] | None = None) -> Any:
         """Send one call; its typed result, passed through ``then`` when given."""
+        raise NotImplementedError
+
+    def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> Any:
+        """Send ``calls`` as one JSON-RPC batch; the list of their results."""
         raise NotImplementedError
 
     def _s(self, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -239,6 +276,24 @@ class SessionAPI:
         if data is not NOT_GIVEN:
             params["data"] = data
         return self._call("addMessage", self._s(params))
+
+    def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> Any:
+        """Append several messages, each a mapping of ``add_message``'s arguments
+        (``role``, ``content``, and ``timestamp``, ``message_id``, ``data`` when wanted),
+        in one JSON-RPC batch: the daemon adds them one after the other with no other
+        client's change between them. Retried like ``add_message`` (each has an id)."""
+        calls: list[tuple[str, dict[str, Any] | None]] = []
+        for m in messages:
+            params: dict[str, Any] = {"role": m["role"], "content": m["content"],
+                                      "id": m.get("message_id") or new_message_id()}
+            if m.get("timestamp") is not None:
+                params["timestamp"] = m["timestamp"]
+            if "data" in m:
+                params["data"] = m["data"]
+            calls.append(("addMessage", self._s(params)))
+        if not calls:
+            return self._call("getSessionId", self._s(), _nothing)  # still checks the session
+        return self._batch(calls)
 
     def get_recent_messages(self, count: int, full: bool = False) -> Any:
         """The last ``count`` messages, oldest first: ``Message`` objects, or with

@@ -18,9 +18,12 @@ from . import protocol as p
 from .api import (
     SessionAPI,
     check_hello,
+    batch_outcome,
+    decode_batch,
     decode_change,
     decode_reply,
     decode_typed,
+    encode_batch,
     encode_call,
     hello_params,
     result_of,
@@ -103,6 +106,53 @@ class Session(SessionAPI):
             # safe to repeat, so repeat it once on a new connection.
             self.daemon = reconnect(self._connect, self._timeout)
             return self._exchange(method, params)
+
+    def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        """Every call here is safe to repeat (appends with ids): retried as one."""
+        with self._lock:
+            if self._closed:
+                raise errors.ConnectionFailed("session is closed")
+            if self._sock is None:
+                self.daemon = self._connect()
+            try:
+                return self._exchange_batch(calls)
+            except (_Unsent, errors.ConnectionLost):
+                if not self._retry:
+                    raise errors.ConnectionLost("lost the daemon during a batch") from None
+            self.daemon = reconnect(self._connect, self._timeout)
+            return self._exchange_batch(calls)
+
+    def _exchange_batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        sock = self._sock
+        assert sock is not None
+        first = self._next_id + 1
+        self._next_id += len(calls)
+        try:
+            try:
+                sock.sendall(encode_batch(calls, first))
+            except (BrokenPipeError, ConnectionResetError):
+                self._raise_parting_error(sock)
+                self._drop()
+                raise _Unsent from None
+            while True:
+                frame = self._read_frame(sock)
+                if frame[:1] == b"[":
+                    return batch_outcome(calls, first, decode_batch(frame))
+                reply = decode_reply(frame)
+                if reply.id is None and reply.error is not p.UNSET:
+                    self._drop()
+                    raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+        except (TimeoutError, BlockingIOError):
+            self._drop()
+            raise errors.ConnectionFailed(f"no reply to a batch within {self._timeout:g}s") from None
+        except (OSError, p.FrameTooLarge) as e:
+            self._drop()
+            raise errors.ConnectionLost(f"lost the daemon during a batch: {e}") from None
+        except errors.SessionmemError:
+            raise
+        except BaseException:
+            self._drop()
+            raise
 
     def _exchange(self, method: str, params: dict[str, Any] | None) -> Any:
         """Send one call and read its reply. Any failure in between, an interrupt
