@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from .. import errors
-from ..protocol import UNSET, FullMessage
+from ..protocol import FullMessage
 from ..session import Session
 
 T = TypeVar("T")
@@ -191,4 +191,3 @@ class SessionmemSession:
 
 
 __all__ = ["SessionmemSession", "as_item", "readable"]
-assert UNSET is not None  # re-exported for callers comparing FullMessage.data
