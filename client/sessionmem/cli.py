@@ -351,6 +351,18 @@ def watch(c: Ctx, since: int | None) -> None:
 
 
 @main.command()
+@pass_ctx
+def mcp(c: Ctx) -> None:
+    """Serve this project's session as an MCP server on stdin/stdout (for a coding agent's
+    config: `sessionmem mcp`). Needs the extra: pip install 'sessionmem[mcp]'."""
+    try:
+        from .integrations import mcp_server
+    except ImportError as e:
+        _fail(str(e), 1)
+    mcp_server.main(c.project, c.socket, c.autostart)
+
+
+@main.command()
 @click.argument("method")
 @click.argument("params", required=False)
 @pass_ctx
