@@ -74,6 +74,16 @@ def may_autostart(paths: Paths, autostart: bool, e: OSError) -> None:
     """Raise unless this client should start a daemon itself."""
     if not autostart_enabled(autostart):
         raise no_daemon(paths, e) from None
+    if paths.explicit_socket:
+        # Named by --socket or $SESSIONMEM_SOCKET: it may be forwarded from another host
+        # (ssh -L), whose daemon is the single writer; a daemon of our own there would
+        # split the session in two.
+        raise errors.ConnectionFailed(
+            f"no sessionmemd answers on {paths.socket} ({e.strerror}); a client given a socket "
+            f"(--socket, SESSIONMEM_SOCKET) never starts a daemon: start it where it runs, or "
+            f"check the forwarding (ssh -L)",
+            {"socket": str(paths.socket)},
+        ) from None
     from .service import managed_by_service
 
     if managed_by_service(paths):
