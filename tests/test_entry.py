@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessionmem.entry import parse_call
+from sessionmem.cli.entry import parse_call
 
 
 @pytest.mark.parametrize("argv,expected", [

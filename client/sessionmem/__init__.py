@@ -9,11 +9,12 @@ Attributes are imported lazily so that ``sessionmem`` (the CLI) starts fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__
 
+TYPE_CHECKING = False  # typing's own import costs a one-shot CLI call ~3 ms
 if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
+    from typing import Any
+
     from .aio import AsyncSession
     from .errors import (
         Compacted,

@@ -7,7 +7,10 @@ from __future__ import annotations
 import _socket
 import struct
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing's own import costs a one-shot CLI call ~3 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 

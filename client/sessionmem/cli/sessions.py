@@ -10,8 +10,8 @@ from typing import IO, Any
 import click
 import msgspec
 
-from . import errors
-from .cli import Ctx, _fail, pass_ctx
+from .. import errors
+from .base import Ctx, fail, pass_ctx
 
 _json = msgspec.json.Encoder()
 _check_line = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -43,7 +43,7 @@ def sessions_list(c: Ctx) -> None:
 def sessions_new(c: Ctx, session_id: str | None, fork_from: str | None, up_to: int | None, use: bool) -> None:
     """Create a session and print its id."""
     if up_to is not None and fork_from is None:
-        _fail("--up-to needs --fork-from", 2)
+        fail("--up-to needs --fork-from", 2)
     c.out(c.session().create_session(session_id, fork_from, up_to, use))
 
 
@@ -106,7 +106,7 @@ def import_(c: Ctx, file: IO[bytes], session_id: str | None, use: bool) -> None:
     except errors.InvalidParams as e:
         i = e.data.get("record") if isinstance(e.data, dict) else None
         if isinstance(i, int) and 0 <= i < len(lines):
-            _fail(f"{file.name}: line {lines[i]}: {e.message.replace(f'records[{i}]: ', '')}")
+            fail(f"{file.name}: line {lines[i]}: {e.message.replace(f'records[{i}]: ', '')}")
         raise
 
 
@@ -121,7 +121,7 @@ def _read_records(file: IO[bytes], limit: int) -> tuple[list[bytes], list[int]]:
         n += 1
         size += len(line)
         if size > limit:
-            _fail(f"{file.name}: line {n}: the export is larger than the daemon takes in one request "
+            fail(f"{file.name}: line {n}: the export is larger than the daemon takes in one request "
                   f"({limit} bytes; its --max-frame); nothing was imported")
         line = line.strip()
         if not line:
@@ -129,9 +129,12 @@ def _read_records(file: IO[bytes], limit: int) -> tuple[list[bytes], list[int]]:
         try:
             _check_line(line)
         except (msgspec.DecodeError, RecursionError) as e:
-            _fail(f"{file.name}: line {n}: not a JSON object: {e}; nothing was imported")
+            fail(f"{file.name}: line {n}: not a JSON object: {e}; nothing was imported")
         records.append(line)
         lines.append(n)
     if not records:
-        _fail(f"{file.name}: empty: an export starts with a session header line; nothing was imported")
+        fail(f"{file.name}: empty: an export starts with a session header line; nothing was imported")
     return records, lines
+
+
+COMMANDS: list[click.Command] = [sessions, export, import_]

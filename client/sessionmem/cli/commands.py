@@ -1,93 +1,31 @@
-"""`sessionmem`: every wire method from the shell, readable output or --json."""
+"""`sessionmem` commands on the session: every wire method from the shell, readable
+output or --json."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
 
-from . import errors
-from .entry import report
-from .paths import PathError, resolve
+from .. import errors
+from .base import Ctx, fail, pass_ctx
+from .call import run_call
 
 _json = msgspec.json.Encoder()
+COMMANDS: list[click.Command] = []
 
 
-class Ctx:
-    def __init__(self, project: str | None, socket: str | None, as_json: bool, autostart: bool,
-                 session_id: str | None = None) -> None:
-        self.project = project
-        self.socket = socket
-        self.as_json = as_json
-        self.autostart = autostart
-        self.session_id = session_id
-        self._session: Any = None
-
-    def session(self, autostart: bool | None = None, check_version: bool = True) -> Any:
-        if self._session is None:
-            from .session import Session
-
-            self._session = Session(self.project, self.socket,
-                                    autostart=self.autostart if autostart is None else autostart,
-                                    check_version=check_version, session_id=self.session_id)
-        return self._session
-
-    def paths(self) -> Any:
-        return resolve(self.project, self.socket)
-
-    def out(self, value: Any, human: str | None = None) -> None:
-        if self.as_json:
-            click.echo(_json.encode(value).decode())
-        elif human is not None:
-            if human:
-                click.echo(human)
-        elif value is None:
-            pass
-        elif isinstance(value, str):
-            click.echo(value)
-        else:
-            click.echo(_json.encode(value).decode())
-
-
-pass_ctx: Callable[..., Any] = click.make_pass_decorator(Ctx)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"sessionmem: {message}", err=True)
-    sys.exit(code)
-
-
-class _Group(click.Group):
-    """Turns sessionmem errors into one readable line and an exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (errors.SessionmemError, PathError) as e:
-            message, code = report(e) or (str(e), 1)
-            _fail(message, code)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--project", type=click.Path(file_okay=False), envvar="SESSIONMEM_PROJECT", help="Project root (default: discovered from the cwd).")
-@click.option("--socket", type=click.Path(dir_okay=False), envvar="SESSIONMEM_SOCKET", help="Daemon socket (default: derived from the project).")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-@click.option("--no-autostart", is_flag=True, help="Fail instead of starting a daemon (also SESSIONMEM_NO_AUTOSTART=1).")
-@click.option("--session", "session_id", metavar="ID", envvar="SESSIONMEM_SESSION", help="Work on session ID instead of the current one (see `sessions`).")
-@click.version_option(package_name="sessionmem")
-@click.pass_context
-def main(ctx: click.Context, project: str | None, socket: str | None, as_json: bool, no_autostart: bool,
-         session_id: str | None) -> None:
-    """Shared short-term memory for the agents working on one project."""
-    ctx.obj = Ctx(project, socket, as_json, not no_autostart, session_id)
+def _command(cmd: click.Command) -> click.Command:
+    COMMANDS.append(cmd)
+    return cmd
 
 
 # -- session methods -------------------------------------------------------------------
-@main.command("id")
+@_command
+@click.command("id")
 @pass_ctx
 def session_id(c: Ctx) -> None:
     """Print the session id."""
@@ -119,7 +57,7 @@ def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) ->
     def clear_(c: Ctx) -> None:
         c.out(getattr(c.session(), setter)(None))
 
-    main.add_command(group)
+    COMMANDS.append(group)
 
 
 _text_field("task", "The current task.", "get_current_task", "set_current_task", "TEXT")
@@ -136,11 +74,11 @@ def ticket_claim(c: Ctx, ticket_id: str) -> None:
     except errors.Conflict as e:
         # Also when it is TICKET_ID itself: someone else claimed it first.
         c.out({"claimed": None, "heldBy": e.current, "revision": e.revision}, "")
-        _fail(f"not claimed: the active ticket is already {e.current} (revision {e.revision})")
+        fail(f"not claimed: the active ticket is already {e.current} (revision {e.revision})")
     c.out({"claimed": ticket_id}, f"claimed {ticket_id}")
 
 
-main.commands["ticket"].add_command(ticket_claim)  # type: ignore[attr-defined]
+next(g for g in COMMANDS if g.name == "ticket").add_command(ticket_claim)  # type: ignore[attr-defined]
 
 
 def _show_messages(c: Ctx, messages: list[Any]) -> None:
@@ -151,7 +89,8 @@ def _show_messages(c: Ctx, messages: list[Any]) -> None:
     c.out(messages, "\n".join(lines))
 
 
-@main.group()
+@_command
+@click.group()
 def msg() -> None:
     """Conversation history."""
 
@@ -202,7 +141,8 @@ def msg_trim(c: Ctx, keep: int) -> None:
     c.out(removed, f"removed {removed} message(s)")
 
 
-@main.group()
+@_command
+@click.group()
 def files() -> None:
     """Open files."""
 
@@ -230,7 +170,8 @@ def files_list(c: Ctx) -> None:
     c.out(paths, "\n".join(paths))
 
 
-@main.group()
+@_command
+@click.group()
 def ctx() -> None:
     """Context key-values (values are JSON)."""
 
@@ -279,7 +220,8 @@ def ctx_all(c: Ctx) -> None:
     c.out(c.session().get_all_context())
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def snapshot(c: Ctx) -> None:
     """Write unsaved changes to the database now."""
@@ -287,14 +229,16 @@ def snapshot(c: Ctx) -> None:
     c.out(r, f"wrote {r.messages} message(s), {r.files} file change(s), {r.contextKeys} context change(s) in {r.durationMs} ms" if r.written else "nothing to write")
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def restore(c: Ctx) -> None:
     """Reload the last snapshot, dropping unsaved changes."""
     c.out(c.session().restore())
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def clear(c: Ctx) -> None:
     """Start a new, empty session (the old one is deleted). With --session ID: empty
@@ -302,7 +246,8 @@ def clear(c: Ctx) -> None:
     c.out(c.session().clear())
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def stats(c: Ctx) -> None:
     s = c.session().get_stats()
@@ -310,7 +255,8 @@ def stats(c: Ctx) -> None:
     c.out(s, human)
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def hello(c: Ctx) -> None:
     """The daemon's version, pid, paths and capabilities."""
@@ -332,7 +278,8 @@ def _gist(ch: Any) -> str:
     return ""
 
 
-@main.command()
+@_command
+@click.command()
 @click.option("--since", type=click.IntRange(min=0), default=None, help="Replay the changes after revision R first.")
 @pass_ctx
 def watch(c: Ctx, since: int | None) -> None:
@@ -350,42 +297,25 @@ def watch(c: Ctx, since: int | None) -> None:
         return
 
 
-@main.command()
+@_command
+@click.command()
 @pass_ctx
 def mcp(c: Ctx) -> None:
     """Serve this project's session as an MCP server on stdin/stdout (for a coding agent's
     config: `sessionmem mcp`). Needs the extra: pip install 'sessionmem[mcp]'."""
     try:
-        from .integrations import mcp_server
+        from ..integrations import mcp_server
     except ImportError as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     mcp_server.main(c.project, c.socket, c.autostart)
 
 
-@main.command()
+@_command
+@click.command()
 @click.argument("method")
 @click.argument("params", required=False)
 @pass_ctx
 def call(c: Ctx, method: str, params: str | None) -> None:
-    """Call METHOD with PARAMS_JSON (an object) and print the raw JSON result."""
-    args = None
-    if params:
-        try:
-            args = msgspec.json.decode(params)
-        except msgspec.DecodeError as e:
-            _fail(f"PARAMS_JSON is not JSON: {e}", 2)
-    click.echo(_json.encode(c.session().call(method, args)).decode())
-
-
-from .cli_admin import daemon, service  # noqa: E402  (they need main's Ctx and helpers)
-from .cli_sessions import export, import_, sessions  # noqa: E402
-
-main.add_command(daemon)
-main.add_command(service)
-main.add_command(sessions)
-main.add_command(export)
-main.add_command(import_)
-
-
-if __name__ == "__main__":
-    main()
+    """Call METHOD with PARAMS_JSON (an object, sent as it is: --session does not apply)
+    and print the raw JSON result."""
+    sys.exit(run_call(c.project, c.socket, not c.autostart, method, params))

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from . import errors
-from .cli import Ctx, _fail, pass_ctx
-from .entry import EXIT_NOT_RUNNING
+from .. import errors
+from .base import Ctx, fail, pass_ctx
+from .report import EXIT_NOT_RUNNING
 
 
 # -- daemon control -------------------------------------------------------------------------
@@ -53,7 +53,7 @@ def daemon_status(c: Ctx) -> None:
 @pass_ctx
 def daemon_start(c: Ctx, idle_timeout: float | None) -> None:
     """Start a detached daemon for this project (no-op when one runs)."""
-    from .connect import start_daemon
+    from ..connect import start_daemon
 
     hello = _running(c)
     if hello is not None:
@@ -67,7 +67,7 @@ def daemon_start(c: Ctx, idle_timeout: float | None) -> None:
     while (hello := _running(c)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if hello is None:
-        _fail(f"a daemon owns {paths.db} but none answers on {paths.socket}; see {paths.log}")
+        fail(f"a daemon owns {paths.db} but none answers on {paths.socket}; see {paths.log}")
     c.out(None, f"{'started' if ours else 'already running'}: pid {hello.pid}, socket {hello.socketPath}")
 
 
@@ -88,7 +88,7 @@ def _stop(c: Ctx, timeout: float = 30.0) -> bool:
         except PermissionError:
             pass
         time.sleep(0.02)
-    _fail(f"daemon pid {hello.pid} did not exit within {timeout:g}s")
+    fail(f"daemon pid {hello.pid} did not exit within {timeout:g}s")
 
 
 @daemon.command("stop")
@@ -125,7 +125,7 @@ def _print_files(files: list[tuple[str, str]]) -> None:
 @pass_ctx
 def service_install(c: Ctx, only_print: bool, no_start: bool) -> None:
     """Write the unit files (or plist) for this project and start listening."""
-    from . import service as svc
+    from .. import service as svc
 
     root = c.paths().root
     lay = svc.Layout.for_project(root)
@@ -146,7 +146,7 @@ def service_install(c: Ctx, only_print: bool, no_start: bool) -> None:
 @pass_ctx
 def service_uninstall(c: Ctx) -> None:
     """Stop and disable this project's service and remove its files."""
-    from . import service as svc
+    from .. import service as svc
 
     for line in svc.uninstall(c.paths().root):
         click.echo(line)
@@ -156,9 +156,12 @@ def service_uninstall(c: Ctx) -> None:
 @pass_ctx
 def service_status(c: Ctx) -> None:
     """The service manager's view of this project's socket and daemon."""
-    from . import service as svc
+    from .. import service as svc
 
     code, lines = svc.status(c.paths().root)
     for line in lines:
         click.echo(line)
     sys.exit(code)
+
+
+COMMANDS: list[click.Command] = [daemon, service]

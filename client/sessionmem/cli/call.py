@@ -1,0 +1,46 @@
+"""`sessionmem call METHOD [PARAMS_JSON]`: the one implementation, for the console
+script's fast path (entry.py) and for the click command alike."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import oneshot
+from .report import report
+
+
+def run_call(project: str | None, socket: str | None, no_autostart: bool, method: str, params: str | None) -> int:
+    """Print the result's JSON; returns the exit code. PARAMS_JSON goes as it is (the
+    global --session does not apply: put "session" in it)."""
+    out = oneshot.call(project, socket, method, params)
+    if out is None:
+        return _full(project, socket, no_autostart, method, params)
+    os.write(1, out + b"\n")
+    return 0
+
+
+def _full(project: str | None, socket: str | None, no_autostart: bool, method: str, params: str | None) -> int:
+    """Everything the fast path leaves: autostart, the lock file's socket, errors."""
+    import msgspec
+
+    from ..session import Session
+
+    args = None
+    if params:
+        try:
+            args = msgspec.json.decode(params)
+        except msgspec.DecodeError as e:
+            print(f"sessionmem: PARAMS_JSON is not JSON: {e}", file=sys.stderr)
+            return 2
+    try:
+        with Session(project, socket, autostart=not no_autostart) as s:
+            result = s.call(method, args)
+    except Exception as e:
+        r = report(e)
+        if r is None:
+            raise
+        print(f"sessionmem: {r[0]}", file=sys.stderr)
+        return r[1]
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    return 0

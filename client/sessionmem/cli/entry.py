@@ -1,0 +1,62 @@
+"""The `sessionmem` console script's entry point.
+
+`sessionmem call METHOD [PARAMS_JSON]` is what scripts and agents run in loops, so it
+gets a path that skips click (whose import alone costs about as much as starting
+Python): global options and `call` are parsed here, and everything else (including any
+form this parser does not recognise, and --help) goes to the click CLI (app.py). This
+module imports nothing beyond the standard library's cheapest parts until it knows
+which path it takes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing's own import costs a one-shot call ~3 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+_FLAGS = {"--json": "as_json", "--no-autostart": "no_autostart"}
+_VALUED = {"--project": "project", "--socket": "socket", "--session": "session"}  # `call` ignores --session
+
+
+def parse_call(argv: list[str]) -> dict[str, Any] | None:
+    """The options of a plain `call` invocation, or None to let click handle argv."""
+    opts: dict[str, Any] = {"project": os.environ.get("SESSIONMEM_PROJECT") or None,
+                            "socket": os.environ.get("SESSIONMEM_SOCKET") or None,
+                            "as_json": False, "no_autostart": False}
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        name, eq, value = argv[i].partition("=")
+        if name in _FLAGS and not eq:
+            opts[_FLAGS[name]] = True
+        elif name in _VALUED:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+            opts[_VALUED[name]] = value
+        else:
+            return None
+        i += 1
+    rest = argv[i:]
+    if not (2 <= len(rest) <= 3) or rest[0] != "call" or any(a.startswith("-") for a in rest[1:2]):
+        return None
+    if len(rest) == 3 and rest[2] in ("-h", "--help"):
+        return None
+    opts["method"] = rest[1]
+    opts["params"] = rest[2] if len(rest) == 3 else None
+    return opts
+
+
+def main() -> None:
+    opts = parse_call(sys.argv[1:])
+    if opts is not None:
+        from .call import run_call
+
+        sys.exit(run_call(opts["project"], opts["socket"], opts["no_autostart"], opts["method"], opts["params"]))
+    from .app import main as cli
+
+    cli()
