@@ -3,7 +3,6 @@ output, and how errors become one line and an exit code. Imports no command modu
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn

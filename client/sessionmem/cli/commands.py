@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -16,9 +16,11 @@ from .call import run_call
 
 _json = msgspec.json.Encoder()
 COMMANDS: list[click.Command] = []
+C = TypeVar("C", bound=click.Command)
 
 
-def _command(cmd: click.Command) -> click.Command:
+def _command(cmd: C) -> C:
+    """Register a top-level command (app.py adds them to the group)."""
     COMMANDS.append(cmd)
     return cmd
 
