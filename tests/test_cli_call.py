@@ -81,7 +81,7 @@ def test_the_cli_modules_import_each_other_without_a_circle() -> None:
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 deps |= {node.module} if node.module else {a.name for a in node.names}
         graph[f.stem] = {d for d in deps if (PKG / "cli" / f"{d}.py").exists()}
-    assert graph["entry"] == {"call", "app"} and graph["oneshot"] == set()
+    assert graph["entry"] == {"call", "app", "oneshot"} and graph["oneshot"] == {"report"}
 
     def visit(node: str, path: list[str]) -> None:
         assert node not in path, f"import circle: {' -> '.join([*path, node])}"
@@ -90,3 +90,56 @@ def test_the_cli_modules_import_each_other_without_a_circle() -> None:
 
     for module in graph:
         visit(module, [])
+
+
+CLICK = [sys.executable, "-c", "import sys; from sessionmem.cli.app import main; sys.argv[0] = 'sessionmem'; main()"]
+
+
+def test_the_one_shot_commands_print_what_the_click_commands_print(daemon: Daemon, env) -> None:
+    e = dict(env, SESSIONMEM_SOCKET=str(daemon.socket))
+
+    def both(*args: str, stdin: str | None = None) -> tuple[subprocess.CompletedProcess[str], ...]:
+        fast = subprocess.run([*CLI, *args], env=e, input=stdin, capture_output=True, text=True, timeout=60)
+        slow = subprocess.run([*CLICK, *args], env=e, input=stdin, capture_output=True, text=True, timeout=60)
+        return fast, slow
+
+    tricky = 'quote " backslash \\ tab \t newline \n nul \x01 ünïcødé ✓'
+    with daemon.session() as s:
+        s.create_session("other")
+    for args in (["id"], ["task", "get"], ["--json", "task", "get"], ["ticket", "get"]):
+        fast, slow = both(*args)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr), args
+    for setter in (["task", "set", tricky], ["ticket", "set", "T-✓"], ["--session", "other", "task", "set", "x"]):
+        for run in both(*setter):
+            assert run.returncode == 0 and run.stdout == "", (setter, run.stderr)
+    assert both("task", "get")[0].stdout == tricky + "\n" == both("task", "get")[1].stdout
+    assert both("--session", "other", "task", "get")[0].stdout == "x\n"
+    for args in (["ticket", "clear"], ["task", "clear"]):
+        assert [r.returncode for r in both(*args)] == [0, 0]
+    fast, slow = both("ticket", "claim", "T-1")  # the fast one claims it, the click one is refused
+    assert (fast.returncode, fast.stdout) == (0, "claimed T-1\n")
+    assert slow.returncode == 1 and "already T-1" in slow.stderr
+    fast, slow = both("--json", "ticket", "claim", "T-2")
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+    assert json.loads(fast.stdout) == {"claimed": None, "heldBy": "T-1", "revision": json.loads(fast.stdout)["revision"]}
+    for run in both("msg", "add", "user", tricky):
+        assert run.returncode == 0 and run.stdout == ""
+    for run in both("msg", "add", "assistant", "-", stdin="from stdin\n✓"):
+        assert run.returncode == 0
+    with daemon.session() as s:
+        s.set_context("k", {"n": [1, 2.5, None]})
+        assert [m.content for m in s.get_all_messages()] == [tricky, tricky, "from stdin\n✓", "from stdin\n✓"]
+    fast, slow = both("ctx", "get", "k")
+    assert json.loads(fast.stdout) == json.loads(slow.stdout) == {"n": [1, 2.5, None]}
+    fast, slow = both("--session", "nope", "task", "get")
+    assert fast.returncode == slow.returncode == 1 and fast.stderr == slow.stderr and "-32011" in fast.stderr
+
+
+def test_the_one_shot_commands_import_none_of_the_heavy_modules(daemon: Daemon, env) -> None:
+    e = dict(env, SESSIONMEM_SOCKET=str(daemon.socket))
+    python, _ = imports(["-c", "pass"], e)
+    heavy = {"msgspec", "click", "pathlib", "typing", "json", "re"}
+    for args in (["task", "set", "t"], ["task", "get"], ["msg", "add", "user", "hi"], ["ctx", "get", "k"], ["id"],
+                 ["ticket", "claim", "T-1"]):
+        mine, _ = imports([*CLI[1:], *args], e)
+        assert not heavy & (mine - python), (args, heavy & (mine - python))

@@ -3,7 +3,6 @@ script's fast path (entry.py) and for the click command alike."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 from . import oneshot
@@ -13,11 +12,9 @@ from .report import report
 def run_call(project: str | None, socket: str | None, no_autostart: bool, method: str, params: str | None) -> int:
     """Print the result's JSON; returns the exit code. PARAMS_JSON goes as it is (the
     global --session does not apply: put "session" in it)."""
-    out = oneshot.call(project, socket, method, params)
-    if out is None:
-        return _full(project, socket, no_autostart, method, params)
-    os.write(1, out + b"\n")
-    return 0
+    plan = oneshot.plan(["call", method, *([] if params is None else [params])])
+    code = None if plan is None else oneshot.run(project, socket, plan, as_json=True)
+    return _full(project, socket, no_autostart, method, params) if code is None else code
 
 
 def _full(project: str | None, socket: str | None, no_autostart: bool, method: str, params: str | None) -> int:

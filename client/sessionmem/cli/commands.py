@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from .. import errors
+from . import report
 from .base import Ctx, fail, pass_ctx
 from .call import run_call
 
@@ -75,9 +76,8 @@ def ticket_claim(c: Ctx, ticket_id: str) -> None:
         c.session().claim_ticket(ticket_id)
     except errors.Conflict as e:
         # Also when it is TICKET_ID itself: someone else claimed it first.
-        c.out({"claimed": None, "heldBy": e.current, "revision": e.revision}, "")
-        fail(f"not claimed: the active ticket is already {e.current} (revision {e.revision})")
-    c.out({"claimed": ticket_id}, f"claimed {ticket_id}")
+        sys.exit(report.claim_refused(e.current, e.revision, c.as_json))
+    report.say(report.claimed(ticket_id, c.as_json))
 
 
 next(g for g in COMMANDS if g.name == "ticket").add_command(ticket_claim)  # type: ignore[attr-defined]

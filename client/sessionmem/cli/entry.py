@@ -18,13 +18,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FLAGS = {"--json": "as_json", "--no-autostart": "no_autostart"}
-_VALUED = {"--project": "project", "--socket": "socket", "--session": "session"}  # `call` ignores --session
+_VALUED = {"--project": "project", "--socket": "socket", "--session": "session"}
 
 
-def parse_call(argv: list[str]) -> dict[str, Any] | None:
-    """The options of a plain `call` invocation, or None to let click handle argv."""
+def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
+    """The global options (and their environment defaults) and the words after them; None
+    for any form this parser does not know (click's, then)."""
     opts: dict[str, Any] = {"project": os.environ.get("SESSIONMEM_PROJECT") or None,
                             "socket": os.environ.get("SESSIONMEM_SOCKET") or None,
+                            "session": os.environ.get("SESSIONMEM_SESSION") or None,
                             "as_json": False, "no_autostart": False}
     i = 0
     while i < len(argv) and argv[i].startswith("--"):
@@ -41,10 +43,16 @@ def parse_call(argv: list[str]) -> dict[str, Any] | None:
         else:
             return None
         i += 1
-    rest = argv[i:]
-    if not (2 <= len(rest) <= 3) or rest[0] != "call" or any(a.startswith("-") for a in rest[1:2]):
+    return opts, argv[i:]
+
+
+def parse_call(argv: list[str]) -> dict[str, Any] | None:
+    """The options of a plain `call` invocation, or None."""
+    parsed = parse_globals(argv)
+    if parsed is None:
         return None
-    if len(rest) == 3 and rest[2] in ("-h", "--help"):
+    opts, rest = parsed
+    if not (2 <= len(rest) <= 3) or rest[0] != "call" or any(a.startswith("-") for a in rest[1:]):
         return None
     opts["method"] = rest[1]
     opts["params"] = rest[2] if len(rest) == 3 else None
@@ -52,11 +60,21 @@ def parse_call(argv: list[str]) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    opts = parse_call(sys.argv[1:])
-    if opts is not None:
+    argv = sys.argv[1:]
+    call = parse_call(argv)
+    if call is not None:
         from .call import run_call
 
-        sys.exit(run_call(opts["project"], opts["socket"], opts["no_autostart"], opts["method"], opts["params"]))
+        sys.exit(run_call(call["project"], call["socket"], call["no_autostart"], call["method"], call["params"]))
+    parsed = parse_globals(argv)
+    if parsed is not None and parsed[1]:
+        from . import oneshot
+
+        opts, rest = parsed
+        p = oneshot.plan(rest, opts["session"])
+        code = None if p is None else oneshot.run(opts["project"], opts["socket"], p, opts["as_json"])
+        if code is not None:
+            sys.exit(code)
     from .app import main as cli
 
     cli()

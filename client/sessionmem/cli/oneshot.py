@@ -1,69 +1,198 @@
-"""One request, one reply, on a raw socket: the happy path of `sessionmem call`.
+"""One request, one reply, on a raw socket: the happy path of the one-shot commands
+agents run from a shell (`call`, `id`, `task`/`ticket get|set|clear`, `ticket claim`,
+`msg add`, `ctx get|set`).
 
-Agents run `sessionmem call ...` in loops; its cost is Python's start-up plus whatever
-it imports. This path imports no msgspec, no click, no pathlib, no typing: it finds the
-socket (locate.py), checks who serves it (peercred.py), sends ``hello`` and the call in
-one write, and prints the result's JSON as the daemon wrote it (the daemon's replies are
-canonical: ``{"jsonrpc":"2.0","id":1,"result":...}``). Anything else (no daemon
-answering, autostart, another protocol version, an error reply, a reply of another
-shape) returns None, and the caller takes the full path (call.py), which handles it all.
+Their cost is Python's start-up plus whatever they import. This path imports no msgspec,
+no click, no pathlib, no typing, no json: it finds the socket (locate.py), checks who
+serves it (peercred.py), checks the daemon's protocol version (``hello``), sends the
+call and prints the result as the daemon wrote it (its replies are canonical:
+``{"jsonrpc":"2.0","id":1,"result":...}``). Whatever it does not handle returns None
+*before the call is sent* (no daemon answering: autostart; another protocol version; a
+socket of another user; input it cannot encode), and the caller takes the full path,
+which handles it all. Error replies are rendered here, from the reply, as the full
+path renders them (report.py): a write is never sent twice.
 """
 
 from __future__ import annotations
 
 import _socket
 import os
+import sys
 
 from ..locate import PathError, locate
 from ..peercred import peer_uid
+from . import report
+
+TYPE_CHECKING = False  # typing's own import costs a one-shot call ~3 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PROTOCOL_VERSION = 3  # protocol.PROTOCOL_VERSION, without importing msgspec (a test keeps them equal)
 _HELLO = b'{"jsonrpc":"2.0","method":"hello","id":0}\n'
 _RESULT = b'{"jsonrpc":"2.0","id":1,"result":'
 _VERSION = b'"protocolVersion":%d,' % PROTOCOL_VERSION
 TIMEOUT = 30.0
+# JSON string escapes: the quote, the backslash and the control characters.
+_ESCAPES = {**{i: f"\\u{i:04x}" for i in range(32)}, 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r",
+            ord('"'): '\\"', ord("\\"): "\\\\"}
 
 
-def request(method: str, params: str | None) -> bytes | None:
-    """The call's frame, or None when it cannot be built without a JSON encoder."""
-    if not method.isidentifier() or not method.isascii():
+class Plan:
+    """A command as one call: how to build its frame, and how its result is shown."""
+
+    __slots__ = ("method", "params", "show", "claim", "user_params")
+
+    def __init__(self, method: str, params: bytes | Callable[[], bytes] | None,
+                 show: Callable[[bytes, bool], str | None], claim: str | None = None,
+                 user_params: bool = False) -> None:
+        self.method = method
+        self.user_params = user_params  # `call`: the user's JSON, sent as it is
+        self.params = params  # a callable when building them reads stdin: only once sending
+        self.show = show  # (result JSON, --json) -> the line to print, or None
+        self.claim = claim  # `ticket claim`: a conflict is told as a claim refused
+
+    def frame(self) -> bytes:
+        params = self.params() if callable(self.params) else self.params
+        frame = b'{"jsonrpc":"2.0","method":"' + self.method.encode() + b'","id":1'
+        if params is not None:
+            frame += b',"params":' + params
+        return frame + b"}\n"
+
+
+def json_str(s: str) -> bytes:
+    """``s`` as a JSON string (UnicodeEncodeError for a lone surrogate: the caller takes
+    the full path, whose error names it)."""
+    return b'"' + s.translate(_ESCAPES).encode("utf-8") + b'"'
+
+
+def _raw(result: bytes, as_json: bool) -> str | None:
+    return result.decode()
+
+
+def _nothing(result: bytes, as_json: bool) -> str | None:
+    return "null" if as_json else None
+
+
+def _text(result: bytes, as_json: bool) -> str | None:
+    """A string result printed as text (nothing for null), as the click path prints it."""
+    if as_json:
+        return result.decode()
+    if result == b"null":
         return None
-    frame = b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","id":1'
-    if params is not None:
-        raw = params.encode()
-        if b"\n" in raw or b"\r" in raw:  # a frame is one line; json.dumps would be needed
+    if b"\\" in result:  # escapes: the rare case pays for a JSON parser
+        import json
+
+        return str(json.loads(result))
+    return result[1:-1].decode()
+
+
+def plan(argv: list[str], session: str | None = None) -> Plan | None:
+    """The plan of a one-shot command (its words after the global options; ``session``:
+    --session's), or None for anything else."""
+    try:
+        p = _plan(argv)
+        if p is not None and session is not None and argv[0] != "call":  # call sends its params as they are
+            p.params = _with_session(p.params, json_str(session))
+        return p
+    except UnicodeEncodeError:
+        return None
+
+
+def _with_session(params: bytes | Callable[[], bytes] | None, session: bytes) -> bytes | Callable[[], bytes]:
+    if params is None:
+        return b'{"session":%s}' % session
+    if callable(params):
+        build = params
+        return lambda: build()[:-1] + b',"session":%s}' % session
+    return params[:-1] + b',"session":%s}' % session
+
+
+def _plan(argv: list[str]) -> Plan | None:
+    n = len(argv)
+    if n == 0 or any(a.startswith("-") and a != "-" for a in argv[1:]):
+        return None  # options (and --help) are click's
+    cmd = argv[0]
+    if cmd == "call" and n in (2, 3):
+        method = argv[1]
+        if not (method.isidentifier() and method.isascii()):
             return None
-        frame += b',"params":' + raw
-    return frame + b"}\n"
-
-
-def call(project: str | None, socket: str | None, method: str, params: str | None) -> bytes | None:
-    """The result's JSON, or None: take the full path."""
-    frame = request(method, params)
-    if frame is None:
+        params = argv[2].encode() if n == 3 else None
+        if params is not None and (b"\n" in params or b"\r" in params):
+            return None  # a frame is one line: this needs a JSON parser (the full path)
+        return Plan(method, params, _raw, user_params=True)
+    if cmd == "id" and n == 1:
+        return Plan("getSessionId", None, _text)
+    if cmd in ("task", "ticket") and n >= 2:
+        method, field = ("CurrentTask", "task") if cmd == "task" else ("ActiveTicket", "ticketId")
+        sub = argv[1]
+        if sub == "get" and n == 2:
+            return Plan("get" + method, None, _text)
+        if sub == "set" and n == 3:
+            return Plan("set" + method, b'{"%s":%s}' % (field.encode(), json_str(argv[2])), _nothing)
+        if sub == "clear" and n == 2:
+            return Plan("set" + method, b'{"%s":null}' % field.encode(), _nothing)
+        if cmd == "ticket" and sub == "claim" and n == 3:
+            ticket = argv[2]
+            return Plan("setActiveTicket", b'{"ticketId":%s,"expect":null}' % json_str(ticket),
+                        lambda result, as_json: report.claimed(ticket, as_json), claim=ticket)
         return None
+    if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ("user", "assistant", "system", "tool"):
+        role, content = argv[2].encode(), argv[3]
+
+        def params() -> bytes:
+            text = sys.stdin.read() if content == "-" else content
+            return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
+
+        return Plan("addMessage", params if content == "-" else params(), _nothing)
+    if cmd == "ctx" and n >= 3:
+        if argv[1] == "get" and n == 3:
+            return Plan("getContext", b'{"key":%s}' % json_str(argv[2]), _raw)
+    return None
+
+
+def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int | None:
+    """Send the plan; the exit code, or None (nothing was sent): take the full path."""
     try:
         path = locate(project, socket, create_runtime=False)[2]
     except PathError:
         return None
+    sent = False
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(TIMEOUT)
         s.connect(path)
         if peer_uid(s) not in (None, os.getuid()):
             return None  # the full path refuses it, saying why
-        s.sendall(_HELLO + frame)
-        data = b""
-        while data.count(b"\n") < 2:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                return None
-            data += chunk
+        s.sendall(_HELLO)
+        hello = _line(s, b"")
+        if hello is None or _VERSION not in hello[0]:
+            return None  # another protocol: the full path says to restart the daemon
+        sent = True  # from here on (stdin may be read): no fallback, a write is never sent twice
+        s.sendall(p.frame())
+        got = _line(s, hello[1])
     except OSError:
-        return None
+        if not sent:
+            return None
+        got = None
     finally:
         s.close()
-    hello, reply, rest = data.split(b"\n", 2)
-    if _VERSION not in hello or rest or not reply.startswith(_RESULT) or not reply.endswith(b"}"):
-        return None
-    return reply[len(_RESULT):-1]
+    if got is None:
+        return report.lost(path)  # sent, and the daemon went away: a write is never sent twice
+    reply = got[0]
+    if reply.startswith(_RESULT) and reply.endswith(b"}"):
+        line = p.show(reply[len(_RESULT):-1], as_json)
+        if line is not None:
+            os.write(1, line.encode() + b"\n")
+        return 0
+    return report.error_reply(reply, as_json, p.claim, params_given=p.user_params)
+
+
+def _line(s: _socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
+    """The next reply line and what was read after it; None when the daemon closed."""
+    while b"\n" not in buf:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            return None
+        buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    return line, rest

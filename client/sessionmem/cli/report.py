@@ -29,3 +29,64 @@ def report(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, PathError):
         return str(exc), 1
     return None
+
+
+def say(line: str) -> None:
+    """A line on stdout, without importing click."""
+    import sys
+
+    sys.stdout.write(line + "\n")
+
+
+def claimed(ticket: str, as_json: bool) -> str:
+    return '{"claimed":%s}' % _json(ticket) if as_json else f"claimed {ticket}"
+
+
+def claim_refused(current: object, revision: int | None, as_json: bool) -> int:
+    """`ticket claim` found another ticket active (or its own, claimed by another agent
+    first): say who holds it; exit 1."""
+    import sys
+
+    if as_json:
+        say('{"claimed":null,"heldBy":%s,"revision":%s}' % (_json(current), _json(revision)))
+    print(f"sessionmem: not claimed: the active ticket is already {current} (revision {revision})",
+          file=sys.stderr)
+    return 1
+
+
+def lost(socket: str) -> int:
+    import sys
+
+    print(f"sessionmem: lost the daemon on {socket} before it replied; the change may or may not "
+          f"have been made", file=sys.stderr)
+    return EXIT_NOT_RUNNING
+
+
+def error_reply(frame: bytes, as_json: bool, claim: str | None = None, params_given: bool = False) -> int:
+    """Print an error reply (a frame of the daemon's) as the full path prints the error it
+    raises; the exit code. ``params_given``: the params were the user's JSON, sent as they
+    were, so a parse error is theirs."""
+    import sys
+
+    from .. import errors
+    from ..api import decode_reply
+
+    reply = decode_reply(frame)
+    if reply.error is errors.p.UNSET:
+        print(f"sessionmem: unexpected reply from the daemon: {frame[:200]!r}", file=sys.stderr)
+        return 1
+    exc = errors.from_wire(reply.error)  # type: ignore[arg-type]
+    if params_given and isinstance(exc, errors.ParseError):
+        print(f"sessionmem: PARAMS_JSON is not JSON ({exc.message})", file=sys.stderr)
+        return 2
+    if claim is not None and isinstance(exc, errors.Conflict):
+        return claim_refused(exc.current, exc.revision, as_json)
+    message, code = report(exc) or (str(exc), 1)
+    print(f"sessionmem: {message}", file=sys.stderr)
+    return code
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
