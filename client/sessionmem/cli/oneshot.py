@@ -139,11 +139,11 @@ def _plan(argv: list[str]) -> Plan | None:
     if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ("user", "assistant", "system", "tool"):
         role, content = argv[2].encode(), argv[3]
 
-        def params() -> bytes:
+        def message() -> bytes:
             text = sys.stdin.read() if content == "-" else content
             return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
 
-        return Plan("addMessage", params if content == "-" else params(), _nothing)
+        return Plan("addMessage", message if content == "-" else message(), _nothing)
     if cmd == "ctx" and n >= 3:
         if argv[1] == "get" and n == 3:
             return Plan("getContext", b'{"key":%s}' % json_str(argv[2]), _raw)
