@@ -131,6 +131,19 @@ def test_the_one_shot_commands_print_what_the_click_commands_print(daemon: Daemo
         assert [m.content for m in s.get_all_messages()] == [tricky, tricky, "from stdin\n✓", "from stdin\n✓"]
     fast, slow = both("ctx", "get", "k")
     assert json.loads(fast.stdout) == json.loads(slow.stdout) == {"n": [1, 2.5, None]}
+    for run in both("files", "list"):
+        assert run.stdout == ""  # none: nothing printed
+    with daemon.session() as s:
+        s.track_open_file("b ✓.py")
+        s.track_open_file("a.py")
+    for args in (["msg", "recent", "3"], ["msg", "recent"], ["msg", "all"], ["--json", "msg", "recent", "2"],
+                 ["files", "list"], ["--json", "files", "list"], ["ctx", "all"], ["--session", "other", "msg", "all"]):
+        fast, slow = both(*args)
+        assert fast.returncode == slow.returncode == 0, (args, fast.stderr, slow.stderr)
+        if "--json" in args or args[0] == "ctx":
+            assert json.loads(fast.stdout) == json.loads(slow.stdout), args
+        else:
+            assert fast.stdout == slow.stdout, args
     fast, slow = both("--session", "nope", "task", "get")
     assert fast.returncode == slow.returncode == 1 and fast.stderr == slow.stderr and "-32011" in fast.stderr
 
@@ -140,6 +153,6 @@ def test_the_one_shot_commands_import_none_of_the_heavy_modules(daemon: Daemon, 
     python, _ = imports(["-c", "pass"], e)
     heavy = {"msgspec", "click", "pathlib", "typing", "json", "re"}
     for args in (["task", "set", "t"], ["task", "get"], ["msg", "add", "user", "hi"], ["ctx", "get", "k"], ["id"],
-                 ["ticket", "claim", "T-1"]):
+                 ["ticket", "claim", "T-1"], ["--json", "msg", "recent", "3"]):
         mine, _ = imports([*CLI[1:], *args], e)
         assert not heavy & (mine - python), (args, heavy & (mine - python))

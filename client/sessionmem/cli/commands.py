@@ -3,8 +3,8 @@ output or --json."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
+import time
 from typing import Any, TypeVar
 
 import click
@@ -84,11 +84,7 @@ next(g for g in COMMANDS if g.name == "ticket").add_command(ticket_claim)  # typ
 
 
 def _show_messages(c: Ctx, messages: list[Any]) -> None:
-    lines = []
-    for m in messages:
-        when = _dt.datetime.fromtimestamp(m.timestamp / 1000).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"[{when}] {m.role}: {m.content}")
-    c.out(messages, "\n".join(lines))
+    c.out(messages, "\n".join(report.message_line(m.role, m.content, m.timestamp) for m in messages))
 
 
 @_command
@@ -291,7 +287,7 @@ def watch(c: Ctx, since: int | None) -> None:
             if c.as_json:
                 line = _json.encode(ch).decode()
             else:
-                when = _dt.datetime.fromtimestamp(ch.at / 1000).strftime("%H:%M:%S")
+                when = time.strftime("%H:%M:%S", time.localtime(ch.at / 1000))
                 line = f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip()
             click.echo(line)
             sys.stdout.flush()  # a line as it happens, also into a pipe (`| grep`, an agent)

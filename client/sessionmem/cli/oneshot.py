@@ -1,9 +1,9 @@
 """One request, one reply, on a raw socket: the happy path of the one-shot commands
 agents run from a shell (`call`, `id`, `task`/`ticket get|set|clear`, `ticket claim`,
-`msg add`, `ctx get|set`).
+`msg add|recent|all`, `files list`, `ctx get|all`).
 
 Their cost is Python's start-up plus whatever they import. This path imports no msgspec,
-no click, no pathlib, no typing, no json: it finds the socket (locate.py), checks who
+no click, no pathlib, no typing (and no json but to show a list): it finds the socket (locate.py), checks who
 serves it (peercred.py), checks the daemon's protocol version (``hello``), sends the
 call and prints the result as the daemon wrote it (its replies are canonical:
 ``{"jsonrpc":"2.0","id":1,"result":...}``). Whatever it does not handle returns None
@@ -26,6 +26,7 @@ from . import report
 TYPE_CHECKING = False  # typing's own import costs a one-shot call ~3 ms
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 PROTOCOL_VERSION = 3  # protocol.PROTOCOL_VERSION, without importing msgspec (a test keeps them equal)
 _HELLO = b'{"jsonrpc":"2.0","method":"hello","id":0}\n'
@@ -107,6 +108,25 @@ def _with_session(params: bytes | Callable[[], bytes] | None, session: bytes) ->
     return params[:-1] + b',"session":%s}' % session
 
 
+def _parsed(result: bytes) -> list[Any]:
+    import json  # the commands that show a list parse it: ~5 ms, still far below click's
+
+    return json.loads(result)  # type: ignore[no-any-return]
+
+
+def _messages(result: bytes, as_json: bool) -> str | None:
+    if as_json:
+        return result.decode()
+    lines = [report.message_line(m["role"], m["content"], m["timestamp"]) for m in _parsed(result)]
+    return "\n".join(lines) or None
+
+
+def _lines(result: bytes, as_json: bool) -> str | None:
+    if as_json:
+        return result.decode()
+    return "\n".join(_parsed(result)) or None
+
+
 def _plan(argv: list[str]) -> Plan | None:
     n = len(argv)
     if n == 0 or any(a.startswith("-") and a != "-" for a in argv[1:]):
@@ -144,9 +164,16 @@ def _plan(argv: list[str]) -> Plan | None:
             return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
 
         return Plan("addMessage", message if content == "-" else message(), _nothing)
-    if cmd == "ctx" and n >= 3:
-        if argv[1] == "get" and n == 3:
-            return Plan("getContext", b'{"key":%s}' % json_str(argv[2]), _raw)
+    if cmd == "msg" and n in (2, 3) and argv[1] == "recent" and (n == 2 or argv[2].isdigit()):
+        return Plan("getRecentMessages", b'{"count":%d}' % int(argv[2] if n == 3 else 10), _messages)
+    if argv == ["msg", "all"]:
+        return Plan("getAllMessages", None, _messages)
+    if argv == ["files", "list"]:
+        return Plan("getOpenFiles", None, _lines)
+    if argv == ["ctx", "all"]:
+        return Plan("getAllContext", None, _raw)
+    if cmd == "ctx" and n == 3 and argv[1] == "get":
+        return Plan("getContext", b'{"key":%s}' % json_str(argv[2]), _raw)
     return None
 
 

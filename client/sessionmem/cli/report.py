@@ -31,6 +31,13 @@ def report(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def message_line(role: str, content: str, timestamp: int) -> str:
+    """A message as the CLI shows it: ``[local time] role: content``."""
+    import time
+
+    return f"[{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(timestamp / 1000))}] {role}: {content}"
+
+
 def say(line: str) -> None:
     """A line on stdout, without importing click."""
     import sys
