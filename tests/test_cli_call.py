@@ -153,6 +153,6 @@ def test_the_one_shot_commands_import_none_of_the_heavy_modules(daemon: Daemon, 
     python, _ = imports(["-c", "pass"], e)
     heavy = {"msgspec", "click", "pathlib", "typing", "json", "re"}
     for args in (["task", "set", "t"], ["task", "get"], ["msg", "add", "user", "hi"], ["ctx", "get", "k"], ["id"],
-                 ["ticket", "claim", "T-1"], ["--json", "msg", "recent", "3"]):
+                 ["ticket", "claim", "T-1"], ["--json", "msg", "recent", "3"], ["msg", "recent", "3"], ["files", "list"]):
         mine, _ = imports([*CLI[1:], *args], e)
         assert not heavy & (mine - python), (args, heavy & (mine - python))
