@@ -7,12 +7,11 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import errors
 from . import protocol as p
 from .api import (
-    SessionAPI,
     check_hello,
     batch_outcome,
     decode_batch,
@@ -24,8 +23,10 @@ from .api import (
     safe_to_repeat,
     watch_params,
 )
+from .calls import Call, Calls
 from .connect import connect
 from .paths import Paths, resolve
+from .typed import AsyncSessionMethods
 from .session import MAX_REPLY
 
 
@@ -41,6 +42,7 @@ async def open_async(
 
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
+T = TypeVar("T")
 QUEUE_HIGH, QUEUE_LOW = 10_000, 1_000  # changes a watch holds for a slow consumer
 
 
@@ -86,7 +88,7 @@ class _ClientProtocol(asyncio.Protocol):
             entry = self.waiters.pop(reply.id, None) if isinstance(reply.id, int) else None
             if entry is None:
                 if reply.error is not p.UNSET:  # connection-level error (id null): fails all
-                    self._fail(errors.from_wire(reply.error))  # type: ignore[arg-type]
+                    self._fail(errors.from_wire(reply.error))
                 continue
             method, fut = entry
             if fut.done():
@@ -126,7 +128,7 @@ class _ClientProtocol(asyncio.Protocol):
         self._fail(self.lost or errors.ConnectionLost(f"lost the daemon: {exc or 'connection closed'}"))
 
 
-class AsyncSession(SessionAPI):
+class AsyncSession(AsyncSessionMethods):
     def __init__(
         self,
         project: str | os.PathLike[str] | None = None,
@@ -140,9 +142,9 @@ class AsyncSession(SessionAPI):
         """``retry``: when the daemon goes away in the middle of a call that is safe to
         repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
         restarting daemon) and repeat it once. Off for tools that restart it themselves.
-        ``session_id``: every session method addresses this session (see SessionAPI)."""
+        ``session_id``: every session method addresses this session (see Session)."""
         self.paths: Paths = resolve(project, socket)
-        self.session_id = session_id
+        self._calls = Calls(session_id)
         self._retry = retry
         self._autostart = autostart
         self._check_version = check_version
@@ -173,10 +175,12 @@ class AsyncSession(SessionAPI):
             check_hello(self.daemon)
         return self
 
-    async def _call(self, method: str, params: dict[str, Any] | None = None,
-                    then: Callable[[Any], Any] | None = None) -> Any:
-        result = await self._call_once(method, params)
-        return result if then is None else then(result)
+    async def _run(self, call: Call[T]) -> T:
+        if call.batch is not None:
+            result = await self._batch(call.batch)
+        else:
+            result = await self._call_once(call.method, call.params)
+        return call.then(result) if call.then is not None else cast(T, result)
 
     async def _call_once(self, method: str, params: dict[str, Any] | None) -> Any:
         proto = self._proto

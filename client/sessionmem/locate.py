@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 
 try:  # the builtin SHA-256: hashlib would load OpenSSL, ~2.5 ms of every CLI call
-    from _sha2 import sha256  # type: ignore[import-not-found]  # Python 3.12+
+    from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]  # Python 3.12+
 except ImportError:
     try:
-        from _sha256 import sha256  # type: ignore[import-not-found, no-redef]  # 3.11
+        from _sha256 import sha256  # type: ignore[import-not-found, no-redef, unused-ignore]  # 3.11
     except ImportError:
-        from hashlib import sha256  # type: ignore[assignment]
+        from hashlib import sha256  # type: ignore[assignment, unused-ignore]
 
 # sun_path is 108 bytes on Linux (104 on macOS) including the terminating NUL.
 SUN_PATH_MAX = 104 if os.uname().sysname == "Darwin" else 108
@@ -51,7 +51,7 @@ def find_root(project: str | os.PathLike[str] | None = None, cwd: str | None = N
 
 
 def project_key(root: str | os.PathLike[str]) -> str:
-    return sha256(os.fspath(root).encode("utf-8")).hexdigest()[:16]
+    return str(sha256(os.fspath(root).encode("utf-8")).hexdigest()[:16])
 
 
 def default_db(root: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
-from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+from msgspec import UNSET as UNSET  # re-exported: clients compare with it
+from msgspec import Meta, Raw, Struct
+from msgspec import UnsetType as UnsetType
 
 PROTOCOL_VERSION: Final = 3
 JSONRPC: Final = "2.0"

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import _socket
 import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import errors
 from . import protocol as p
 from .api import (
-    SessionAPI,
     check_hello,
     batch_outcome,
     decode_batch,
@@ -30,8 +29,12 @@ from .api import (
     safe_to_repeat,
     watch_params,
 )
+from .calls import Call, Calls
 from .connect import connect, reconnect, set_io_timeout
 from .paths import Paths, resolve
+from .typed import SessionMethods
+
+T = TypeVar("T")
 
 MAX_REPLY = 1 << 31  # replies (getAllMessages) may be far larger than a request frame
 READ_SIZE = 1 << 16  # below the malloc mmap threshold: a recv buffer must not cost a syscall
@@ -41,7 +44,7 @@ class _Unsent(Exception):
     """The connection was found closed at send: the daemon received nothing."""
 
 
-class Session(SessionAPI):
+class Session(SessionMethods):
     def __init__(
         self,
         project: str | os.PathLike[str] | None = None,
@@ -55,9 +58,11 @@ class Session(SessionAPI):
         """``retry``: when the daemon goes away in the middle of a call that is safe to
         repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
         restarting daemon) and repeat it once. Off for tools that restart it themselves.
-        ``session_id``: every session method addresses this session (see SessionAPI)."""
+        ``session_id``: every session method addresses this session instead of the
+        project's current one (it must exist: ``create_session``); ``clear()`` then
+        empties it and keeps its id."""
         self.paths: Paths = resolve(project, socket)
-        self.session_id = session_id
+        self._calls = Calls(session_id)
         self._retry = retry
         self._autostart = autostart
         self._timeout = timeout
@@ -82,10 +87,9 @@ class Session(SessionAPI):
             check_hello(hello)
         return hello
 
-    def _call(self, method: str, params: dict[str, Any] | None = None,
-              then: Callable[[Any], Any] | None = None) -> Any:
-        result = self._call_locked(method, params)
-        return result if then is None else then(result)
+    def _run(self, call: Call[T]) -> T:
+        result = self._batch(call.batch) if call.batch is not None else self._call_locked(call.method, call.params)
+        return call.then(result) if call.then is not None else cast(T, result)
 
     def _call_locked(self, method: str, params: dict[str, Any] | None) -> Any:
         with self._lock:
@@ -141,7 +145,7 @@ class Session(SessionAPI):
                 reply = decode_reply(frame)
                 if reply.id is None and reply.error is not p.UNSET:
                     self._drop()
-                    raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                    raise errors.from_wire(reply.error)
         except (TimeoutError, BlockingIOError):
             self._drop()
             raise errors.ConnectionFailed(f"no reply to a batch within {self._timeout:g}s") from None
@@ -188,12 +192,12 @@ class Session(SessionAPI):
             reply = decode_typed(method, self._read_frame(sock))
             if reply.id == rid:
                 if reply.error is not p.UNSET:
-                    raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                    raise errors.from_wire(reply.error)
                 return reply.result
             if reply.id is None and reply.error is not p.UNSET:
                 # A connection-level error (e.g. frame too large): the daemon closes next.
                 self._drop()
-                raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                raise errors.from_wire(reply.error)
             # Anything else is not ours to answer (a notification): skip it.
 
     def _raise_parting_error(self, sock: _socket.socket) -> None:
@@ -205,7 +209,7 @@ class Session(SessionAPI):
         reply = decode_reply(frame)
         if reply.error is not p.UNSET:
             self._drop()
-            raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+            raise errors.from_wire(reply.error)
 
     def _read_frame(self, sock: _socket.socket) -> bytes:
         if not self._ready and not self._framer.pending:
@@ -256,7 +260,7 @@ class Session(SessionAPI):
                         continue
                     reply = decode_reply(frame)
                     if reply.error is not p.UNSET:
-                        raise errors.from_wire(reply.error)  # type: ignore[arg-type]
+                        raise errors.from_wire(reply.error)
                     if since is None:  # the watch's reply: from its revision on
                         since = result_of("watch", reply).revision
         finally:

@@ -77,12 +77,13 @@ def error_reply(frame: bytes, as_json: bool, claim: str | None = None, params_gi
 
     from .. import errors
     from ..api import decode_reply
+    from ..protocol import UNSET
 
     reply = decode_reply(frame)
-    if reply.error is errors.p.UNSET:
+    if reply.error is UNSET:
         print(f"sessionmem: unexpected reply from the daemon: {frame[:200]!r}", file=sys.stderr)
         return 1
-    exc = errors.from_wire(reply.error)  # type: ignore[arg-type]
+    exc = errors.from_wire(reply.error)
     if params_given and isinstance(exc, errors.ParseError):
         print(f"sessionmem: PARAMS_JSON is not JSON ({exc.message})", file=sys.stderr)
         return 2

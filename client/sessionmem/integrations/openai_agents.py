@@ -157,8 +157,8 @@ class SessionmemSession:
     def _read(s: Session, n: int | None) -> list[FullMessage]:
         try:
             if n is None or n < 0:
-                return s.get_all_messages(full=True)  # type: ignore[no-any-return]
-            return s.get_recent_messages(n, full=True)  # type: ignore[no-any-return]
+                return s.get_all_messages(full=True)
+            return s.get_recent_messages(n, full=True)
         except errors.NoSuchSession:
             return []
 

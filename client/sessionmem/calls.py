@@ -1,0 +1,218 @@
+"""Every wire call, built once for both clients, with its real result type.
+
+``Calls(session_id)`` has a method per wire method that returns a ``Call[T]``: the wire
+method, its params (the bound session added to the session methods) and, when the
+wire result is not what the client returns, how to make it so. ``Session`` runs a
+``Call[T]`` and returns ``T``; ``AsyncSession`` runs it and returns ``Awaitable[T]``:
+their methods (methods.py) are one line each, typed, and the rules live here.
+
+``expect``: leave it out for an unconditional write; give the value you believe is
+current (``None`` for unset or absent) and the write applies only if it still is, else
+:class:`sessionmem.Conflict` is raised carrying the value now (``.current``) and the
+revision (``.revision``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from . import protocol as p
+from .api import NOT_GIVEN, hello_params, new_message_id
+
+T = TypeVar("T")
+Params = dict[str, Any]
+
+
+class Call(Generic[T]):
+    """One wire call (or, with ``batch``, several sent as one JSON-RPC batch)."""
+
+    __slots__ = ("method", "params", "then", "batch")
+
+    def __init__(self, method: str, params: Params | None = None, then: Callable[[Any], T] | None = None,
+                 batch: list[tuple[str, Params | None]] | None = None) -> None:
+        self.method = method  # "method:variant" picks another result decoder (api.py)
+        self.params = params
+        self.then = then
+        self.batch = batch
+
+
+def _with_expect(params: Params, expect: Any) -> Params:
+    if expect is not NOT_GIVEN:
+        params["expect"] = msgspec.structs.asdict(expect) if isinstance(expect, p.Message) else expect
+    return params
+
+
+def _session_id(result: p.SessionIdResult) -> str:
+    return result.sessionId
+
+
+def _none(_result: Any) -> None:
+    return None
+
+
+class Calls:
+    def __init__(self, session_id: str | None = None) -> None:
+        self.session_id = session_id
+
+    def _s(self, params: Params | None = None) -> Params | None:
+        """Params of a session method: the bound session added, when there is one."""
+        if self.session_id is None:
+            return params
+        return {**(params or {}), "session": self.session_id}
+
+    # -- the session's parts -------------------------------------------------------------
+    def get_session_id(self) -> Call[str]:
+        return Call("getSessionId", self._s())
+
+    def get_current_task(self) -> Call[str | None]:
+        return Call("getCurrentTask", self._s())
+
+    def set_current_task(self, task: str | None, expect: Any = NOT_GIVEN) -> Call[None]:
+        return Call("setCurrentTask", self._s(_with_expect({"task": task}, expect)))
+
+    def add_message(self, role: str, content: str, timestamp: int | None = None, message_id: str | None = None,
+                    data: Any = NOT_GIVEN) -> Call[None]:
+        """Append a message. It is sent with an id (``message_id``, or a fresh one), so
+        the client can send it again after a daemon restart without duplicating it.
+        ``data``: any JSON kept with the message (read back with ``full=True``)."""
+        return Call("addMessage", self._s(_message(role, content, timestamp, message_id, data)))
+
+    def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> Call[None]:
+        """Append several messages, each a mapping of ``add_message``'s arguments
+        (``role``, ``content``, and ``timestamp``, ``message_id``, ``data`` when wanted),
+        in one JSON-RPC batch: the daemon adds them one after the other with no other
+        client's change between them (not a transaction: a bad one fails alone).
+        Retried like ``add_message`` (each has an id)."""
+        batch: list[tuple[str, Params | None]] = [
+            ("addMessage", self._s(_message(m["role"], m["content"], m.get("timestamp"), m.get("message_id"),
+                                            m["data"] if "data" in m else NOT_GIVEN)))
+            for m in messages]
+        if not batch:
+            return Call("getSessionId", self._s(), _none)  # nothing to add; still checks the session
+        return Call("addMessage", None, _none, batch)
+
+    def get_recent_messages(self, count: int) -> Call[list[p.Message]]:
+        return Call("getRecentMessages", self._s({"count": count}))
+
+    def get_recent_full(self, count: int) -> Call[list[p.FullMessage]]:
+        return Call("getRecentMessages:full", self._s({"count": count, "full": True}))
+
+    def get_all_messages(self) -> Call[list[p.Message]]:
+        return Call("getAllMessages", self._s())
+
+    def get_all_full(self) -> Call[list[p.FullMessage]]:
+        return Call("getAllMessages:full", self._s({"full": True}))
+
+    def pop_message(self, expect: Any = NOT_GIVEN) -> Call[p.FullMessage | None]:
+        """Remove and return the newest message, None when there is none. ``expect``: the
+        newest as ``{"role", "content", "timestamp"}`` (or a ``Message``), None for none."""
+        return Call("popMessage", self._s(_with_expect({}, expect)))
+
+    def trim_messages(self, keep: int) -> Call[int]:
+        """Keep the newest ``keep`` messages; returns how many were removed."""
+        return Call("trimMessages", self._s({"keep": keep}))
+
+    def track_open_file(self, file_path: str) -> Call[None]:
+        return Call("trackOpenFile", self._s({"filePath": file_path}))
+
+    def untrack_file(self, file_path: str) -> Call[None]:
+        return Call("untrackFile", self._s({"filePath": file_path}))
+
+    def get_open_files(self) -> Call[list[str]]:
+        return Call("getOpenFiles", self._s())
+
+    def set_active_ticket(self, ticket_id: str | None, expect: Any = NOT_GIVEN) -> Call[None]:
+        return Call("setActiveTicket", self._s(_with_expect({"ticketId": ticket_id}, expect)))
+
+    def get_active_ticket(self) -> Call[str | None]:
+        return Call("getActiveTicket", self._s())
+
+    def set_context(self, key: str, value: Any, expect: Any = NOT_GIVEN) -> Call[None]:
+        return Call("setContext", self._s(_with_expect({"key": key, "value": value}, expect)))
+
+    def get_context(self, key: str) -> Call[Any]:
+        return Call("getContext", self._s({"key": key}))
+
+    def delete_context(self, key: str, expect: Any = NOT_GIVEN) -> Call[None]:
+        return Call("deleteContext", self._s(_with_expect({"key": key}, expect)))
+
+    def get_all_context(self) -> Call[dict[str, Any]]:
+        return Call("getAllContext", self._s())
+
+    def clear(self) -> Call[str]:
+        """Unbound: the original's clear (a new current session, the old one deleted),
+        returning the new id. Bound to ``session_id``: that session emptied, its id kept."""
+        return Call("clear", self._s())
+
+    def get_stats(self) -> Call[p.Stats]:
+        return Call("getStats", self._s())
+
+    # -- the daemon ---------------------------------------------------------------------------
+    def snapshot(self) -> Call[p.SnapshotResult]:
+        return Call("snapshot")
+
+    def restore(self) -> Call[None]:
+        return Call("restore")
+
+    def hello(self) -> Call[p.HelloResult]:
+        return Call("hello", hello_params())
+
+    def shutdown(self) -> Call[None]:
+        return Call("shutdown")
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def create_session(self, session_id: str | None = None, fork_from: str | None = None,
+                       up_to: int | None = None, make_current: bool = False) -> Call[str]:
+        """A new session (its id returned): empty, or a fork of ``fork_from`` with its
+        task, ticket, files, context and first ``up_to`` messages (all when None)."""
+        params: Params = {"makeCurrent": make_current}
+        if session_id is not None:
+            params["sessionId"] = session_id
+        if fork_from is not None:
+            params["forkFrom"] = fork_from
+        if up_to is not None:
+            params["forkUpTo"] = up_to
+        return Call("createSession", params, _session_id)
+
+    def list_sessions(self) -> Call[list[p.SessionInfo]]:
+        """Every session, the most recently changed first."""
+        return Call("listSessions")
+
+    def set_current_session(self, session_id: str) -> Call[None]:
+        return Call("setCurrentSession", {"sessionId": session_id})
+
+    def delete_session(self, session_id: str) -> Call[None]:
+        return Call("deleteSession", {"sessionId": session_id})
+
+    def export_session(self, session: str | None = None) -> Call[list[p.Record]]:
+        """The session (``session``, else the bound one, else the current) as export
+        records: a header, then its messages, files and context (docs/protocol.md)."""
+        return Call("exportSession", {"session": session} if session is not None else self._s())
+
+    def import_session(self, records: Iterable[p.Record | Mapping[str, Any] | bytes],
+                       session_id: str | None = None, make_current: bool = False) -> Call[str]:
+        """A new session made from export records (all or nothing); its id returned."""
+        params: Params = {"records": [msgspec.Raw(r) if isinstance(r, bytes) else r for r in records],
+                          "makeCurrent": make_current}
+        if session_id is not None:
+            params["sessionId"] = session_id
+        return Call("importSession", params, _session_id)
+
+    def any(self, method: str, params: Params | None = None) -> Call[Any]:
+        """Any method by its wire name, params by name (``full: true`` reads decoded as
+        FullMessages)."""
+        if params and params.get("full") is True and method in ("getRecentMessages", "getAllMessages"):
+            method = f"{method}:full"
+        return Call(method, params)
+
+
+def _message(role: str, content: str, timestamp: int | None, message_id: str | None, data: Any) -> Params:
+    params: Params = {"role": role, "content": content, "id": message_id or new_message_id()}
+    if timestamp is not None:
+        params["timestamp"] = timestamp
+    if data is not NOT_GIVEN:
+        params["data"] = data
+    return params

@@ -1,0 +1,267 @@
+"""The clients' methods, typed: a one-line method per wire call for ``Session`` (returns
+``T``) and for ``AsyncSession`` (returns ``Awaitable[T]``), each running the ``Call[T]``
+that calls.py builds. The rules (params, session binding, ids) are there, once; these are
+the faces a type checker and an IDE see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar, overload
+
+from . import protocol as p
+from .api import NOT_GIVEN
+from .calls import Call, Calls
+
+T = TypeVar("T")
+
+
+class SessionMethods:
+    """Every wire method in snake_case; see docs/protocol.md, and calls.py for each one."""
+
+    _calls: Calls
+
+    def _run(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
+    @property
+    def session_id(self) -> str | None:
+        """The session every session method addresses (None: the project's current)."""
+        return self._calls.session_id
+
+    def get_session_id(self) -> str:
+        return self._run(self._calls.get_session_id())
+
+    def get_current_task(self) -> str | None:
+        return self._run(self._calls.get_current_task())
+
+    def set_current_task(self, task: str | None, expect: Any = NOT_GIVEN) -> None:
+        return self._run(self._calls.set_current_task(task, expect))
+
+    def add_message(self, role: str, content: str, timestamp: int | None = None, message_id: str | None = None,
+                    data: Any = NOT_GIVEN) -> None:
+        return self._run(self._calls.add_message(role, content, timestamp, message_id, data))
+
+    def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        return self._run(self._calls.add_messages(messages))
+
+    @overload
+    def get_recent_messages(self, count: int, full: Literal[False] = False) -> list[p.Message]: ...
+    @overload
+    def get_recent_messages(self, count: int, full: Literal[True]) -> list[p.FullMessage]: ...
+    def get_recent_messages(self, count: int, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+        if full:
+            return self._run(self._calls.get_recent_full(count))
+        return self._run(self._calls.get_recent_messages(count))
+
+    @overload
+    def get_all_messages(self, full: Literal[False] = False) -> list[p.Message]: ...
+    @overload
+    def get_all_messages(self, full: Literal[True]) -> list[p.FullMessage]: ...
+    def get_all_messages(self, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+        if full:
+            return self._run(self._calls.get_all_full())
+        return self._run(self._calls.get_all_messages())
+
+    def pop_message(self, expect: Any = NOT_GIVEN) -> p.FullMessage | None:
+        return self._run(self._calls.pop_message(expect))
+
+    def trim_messages(self, keep: int) -> int:
+        return self._run(self._calls.trim_messages(keep))
+
+    def track_open_file(self, file_path: str) -> None:
+        return self._run(self._calls.track_open_file(file_path))
+
+    def untrack_file(self, file_path: str) -> None:
+        return self._run(self._calls.untrack_file(file_path))
+
+    def get_open_files(self) -> list[str]:
+        return self._run(self._calls.get_open_files())
+
+    def set_active_ticket(self, ticket_id: str | None, expect: Any = NOT_GIVEN) -> None:
+        return self._run(self._calls.set_active_ticket(ticket_id, expect))
+
+    def claim_ticket(self, ticket_id: str) -> None:
+        """Make ``ticket_id`` active only if no ticket is: raises Conflict naming the
+        holder (``.current``) when another agent got there first."""
+        return self._run(self._calls.set_active_ticket(ticket_id, expect=None))
+
+    def get_active_ticket(self) -> str | None:
+        return self._run(self._calls.get_active_ticket())
+
+    def set_context(self, key: str, value: Any, expect: Any = NOT_GIVEN) -> None:
+        return self._run(self._calls.set_context(key, value, expect))
+
+    def get_context(self, key: str) -> Any:
+        return self._run(self._calls.get_context(key))
+
+    def delete_context(self, key: str, expect: Any = NOT_GIVEN) -> None:
+        return self._run(self._calls.delete_context(key, expect))
+
+    def get_all_context(self) -> dict[str, Any]:
+        return self._run(self._calls.get_all_context())
+
+    def clear(self) -> str:
+        return self._run(self._calls.clear())
+
+    def get_stats(self) -> p.Stats:
+        return self._run(self._calls.get_stats())
+
+    def snapshot(self) -> p.SnapshotResult:
+        return self._run(self._calls.snapshot())
+
+    def restore(self) -> None:
+        return self._run(self._calls.restore())
+
+    def hello(self) -> p.HelloResult:
+        return self._run(self._calls.hello())
+
+    def shutdown(self) -> None:
+        return self._run(self._calls.shutdown())
+
+    def create_session(self, session_id: str | None = None, fork_from: str | None = None,
+                       up_to: int | None = None, make_current: bool = False) -> str:
+        return self._run(self._calls.create_session(session_id, fork_from, up_to, make_current))
+
+    def list_sessions(self) -> list[p.SessionInfo]:
+        return self._run(self._calls.list_sessions())
+
+    def set_current_session(self, session_id: str) -> None:
+        return self._run(self._calls.set_current_session(session_id))
+
+    def delete_session(self, session_id: str) -> None:
+        return self._run(self._calls.delete_session(session_id))
+
+    def export_session(self, session: str | None = None) -> list[p.Record]:
+        return self._run(self._calls.export_session(session))
+
+    def import_session(self, records: Iterable[p.Record | Mapping[str, Any] | bytes], session_id: str | None = None,
+                       make_current: bool = False) -> str:
+        return self._run(self._calls.import_session(records, session_id, make_current))
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Any method by its wire name, params by name."""
+        return self._run(self._calls.any(method, params))
+
+
+class AsyncSessionMethods:
+    """The same methods as ``Session``'s (see SessionMethods), as coroutines."""
+
+    _calls: Calls
+
+    async def _run(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
+    @property
+    def session_id(self) -> str | None:
+        return self._calls.session_id
+
+    async def get_session_id(self) -> str:
+        return await self._run(self._calls.get_session_id())
+
+    async def get_current_task(self) -> str | None:
+        return await self._run(self._calls.get_current_task())
+
+    async def set_current_task(self, task: str | None, expect: Any = NOT_GIVEN) -> None:
+        return await self._run(self._calls.set_current_task(task, expect))
+
+    async def add_message(self, role: str, content: str, timestamp: int | None = None,
+                          message_id: str | None = None, data: Any = NOT_GIVEN) -> None:
+        return await self._run(self._calls.add_message(role, content, timestamp, message_id, data))
+
+    async def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        return await self._run(self._calls.add_messages(messages))
+
+    @overload
+    async def get_recent_messages(self, count: int, full: Literal[False] = False) -> list[p.Message]: ...
+    @overload
+    async def get_recent_messages(self, count: int, full: Literal[True]) -> list[p.FullMessage]: ...
+    async def get_recent_messages(self, count: int, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+        if full:
+            return await self._run(self._calls.get_recent_full(count))
+        return await self._run(self._calls.get_recent_messages(count))
+
+    @overload
+    async def get_all_messages(self, full: Literal[False] = False) -> list[p.Message]: ...
+    @overload
+    async def get_all_messages(self, full: Literal[True]) -> list[p.FullMessage]: ...
+    async def get_all_messages(self, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+        if full:
+            return await self._run(self._calls.get_all_full())
+        return await self._run(self._calls.get_all_messages())
+
+    async def pop_message(self, expect: Any = NOT_GIVEN) -> p.FullMessage | None:
+        return await self._run(self._calls.pop_message(expect))
+
+    async def trim_messages(self, keep: int) -> int:
+        return await self._run(self._calls.trim_messages(keep))
+
+    async def track_open_file(self, file_path: str) -> None:
+        return await self._run(self._calls.track_open_file(file_path))
+
+    async def untrack_file(self, file_path: str) -> None:
+        return await self._run(self._calls.untrack_file(file_path))
+
+    async def get_open_files(self) -> list[str]:
+        return await self._run(self._calls.get_open_files())
+
+    async def set_active_ticket(self, ticket_id: str | None, expect: Any = NOT_GIVEN) -> None:
+        return await self._run(self._calls.set_active_ticket(ticket_id, expect))
+
+    async def claim_ticket(self, ticket_id: str) -> None:
+        return await self._run(self._calls.set_active_ticket(ticket_id, expect=None))
+
+    async def get_active_ticket(self) -> str | None:
+        return await self._run(self._calls.get_active_ticket())
+
+    async def set_context(self, key: str, value: Any, expect: Any = NOT_GIVEN) -> None:
+        return await self._run(self._calls.set_context(key, value, expect))
+
+    async def get_context(self, key: str) -> Any:
+        return await self._run(self._calls.get_context(key))
+
+    async def delete_context(self, key: str, expect: Any = NOT_GIVEN) -> None:
+        return await self._run(self._calls.delete_context(key, expect))
+
+    async def get_all_context(self) -> dict[str, Any]:
+        return await self._run(self._calls.get_all_context())
+
+    async def clear(self) -> str:
+        return await self._run(self._calls.clear())
+
+    async def get_stats(self) -> p.Stats:
+        return await self._run(self._calls.get_stats())
+
+    async def snapshot(self) -> p.SnapshotResult:
+        return await self._run(self._calls.snapshot())
+
+    async def restore(self) -> None:
+        return await self._run(self._calls.restore())
+
+    async def hello(self) -> p.HelloResult:
+        return await self._run(self._calls.hello())
+
+    async def shutdown(self) -> None:
+        return await self._run(self._calls.shutdown())
+
+    async def create_session(self, session_id: str | None = None, fork_from: str | None = None,
+                             up_to: int | None = None, make_current: bool = False) -> str:
+        return await self._run(self._calls.create_session(session_id, fork_from, up_to, make_current))
+
+    async def list_sessions(self) -> list[p.SessionInfo]:
+        return await self._run(self._calls.list_sessions())
+
+    async def set_current_session(self, session_id: str) -> None:
+        return await self._run(self._calls.set_current_session(session_id))
+
+    async def delete_session(self, session_id: str) -> None:
+        return await self._run(self._calls.delete_session(session_id))
+
+    async def export_session(self, session: str | None = None) -> list[p.Record]:
+        return await self._run(self._calls.export_session(session))
+
+    async def import_session(self, records: Iterable[p.Record | Mapping[str, Any] | bytes],
+                             session_id: str | None = None, make_current: bool = False) -> str:
+        return await self._run(self._calls.import_session(records, session_id, make_current))
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return await self._run(self._calls.any(method, params))
