@@ -46,7 +46,7 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next(daemon: Daemon) -
 def test_a_request_over_the_frame_limit_reports_the_limit_not_a_lost_daemon(make_daemon, env: dict[str, str]) -> None:
     d = make_daemon("--max-frame", "65536")
     r = run_cli(["--socket", str(d.socket), "--project", str(d.root), "msg", "add", "user", "-"],
-                env, input="x" * 300_000)
+                env, input="x" * 3_000_000)  # far past the socket buffer: the send itself meets the close
     assert r.returncode == 1, r.stderr
     assert "-32001" in r.stderr and "lost the daemon" not in r.stderr
     with d.session() as s:

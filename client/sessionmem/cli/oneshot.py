@@ -238,7 +238,10 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
         if hello is None or _VERSION not in hello[0]:
             return None  # another protocol: the full path says to restart the daemon
         sent = True  # from here on (stdin may be read): no fallback, a write is never sent twice
-        s.sendall(p.frame())
+        try:
+            s.sendall(p.frame())
+        except OSError:
+            pass  # the daemon refused it (a frame over its limit) and closed: its parting reply says why
         got = _line(s, hello[1])
     except OSError:
         if not sent:
