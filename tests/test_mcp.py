@@ -122,7 +122,15 @@ def test_resource_updates_are_fed_by_the_change_feed(daemon: Daemon, env) -> Non
         async with Client(server(daemon, env)) as c:
             await c.call_tool("get_session", {})  # the server is up and watching
             uri = "sessionmem://session/ticket"
+            with daemon.session() as s:
+                s.create_session("elsewhere")
             async with c.listen(resource_subscriptions=[uri]) as sub:
+                # A change of another session is no update of the current session's parts.
+                run_cli(["--socket", str(daemon.socket), "--session", "elsewhere", "ticket", "set", "X"], env)
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        async for _event in sub:
+                            break
                 threading.Timer(0.3, lambda: run_cli(["--socket", str(daemon.socket), "ticket", "set", "T-9"], env)).start()
                 async with asyncio.timeout(20):
                     async for event in sub:

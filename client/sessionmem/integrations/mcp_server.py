@@ -9,7 +9,7 @@ daemon's message; the server keeps serving.
 
 Resources (the current session's parts) get update notifications from the daemon's
 change feed: a background watch publishes `ResourceUpdated` for each part a change
-touches, to clients listening (`subscriptions/listen`).
+touches (of the current session), to clients listening (`subscriptions/listen`).
 
 Install: ``pip install 'sessionmem[mcp]'``.
 """
@@ -264,12 +264,19 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
 
 async def _publish_changes(bridge: Bridge, bus: InMemorySubscriptionBus) -> None:
-    """Resource update notifications, fed by the daemon's change feed (of every session:
-    a change of which session is current touches them all)."""
+    """Resource update notifications, fed by the daemon's change feed: the changes of the
+    current session, and a change of which session is current (every part changes)."""
     while True:
         try:
+            current = await (await bridge.client()).get_session_id()
             async for ch in bridge.watcher().watch():
-                parts = _TOUCHES.get(ch.op, PARTS[1:])
+                if ch.op == "setCurrentSession" or (ch.op == "clear" and ch.newSessionId is not p.UNSET):
+                    current = ch.sessionId if ch.op == "setCurrentSession" else str(ch.newSessionId)
+                    parts: tuple[str, ...] = PARTS[1:]
+                elif ch.sessionId != current:
+                    continue
+                else:
+                    parts = _TOUCHES.get(ch.op, PARTS[1:])
                 for part in ("session", *parts):
                     await bus.publish(ResourceUpdated(uri=uri(part)))
         except errors.SessionmemError:
