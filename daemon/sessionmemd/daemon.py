@@ -25,6 +25,7 @@ from sessionmem.paths import Paths
 from .listener import AlreadyRunning, DaemonLock, Listener
 from .changelog import ChangeLog
 from .feed import Feed
+from . import heap
 from .host import BLOCK, SessionHost
 from .loader import Loader
 from .methods import build_handlers
@@ -45,17 +46,6 @@ def now_ms() -> int:
 
 def new_session_id() -> str:
     return str(uuid.uuid4())
-
-
-def release_memory() -> None:
-    """Hand freed heap back to the OS after sessions were dropped (glibc keeps it
-    otherwise, and the daemon's RSS would stay at its peak)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the allocator decides
 
 
 @dataclass
@@ -265,7 +255,7 @@ class Daemon:
             if gone:
                 log.debug("dropped %d idle session(s) from memory", len(gone))
                 self.loader.shrink()
-                release_memory()
+                heap.release()
 
     async def _idle_timer(self, idle: float) -> None:
         while True:

@@ -64,6 +64,10 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
     """Run the daemon to its end. Returns (exit code, error message for startup failures)."""
     import uvloop
 
+    from . import heap
+
+    heap.one_arena()  # before the writer and reader threads exist
+
     os.umask(0o077)  # everything the daemon creates is private, whatever it inherited
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes EFBIG, not death
     # While the writer thread holds the GIL for a big snapshot, the loop waits for it at
