@@ -23,7 +23,7 @@ a million offsets: arrays are sliced, not recomputed.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -80,6 +80,20 @@ class MessageLog:
         if msg_id is not None:
             self._by_id.add(msg_id)
         return encoded
+
+    def extend(self, rows: Iterable[tuple[str, str, int, str | None, bytes | None]]) -> None:
+        """Append many ``(role, content, timestamp, id, data)`` (a session read from the
+        database): :meth:`append` written out, its lookups hoisted out of the loop."""
+        buf, offs, ids, datas, by_id = self._buf, self._offs, self._ids, self._data, self._by_id
+        base, encode, message = self._base, _encode, Message
+        for role, content, timestamp, msg_id, data in rows:
+            offs.append(base + len(buf))
+            buf += encode(message(role, content, timestamp))
+            buf += b","
+            ids.append(msg_id)
+            datas.append(data)
+            if msg_id is not None:
+                by_id.add(msg_id)
 
     def has_id(self, msg_id: str) -> bool:
         return msg_id in self._by_id

@@ -12,6 +12,7 @@ the order they were written, which appends keep equal to the order they were add
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -53,17 +54,18 @@ def catalogue(c: sqlite3.Connection) -> dict[str, int]:
 
 
 def _message_columns(c: sqlite3.Connection) -> str:
+    """role, content, timestamp, id, data: what MessageLog.extend takes."""
     have = {r[1] for r in c.execute("PRAGMA table_info(session_messages)")}
     id_col = "CAST(message_id AS TEXT)" if "message_id" in have else "NULL"  # the original's
     data_col = "CAST(data AS TEXT)" if "data" in have else "NULL"
-    return ("rowid, CAST(role AS TEXT), CAST(content AS TEXT), "
+    return ("CAST(role AS TEXT), CAST(content AS TEXT), "
             f"CAST(COALESCE(timestamp, 0) AS INTEGER), {id_col}, {data_col}")
 
 
-def _append_rows(log: MessageLog, rows: list[tuple[int, str, str, int, str | None, str | None]]) -> None:
-    append = log.append
-    for _rowid, r, t, ts, mid, data in rows:
-        append(r, t, ts, mid, None if data is None else _json_value(data))
+def _rows(rows: Iterable[tuple[str, str, int, str | None, str | None]]) -> Iterator[
+        tuple[str, str, int, str | None, bytes | None]]:
+    for r, t, ts, mid, data in rows:
+        yield r, t, ts, mid, None if data is None else _json_value(data)
 
 
 def load_session(c: sqlite3.Connection, sid: str, revision: int = 0, tail: int | None = None) -> Restored | None:
@@ -77,11 +79,13 @@ def load_session(c: sqlite3.Connection, sid: str, revision: int = 0, tail: int |
         _, start_time, task, ticket = row
         cols = _message_columns(c)
         older, tail_rowid = 0, 0
+        messages = MessageLog()
         if tail is None:
-            rows = c.execute(f"SELECT {cols} FROM session_messages WHERE session_id = ? ORDER BY rowid",
-                             (sid,)).fetchall()
+            cur = c.execute(f"SELECT {cols} FROM session_messages WHERE session_id = ? ORDER BY rowid", (sid,))
+            while chunk := cur.fetchmany(50_000):
+                messages.extend(_rows(chunk) if any(row[4] is not None for row in chunk) else chunk)  # type: ignore[arg-type]
         else:
-            rows = c.execute(f"SELECT {cols} FROM session_messages WHERE session_id = ? "
+            rows = c.execute(f"SELECT rowid, {cols} FROM session_messages WHERE session_id = ? "
                              f"ORDER BY rowid DESC LIMIT ?", (sid, tail)).fetchall()
             rows.reverse()
             if len(rows) == tail:
@@ -89,9 +93,8 @@ def load_session(c: sqlite3.Connection, sid: str, revision: int = 0, tail: int |
                                   (sid,)).fetchone()[0]
                 older = total - len(rows)
                 tail_rowid = rows[0][0] if rows else 0
-        messages = MessageLog()
-        _append_rows(messages, rows)
-        del rows
+            messages.extend(_rows(row[1:] for row in rows))
+            del rows
         files = [r[0] for r in c.execute(
             "SELECT CAST(file_path AS TEXT) FROM session_files WHERE session_id = ? ORDER BY rowid", (sid,))]
         context = {k: _json_value(v) for k, v in c.execute(
@@ -111,7 +114,8 @@ def load_older(c: sqlite3.Connection, sid: str, before_rowid: int, chunk: int = 
     cur = c.execute(f"SELECT {_message_columns(c)} FROM session_messages "
                     "WHERE session_id = ? AND rowid < ? ORDER BY rowid", (sid, before_rowid))
     while rows := cur.fetchmany(chunk):
-        _append_rows(log, rows)
+        # Rows without data (most, and all of the original tool's) go in as they are.
+        log.extend(_rows(rows) if any(row[4] is not None for row in rows) else rows)
     return log
 
 
