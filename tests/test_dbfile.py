@@ -94,6 +94,26 @@ def test_deleted_database_is_written_anew_with_the_whole_session(make_daemon, du
         assert s.get_context("k") == [1, 2] and s.get_open_files() == ["a.py"]
 
 
+def test_deleted_database_keeps_the_sessions_not_in_memory(make_daemon) -> None:
+    d = make_daemon("--snapshot-interval", "3600", "--session-idle", "0.3")
+    with d.session() as s:
+        s.create_session("cold")
+        with d.session(session_id="cold") as c:
+            c.add_message("user", "in the cold one", data={"k": 1})
+        s.snapshot()
+        wait_for(lambda: s.get_stats().sessionsLoaded == 1, what="the session dropped from memory")
+        shutil.rmtree(d.root / ".arela")
+        s.add_message("user", "after")
+        s.snapshot()  # copies the whole database the daemon still reads, then writes on
+        assert s.get_stats().lastSnapshotError is None
+    assert d.stop() == 0
+    d.start()
+    with d.session() as s:
+        assert [m.content for m in s.get_all_messages()] == ["after"]
+        full = s.call("getAllMessages", {"session": "cold", "full": True})
+        assert [(m.content, m.data) for m in full] == [("in the cold one", {"k": 1})]
+
+
 def test_deleted_database_of_an_idle_daemon_is_rewritten_at_exit(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "3600")
     with d.session() as s:

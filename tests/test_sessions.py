@@ -424,3 +424,24 @@ def test_every_change_of_the_session_methods_is_in_the_feed(make_daemon) -> None
     assert got[7]["forkFrom"] == "s" and got[7]["forkUpTo"] == 1
     assert "newSessionId" not in got[8]  # clear {session} keeps the id
     assert new == c.result("getSessionId") and first != new
+
+
+def test_restore_reloads_every_session_from_the_last_snapshot(make_daemon) -> None:
+    d = make_daemon("--snapshot-interval", "3600")
+    with d.session() as s:
+        first = s.get_session_id()
+        s.create_session("saved")
+        with d.session(session_id="saved") as x:
+            x.set_current_task("saved task")
+        s.snapshot()
+        s.create_session("unsaved", make_current=True)
+        with d.session(session_id="saved") as x:
+            x.set_current_task("changed, not saved")
+        s.delete_session(first)  # not saved either
+        s.restore()
+        assert s.get_session_id() == first  # the current one as saved
+        assert {i.sessionId for i in s.list_sessions()} == {first, "saved"}
+        with d.session(session_id="saved") as x:
+            assert x.get_current_task() == "saved task"
+        with pytest.raises(errors.NoSuchSession):
+            s.call("getCurrentTask", {"session": "unsaved"})
