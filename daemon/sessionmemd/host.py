@@ -215,7 +215,11 @@ class SessionHost:
             change.data = Raw(data)
         if self.max_messages is not None and s.messages_count > self.max_messages:
             change.removed = s.trim_messages(self.max_messages)
-        self._record(change)
+        sid = s.session_id
+        s.revision = rev
+        self._dirty[sid] = None
+        self.log.append(rev, sid, b"%s%s}\n" % (_FRAME_HEAD, _encode(change)))
+        self.on_change()
 
     def track_file(self, s: SessionState, path: str) -> None:
         self._check_room()
