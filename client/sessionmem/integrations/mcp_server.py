@@ -265,11 +265,17 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
 async def _publish_changes(bridge: Bridge, bus: InMemorySubscriptionBus) -> None:
     """Resource update notifications, fed by the daemon's change feed: the changes of the
-    current session, and a change of which session is current (every part changes)."""
+    current session, and a change of which session is current (every part changes).
+    From the revision at the server's start on: none is missed while the watch connects."""
+    since: int | None = None
     while True:
         try:
-            current = await (await bridge.client()).get_session_id()
-            async for ch in bridge.watcher().watch():
+            client = await bridge.client()
+            current = await client.get_session_id()
+            if since is None:
+                since = (await client.get_stats()).revision
+            async for ch in bridge.watcher().watch(since=since):
+                since = ch.revision
                 if ch.op == "setCurrentSession" or (ch.op == "clear" and ch.newSessionId is not p.UNSET):
                     current = ch.sessionId if ch.op == "setCurrentSession" else str(ch.newSessionId)
                     parts: tuple[str, ...] = PARTS[1:]
@@ -279,8 +285,10 @@ async def _publish_changes(bridge: Bridge, bus: InMemorySubscriptionBus) -> None
                     parts = _TOUCHES.get(ch.op, PARTS[1:])
                 for part in ("session", *parts):
                     await bus.publish(ResourceUpdated(uri=uri(part)))
+        except errors.Compacted:
+            since = None  # too far behind: from now on
         except errors.SessionmemError:
-            await asyncio.sleep(1.0)  # no daemon yet (or Compacted): watch again
+            await asyncio.sleep(1.0)  # no daemon yet: watch again
 
 
 def main(project: str | None, socket: str | None, autostart: bool) -> None:
