@@ -107,15 +107,15 @@ def test_calls_watch_and_the_cli_through_a_forwarded_socket(forwarded: Path, dae
             assert local.get_current_task() == "from the other host"
             assert local.get_recent_messages(1)[0].content == "over ssh ✓"
             changes = []
+            since = remote.get_stats().revision  # from here on, however long the watch takes to start
 
             def watch() -> None:
-                for ch in remote.watch():
+                for ch in remote.watch(since=since):
                     changes.append(ch)
                     return
 
             t = threading.Thread(target=watch)
             t.start()
-            time.sleep(0.5)
             local.track_open_file("made/locally.py")
             t.join(20)
             assert [(c.op, c.filePath) for c in changes] == [("trackOpenFile", "made/locally.py")]

@@ -82,7 +82,13 @@ class Session(SessionMethods):
         self._sock = sock
         self._framer = p.LineFramer(MAX_REPLY)
         self._ready = []
-        hello: p.HelloResult = self._exchange("hello", hello_params())
+        try:
+            hello: p.HelloResult = self._exchange("hello", hello_params())
+        except _Unsent:
+            # Accepted, then closed before a byte was read: a forwarding (ssh -L) whose far
+            # end has no daemon, or a daemon going down.
+            raise errors.ConnectionLost(f"the connection to {self.paths.socket} was closed before "
+                                        f"the daemon answered") from None
         if self._check_version:
             check_hello(hello)
         return hello
