@@ -216,7 +216,7 @@ class Daemon:
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = max(due + interval, loop.time())
-            if self.persister.pending:
+            if self.persister.pending or self.host.marks_pending:
                 await self._quiet_snapshot()
 
     async def _socket_watch(self, every: float = 1.0) -> None:
@@ -247,7 +247,7 @@ class Daemon:
             host.tick += 1
             if len(host.loaded) <= 1:
                 continue
-            if self.persister.pending:
+            if self.persister.pending or host.marks_pending:
                 await self._quiet_snapshot()
             if self.persister.unsaved_batches():
                 continue  # not on disk: they stay in memory

@@ -380,7 +380,12 @@ class SessionHost:
     def pending_changes(self) -> int:
         loaded = self.loaded
         rows = sum(loaded[sid].pending_changes for sid in self._dirty if sid in loaded)
-        return rows + len(self._dirty) + len(self._deleted) + self._current_moved + (self.revision != self._drained)
+        return rows + len(self._deleted) + self._current_moved + (self.revision != self._drained)
+
+    @property
+    def marks_pending(self) -> bool:
+        """Sessions' last revisions not written yet (the periodic snapshot writes them)."""
+        return bool(self._dirty)
 
     def drain(self, marks: bool = True) -> Batch | None:
         """What to write now: the changed sessions' rows, the deleted sessions, the
