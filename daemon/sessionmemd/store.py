@@ -1,24 +1,7 @@
 """SQLite persistence in the original's schema, extended only additively.
 
 The original tool's four tables are kept column for column, so a database either
-side wrote restores in the other. Our additions (schema version 1 on):
-
-* ``sessionmem_meta(key, value)``: ``current_session`` names the live session, so
-  "the latest session" no longer depends on a seconds-resolution column.
-* (version 2) an index on ``session_files(file_path)``: saving a file's change deletes
-  its old row by path, which without it scanned the table once per path (20,000 new
-  files took 24 s to save). Not on ``(session_id, ...)``: the original tool reads a
-  session's files with no ORDER BY, and such an index would hand them to it sorted by
-  path instead of in the order they were tracked.
-* (version 3) ``session_messages.message_id`` and ``.data`` (nullable TEXT: a message's
-  client-given id, its JSON data), ``sessionmem_changes`` (the change log a clean stop
-  leaves for the next start), and meta ``revisions_reserved`` (see host.py).
-
-* (version 4) many sessions: an index on ``session_messages(session_id)`` (a session
-  is loaded, its newest messages first, without scanning every other session's; it
-  costs a second page write per committed message), and ``sessionmem_sessions
-  (session_id, revision)``: the revision of each session's last change, for
-  ``listSessions``' order.
+side wrote restores in the other; our additions are listed in schema.py.
 
 The current session is the one ``sessionmem_meta.current_session`` names; the original
 tool picks the latest ``created_at`` instead, so the current session's row is kept the
@@ -51,54 +34,10 @@ from .dbcheck import (
 )
 from sessionmem.paths import make_private_dirs
 
-from . import storeread
+from . import schema, storeread
 from .state import Batch, Changes, Restored
 
-_ORIGINAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-  id TEXT PRIMARY KEY,
-  start_time INTEGER NOT NULL,
-  current_task TEXT,
-  active_ticket TEXT,
-  created_at INTEGER DEFAULT (strftime('%s', 'now'))
-);
-CREATE TABLE IF NOT EXISTS session_files (
-  session_id TEXT NOT NULL,
-  file_path TEXT NOT NULL,
-  opened_at INTEGER DEFAULT (strftime('%s', 'now')),
-  FOREIGN KEY (session_id) REFERENCES sessions(id)
-);
-CREATE TABLE IF NOT EXISTS session_messages (
-  session_id TEXT NOT NULL,
-  role TEXT NOT NULL,
-  content TEXT NOT NULL,
-  timestamp INTEGER DEFAULT (strftime('%s', 'now')),
-  FOREIGN KEY (session_id) REFERENCES sessions(id)
-);
-CREATE TABLE IF NOT EXISTS session_context (
-  session_id TEXT NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  FOREIGN KEY (session_id) REFERENCES sessions(id),
-  PRIMARY KEY (session_id, key)
-);
-"""
-
-# Idempotent, so one script upgrades a database of any older version (the original's is
-# 0); the columns, which SQLite cannot add "if not exists", are added by _add_columns.
-_ADDITIONS = """
-CREATE TABLE IF NOT EXISTS sessionmem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sessionmem_files_by_path ON session_files (file_path);
-CREATE TABLE IF NOT EXISTS sessionmem_changes (
-  revision INTEGER PRIMARY KEY, session_id TEXT NOT NULL, frame BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessionmem_messages_by_session ON session_messages (session_id);
-CREATE TABLE IF NOT EXISTS sessionmem_sessions (
-  session_id TEXT PRIMARY KEY, revision INTEGER NOT NULL
-);
-"""
 TAIL = 1000  # a start loads the current session's newest messages first, the rest behind
-_MESSAGE_COLUMNS = ("message_id", "data")  # nullable TEXT, ignored by the original tool
 
 
 
@@ -181,8 +120,7 @@ class Store:
                 # Written by the original or an older sessionmemd: add what is missing.
                 with self._transaction(conn):
                     conn.execute("BEGIN IMMEDIATE")
-                    _add_schema(conn)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    schema.upgrade(conn)
                     conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             conn.close()
@@ -210,9 +148,7 @@ class Store:
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
-                conn.executescript(_ORIGINAL_SCHEMA)
-                _add_schema(conn)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                schema.create(conn)
                 conn.execute("PRAGMA journal_mode = WAL")
             finally:
                 conn.close()
@@ -393,16 +329,6 @@ class Store:
     def close(self) -> None:
         """Idempotent."""
         self._conn.close()
-
-
-def _add_schema(c: sqlite3.Connection) -> None:
-    for statement in _ADDITIONS.split(";"):
-        if statement.strip():
-            c.execute(statement)
-    have = {r[1] for r in c.execute("PRAGMA table_info(session_messages)")}
-    for col in _MESSAGE_COLUMNS:
-        if col not in have:
-            c.execute(f"ALTER TABLE session_messages ADD COLUMN {col} TEXT")
 
 
 def _load(c: sqlite3.Connection, tail: int | None) -> tuple[dict[str, int], Restored | None]:
