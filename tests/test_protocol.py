@@ -6,12 +6,13 @@ import msgspec
 import pytest
 
 from sessionmem import protocol as p
+from sessionmem.framing import FrameTooLarge, LineFramer, encode_frame
 from sessionmem.api import decode_reply, encode_call, result_of
 from sessionmem import errors
 
 
 def test_framer_splits_lines_and_keeps_the_remainder() -> None:
-    f = p.LineFramer(100)
+    f = LineFramer(100)
     assert f.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
     assert f.pending == 4
     assert f.feed(b":2}\n\n") == [b'{"b":2}', b""]
@@ -19,7 +20,7 @@ def test_framer_splits_lines_and_keeps_the_remainder() -> None:
 
 
 def test_framer_joins_a_frame_split_over_many_reads() -> None:
-    f = p.LineFramer(10_000)
+    f = LineFramer(10_000)
     frame = b"x" * 5000
     out = []
     for i in range(0, len(frame), 7):
@@ -29,21 +30,21 @@ def test_framer_joins_a_frame_split_over_many_reads() -> None:
 
 
 def test_framer_rejects_an_endless_line_before_it_ends() -> None:
-    f = p.LineFramer(1000)
+    f = LineFramer(1000)
     f.feed(b"x" * 600)
-    with pytest.raises(p.FrameTooLarge):
+    with pytest.raises(FrameTooLarge):
         f.feed(b"x" * 600)  # no newline yet: refused without waiting for one
 
 
 def test_framer_rejects_an_oversized_complete_line() -> None:
-    f = p.LineFramer(10)
-    with pytest.raises(p.FrameTooLarge):
+    f = LineFramer(10)
+    with pytest.raises(FrameTooLarge):
         f.feed(b"x" * 11 + b"\nok\n")
-    assert p.LineFramer(10).feed(b"x" * 10 + b"\n") == [b"x" * 10]
+    assert LineFramer(10).feed(b"x" * 10 + b"\n") == [b"x" * 10]
 
 
 def test_frames_never_contain_a_raw_newline() -> None:
-    frame = p.encode_frame({"content": "line1\nline2"})
+    frame = encode_frame({"content": "line1\nline2"})
     assert frame.count(b"\n") == 1 and frame.endswith(b"\n")
 
 

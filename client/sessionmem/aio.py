@@ -25,6 +25,7 @@ from .api import (
 )
 from .calls import Call, Calls
 from .connect import connect
+from .framing import FrameTooLarge, LineFramer
 from .paths import Paths, resolve
 from .typed import AsyncSessionMethods
 from .session import MAX_REPLY
@@ -51,7 +52,7 @@ class _ClientProtocol(asyncio.Protocol):
     feed queue, when this connection watches."""
 
     def __init__(self) -> None:
-        self.framer = p.LineFramer(MAX_REPLY)
+        self.framer = LineFramer(MAX_REPLY)
         self.waiters: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self.batches: dict[int, asyncio.Future[list[p.Reply]]] = {}  # by the batch's first id
         self.transport: asyncio.Transport | None = None
@@ -64,7 +65,7 @@ class _ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             frames = self.framer.feed(data)
-        except p.FrameTooLarge as e:
+        except FrameTooLarge as e:
             self._fail(errors.ConnectionLost(str(e)))
             return
         for frame in frames:

@@ -31,6 +31,7 @@ from .api import (
 )
 from .calls import Call, Calls
 from .connect import connect, reconnect, set_io_timeout
+from .framing import FrameTooLarge, LineFramer
 from .paths import Paths, resolve
 from .typed import SessionMethods
 
@@ -71,7 +72,7 @@ class Session(SessionMethods):
         self._next_id = 0
         self._closed = False
         self._sock: _socket.socket | None = None
-        self._framer = p.LineFramer(MAX_REPLY)
+        self._framer = LineFramer(MAX_REPLY)
         self._ready: list[bytes] = []
         self.daemon: p.HelloResult = self._connect()
 
@@ -80,7 +81,7 @@ class Session(SessionMethods):
         sock = connect(self.paths, self._autostart, self._timeout)
         set_io_timeout(sock, self._timeout)
         self._sock = sock
-        self._framer = p.LineFramer(MAX_REPLY)
+        self._framer = LineFramer(MAX_REPLY)
         self._ready = []
         try:
             hello: p.HelloResult = self._exchange("hello", hello_params())
@@ -155,7 +156,7 @@ class Session(SessionMethods):
         except (TimeoutError, BlockingIOError):
             self._drop()
             raise errors.ConnectionFailed(f"no reply to a batch within {self._timeout:g}s") from None
-        except (OSError, p.FrameTooLarge) as e:
+        except (OSError, FrameTooLarge) as e:
             self._drop()
             raise errors.ConnectionLost(f"lost the daemon during a batch: {e}") from None
         except errors.SessionmemError:
@@ -184,7 +185,7 @@ class Session(SessionMethods):
         except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
             self._drop()
             raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
-        except (OSError, p.FrameTooLarge) as e:
+        except (OSError, FrameTooLarge) as e:
             self._drop()
             raise errors.ConnectionLost(f"lost the daemon during {method}: {e}") from None
         except errors.SessionmemError:
@@ -210,7 +211,7 @@ class Session(SessionMethods):
         try:
             set_io_timeout(sock, 1.0)
             frame = self._read_frame(sock)
-        except (OSError, p.FrameTooLarge):
+        except (OSError, FrameTooLarge):
             return
         reply = decode_reply(frame)
         if reply.error is not p.UNSET:
@@ -240,14 +241,14 @@ class Session(SessionMethods):
         Compacted when the daemon can no longer replay from ``since``: re-read what you
         need and watch again from the revision ``get_stats()`` reports."""
         conn: _socket.socket | None = None
-        framer = p.LineFramer(MAX_REPLY)
+        framer = LineFramer(MAX_REPLY)
         try:
             while True:
                 if conn is None:
                     conn = reconnect(lambda: connect(self.paths, self._autostart, self._timeout),
                                      self._timeout)
                     conn.settimeout(None)  # a feed may be quiet for hours
-                    framer = p.LineFramer(MAX_REPLY)
+                    framer = LineFramer(MAX_REPLY)
                     params = watch_params(since, session or self.session_id)
                     conn.sendall(encode_call("watch", params, 1))
                 try:

@@ -21,7 +21,7 @@ import msgspec
 
 from sessionmem import errors
 from sessionmem.peercred import peer_uid
-from sessionmem.protocol import FrameTooLarge, LineFramer
+from sessionmem.framing import FrameTooLarge, LineFramer
 
 from .listener import BACKLOG
 from .rpc import Dispatcher, PendingReply

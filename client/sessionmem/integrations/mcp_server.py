@@ -35,6 +35,7 @@ from .. import errors
 from .. import protocol as p
 from .._version import __version__
 from ..aio import AsyncSession
+from ..framing import encode_frame
 
 T = TypeVar("T")
 
@@ -224,7 +225,7 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         try:
             async with asyncio.timeout(timeout):
                 async for ch in watcher.watch(since=after_revision, session=session):
-                    changes.append(json.loads(p.encode_frame(ch)))
+                    changes.append(json.loads(encode_frame(ch)))
                     break
         except TimeoutError:
             pass
