@@ -248,6 +248,7 @@ def clear(c: Ctx) -> None:
 @click.command()
 @pass_ctx
 def stats(c: Ctx) -> None:
+    """The session's counts and the daemon's figures (getStats)."""
     s = c.session().get_stats()
     human = "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(s).items())
     c.out(s, human)
