@@ -98,8 +98,8 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
 
     def recent(a: p.GetRecentMessagesParams) -> Any:
         n = a.count
-        s = ready(a.session, lambda s: n > s.loaded_messages)
-        if s is not None:
+        s = ready(a.session)
+        if s is not None and (s.older == 0 or n <= s.loaded_messages):
             return s.recent_full(n) if a.full else s.recent_messages(n)
         if a.full:
             return later(a.session, lambda s: s.recent_full(n), lambda s: n > s.loaded_messages)
