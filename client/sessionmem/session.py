@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import _socket
 import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -99,39 +99,33 @@ class Session(SessionMethods):
         return call.then(result) if call.then is not None else cast(T, result)
 
     def _call_locked(self, method: str, params: dict[str, Any] | None) -> Any:
+        return self._attempt(lambda: self._exchange(method, params), safe_to_repeat(method, params), method)
+
+    def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        # Every call of a batch is safe to repeat (appends with ids): retried as one.
+        return self._attempt(lambda: self._exchange_batch(calls), True, "a batch")
+
+    def _attempt(self, send: Callable[[], T], repeatable: bool, what: str) -> T:
+        """``send()`` on the connection (made if need be); once more on a new one when the
+        daemon went away before it was sent, or during it and it is ``repeatable``."""
         with self._lock:
             if self._closed:
                 raise errors.ConnectionFailed("session is closed")
             if self._sock is None:
                 self.daemon = self._connect()
             try:
-                return self._exchange(method, params)
+                return send()
             except _Unsent:
                 if not self._retry:
-                    raise errors.ConnectionLost(f"lost the daemon before sending {method}") from None
+                    raise errors.ConnectionLost(f"lost the daemon before sending {what}") from None
                 # The daemon went away while we were idle: nothing was sent, any call may go.
             except errors.ConnectionLost:
-                if not (self._retry and safe_to_repeat(method, params)):
+                if not (self._retry and repeatable):
                     raise
             # The daemon went away mid-call (a restart, socket activation): the call is
             # safe to repeat, so repeat it once on a new connection.
             self.daemon = reconnect(self._connect, self._timeout)
-            return self._exchange(method, params)
-
-    def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
-        """Every call here is safe to repeat (appends with ids): retried as one."""
-        with self._lock:
-            if self._closed:
-                raise errors.ConnectionFailed("session is closed")
-            if self._sock is None:
-                self.daemon = self._connect()
-            try:
-                return self._exchange_batch(calls)
-            except (_Unsent, errors.ConnectionLost):
-                if not self._retry:
-                    raise errors.ConnectionLost("lost the daemon during a batch") from None
-            self.daemon = reconnect(self._connect, self._timeout)
-            return self._exchange_batch(calls)
+            return send()
 
     def _exchange_batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
         sock = self._sock
