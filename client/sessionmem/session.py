@@ -128,17 +128,10 @@ class Session(SessionMethods):
             return send()
 
     def _exchange_batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
-        sock = self._sock
-        assert sock is not None
         first = self._next_id + 1
         self._next_id += len(calls)
-        try:
-            try:
-                sock.sendall(encode_batch(calls, first))
-            except (BrokenPipeError, ConnectionResetError):
-                self._raise_parting_error(sock)
-                self._drop()
-                raise _Unsent from None
+
+        def read(sock: _socket.socket) -> list[Any]:
             while True:
                 frame = self._read_frame(sock)
                 if frame[:1] == b"[":
@@ -147,41 +140,36 @@ class Session(SessionMethods):
                 if reply.id is None and reply.error is not p.UNSET:
                     self._drop()
                     raise errors.from_wire(reply.error)
-        except (TimeoutError, BlockingIOError):
-            self._drop()
-            raise errors.ConnectionFailed(f"no reply to a batch within {self._timeout:g}s") from None
-        except (OSError, FrameTooLarge) as e:
-            self._drop()
-            raise errors.ConnectionLost(f"lost the daemon during a batch: {e}") from None
-        except errors.SessionmemError:
-            raise
-        except BaseException:
-            self._drop()
-            raise
+
+        return self._send_and_read(encode_batch(calls, first), read, "a batch")
 
     def _exchange(self, method: str, params: dict[str, Any] | None) -> Any:
-        """Send one call and read its reply. Any failure in between, an interrupt
+        self._next_id = rid = self._next_id + 1
+        return self._send_and_read(encode_call(method, params, rid),
+                                   lambda sock: self._read_reply(sock, method, rid), method)
+
+    def _send_and_read(self, frame: bytes, read: Callable[[_socket.socket], T], what: str) -> T:
+        """Send a frame and read its reply. Any failure in between, an interrupt
         included (Ctrl-C, a signal handler's exception), drops the connection: a reply
         still on its way must never be taken as the answer to the next call."""
         sock = self._sock
         assert sock is not None
-        self._next_id = rid = self._next_id + 1
         try:
             try:
-                sock.sendall(encode_call(method, params, rid))
+                sock.sendall(frame)
             except (BrokenPipeError, ConnectionResetError):
                 # The daemon may have refused the request and closed (a frame over its
                 # limit): its reply, already sent, says why better than EPIPE does.
                 self._raise_parting_error(sock)
                 self._drop()
                 raise _Unsent from None  # a Unix socket refuses a send to a closed peer
-            return self._read_reply(sock, method, rid)
+            return read(sock)
         except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expiry reads as EAGAIN
             self._drop()
-            raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
+            raise errors.ConnectionFailed(f"no reply to {what} within {self._timeout:g}s") from None
         except (OSError, FrameTooLarge) as e:
             self._drop()
-            raise errors.ConnectionLost(f"lost the daemon during {method}: {e}") from None
+            raise errors.ConnectionLost(f"lost the daemon during {what}: {e}") from None
         except errors.SessionmemError:
             raise  # a reply: the connection is in step
         except BaseException:
