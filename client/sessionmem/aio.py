@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -177,40 +177,32 @@ class AsyncSession(AsyncSessionMethods):
         return self
 
     async def _run(self, call: Call[T]) -> T:
-        if call.batch is not None:
-            result = await self._batch(call.batch)
+        batch = call.batch
+        if batch is not None:
+            # Every call of a batch is safe to repeat (appends with ids): retried as one.
+            result = await self._attempt(lambda proto: self._send_batch(proto, batch), True)
         else:
-            result = await self._call_once(call.method, call.params)
+            method, params = call.method, call.params
+            result = await self._attempt(lambda proto: self._send(proto, method, params),
+                                         safe_to_repeat(method, params))
         return call.then(result) if call.then is not None else cast(T, result)
 
-    async def _call_once(self, method: str, params: dict[str, Any] | None) -> Any:
+    async def _attempt(self, send: Callable[[_ClientProtocol], Awaitable[Any]], repeatable: bool) -> Any:
+        """``send`` on the connection; once more on a new one when the daemon went away
+        while idle (nothing sent yet), or mid-call and it is ``repeatable``."""
         proto = self._proto
         if proto is None:
             raise errors.ConnectionFailed("session is not connected (use `async with`)")
         if proto.lost is not None and self._retry:
             proto = await self._reconnect(proto)  # gone while idle: nothing sent yet, any call may go
         try:
-            return await self._send(proto, method, params)
+            return await send(proto)
         except errors.ConnectionLost:
-            if not (self._retry and safe_to_repeat(method, params)):
+            if not (self._retry and repeatable):
                 raise
         # The daemon went away mid-call: safe to repeat, so once more on a new connection
         # (one reconnect for all the calls that were in flight).
-        return await self._send(await self._reconnect(proto), method, params)
-
-    async def _batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
-        """Every call here is safe to repeat (appends with ids): retried as one."""
-        proto = self._proto
-        if proto is None:
-            raise errors.ConnectionFailed("session is not connected (use `async with`)")
-        if proto.lost is not None and self._retry:
-            proto = await self._reconnect(proto)
-        try:
-            return await self._send_batch(proto, calls)
-        except errors.ConnectionLost:
-            if not self._retry:
-                raise
-        return await self._send_batch(await self._reconnect(proto), calls)
+        return await send(await self._reconnect(proto))
 
     async def _send_batch(self, proto: _ClientProtocol, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
         if proto.lost is not None or proto.transport is None:
