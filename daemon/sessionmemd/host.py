@@ -134,10 +134,6 @@ class SessionHost:
         if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
             self.trim_messages(state, self.max_messages)
 
-    def revision_of(self, sid: str) -> int:
-        s = self.loaded.get(sid)
-        return s.revision if s is not None else self.known[sid]
-
     def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
         """Drop sessions unused since tick ``idle_since`` whose changes are all drained
         (the caller has written them). Never the current one, one with older history

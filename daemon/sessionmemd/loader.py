@@ -57,7 +57,6 @@ class Loader:
         self._completing: dict[str, asyncio.Future[None]] = {}
         self._last: dict[str, asyncio.Future[None]] = {}  # the end of each session's last queued call
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.loads = 0  # sessions read from the database (getStats)
 
     # -- calls -------------------------------------------------------------------------
     def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None) -> SessionState | None:
@@ -145,7 +144,6 @@ class Loader:
             return existing
         s = SessionState.from_restored(r)
         host.adopt(s)
-        self.loads += 1
         if not s.complete:
             self.complete(s)
         return s
