@@ -38,7 +38,7 @@ SESSION_IS_CURRENT: Final = -32013  # deleteSession of the current one; data: {s
 # What hello's `capabilities` lists; clients may test for each by name.
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
-    "revisions", "watch", "expect", "messageIds", "sessions", "messageData",
+    "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -354,6 +354,11 @@ class Change(Struct, omit_defaults=True, kw_only=True):
     removed: int | UnsetType = UNSET  # trimMessages; addMessage trimmed by --max-messages
     forkFrom: str | UnsetType = UNSET  # createSession as a fork
     forkUpTo: int | UnsetType = UNSET  # createSession as a fork: messages copied
+    # The session that is current after this change, on every change that made another
+    # session current (setCurrentSession; clear with no params; createSession and
+    # importSession with makeCurrent; restore): a follower of "the current session"
+    # needs no other read to know it moved.
+    current: str | UnsetType = UNSET
 
 
 class Notification(Struct, Generic[T], kw_only=True):

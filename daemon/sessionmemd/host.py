@@ -277,9 +277,10 @@ class SessionHost:
         self.loaded[sid] = s
         self._used[sid] = self.tick
         self.known[sid] = 0
-        self._record(change)
         if make_current:
             self._make_current(sid)
+            change.current = sid
+        self._record(change)
         return sid
 
     def create_session(self, sid: str | None, fork: SessionState | None = None,
@@ -321,7 +322,7 @@ class SessionHost:
             return
         self._check_room()
         self._make_current(sid)
-        self._record(self._next("setCurrentSession", sid))
+        self._record(self._next("setCurrentSession", sid, current=sid))
 
     def delete_session(self, sid: str) -> None:
         if sid == self.current_id:
@@ -351,7 +352,7 @@ class SessionHost:
         self.known[new] = 0
         self._make_current(new)
         self._forget(old)
-        self._record(self._next("clear", old, newSessionId=new))
+        self._record(self._next("clear", old, newSessionId=new, current=new))
         self._dirty[new] = None
         s.revision = self.revision
         return new
@@ -369,7 +370,7 @@ class SessionHost:
         self._current_moved = False
         self._unsaved_current(current)
         self._reserving = None  # a reservation among the dropped batches is void
-        self._record(self._next("restore", current.session_id))
+        self._record(self._next("restore", current.session_id, current=current.session_id))
 
     # -- persistence ----------------------------------------------------------------------
     @property
