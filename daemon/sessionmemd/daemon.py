@@ -128,12 +128,15 @@ class Daemon:
         if kept and len(log_) < len(kept):
             log.warning("the change log left by the last stop has a gap: kept %d of %d", len(log_), len(kept))
         self.host = SessionHost(state, known, mark, log_, now_ms, new_session_id, cfg.max_messages)
-        self.host.reserved = mark + BLOCK
+        self.host.set_reserved(mark + BLOCK)
         always = cfg.durability == "always"
         self.feed = Feed(log_, publish_when_committed=always)
         self.host.on_change = self.feed.changed
         self.host.adopt(state)  # --max-messages may trim it
-        self.loader = Loader(self.host, lambda: self.persister.store.open_reader())
+        self.loader = Loader(self.host, lambda: self.persister.store.open_reader(),
+                             wait_room=lambda: self.persister.room())
+        # Half the revision block is used: write the next reservation now.
+        self.host.on_reserve = lambda: self.server.track(asyncio.ensure_future(self._quiet_snapshot()))
         self.persister = Persister(store, self.host, self._reopen_store, self.feed.committed,
                                    before_reopen=self.loader.reset)
         if not state.complete:

@@ -79,7 +79,9 @@ class SessionHost:
         self.known = known
         self.known.setdefault(current.session_id, current.revision)
         self.revision = revision
-        self.reserved = revision  # the durable mark; raised by reserve()/saved()
+        self.reserved = revision  # the durable mark; raised by saved()
+        self._watermark = revision  # see _check_room
+        self.closing = False  # the final batch was taken: no change may follow it
         self.log = log
         self.max_messages = max_messages
         self._now = now_ms
@@ -98,6 +100,14 @@ class SessionHost:
         self._unsaved_current(current)
         # Called after each change (the feed schedules its flush here).
         self.on_change: Callable[[], None] = lambda: None
+        # Called once half the reserved block is used: the shell writes a batch now, which
+        # carries the next reservation (drain), instead of waiting for the snapshot timer.
+        self.on_reserve: Callable[[], None] = lambda: None
+
+    def set_reserved(self, mark: int) -> None:
+        """The durable mark at start (store.reserve_revisions)."""
+        self.reserved = mark
+        self._watermark = mark - BLOCK // 2
 
     def _unsaved_current(self, s: SessionState) -> None:
         """A current session that is not in the database yet (a new one at start or
@@ -149,12 +159,31 @@ class SessionHost:
 
     # -- the rules every change goes through ------------------------------------------
     def _check_room(self) -> None:
-        if self.revision >= self.reserved:
-            raise errors.PersistFailed(
-                "no revision is reserved durably yet (the database has not confirmed the next "
-                "block: is the disk full?); nothing was changed, retry",
-                {"revision": self.revision},
-            )
+        # One comparison on the hot path: the watermark is half a block below the
+        # durable mark while no reservation is under way, the mark itself while one is.
+        if self.revision >= self._watermark:
+            self._room()
+
+    def _room(self) -> None:
+        if self.revision < self.reserved:
+            # Half the block is used: reserve the next one now, on the writer thread,
+            # whatever the snapshot timer says (the shell writes it at once).
+            self._watermark = self.reserved
+            self.on_reserve()
+            return
+        if self.closing:
+            raise errors.ShuttingDown("daemon is shutting down; nothing was changed")
+        # The loader holds writes back until the next block is durable (has_room), so
+        # this is reached only if a change bypassed it: refuse, changing nothing.
+        raise errors.PersistFailed(
+            "no revision is reserved durably yet (the next block is still being written to the "
+            "database); nothing was changed, retry", {"revision": self.revision},
+        )
+
+    @property
+    def has_room(self) -> bool:
+        """A change may take the next revision now (one within the durable mark)."""
+        return self.revision < self.reserved
 
     def _expect(self, expect: Raw | p.UnsetType, current: Callable[[], bytes | None]) -> None:
         """Raise Conflict unless ``expect`` is absent or equals the value now (its JSON from
@@ -370,6 +399,7 @@ class SessionHost:
         self._current_moved = False
         self._unsaved_current(current)
         self._reserving = None  # a reservation among the dropped batches is void
+        self._watermark = self.reserved - BLOCK // 2
         self._record(self._next("restore", current.session_id, current=current.session_id))
 
     # -- persistence ----------------------------------------------------------------------
@@ -390,7 +420,7 @@ class SessionHost:
         the current one is used; with ``marks``, each changed session's last revision
         (see Batch.marks). None: nothing to do."""
         reserve = None
-        if self._reserving is None and self.revision > self.reserved - BLOCK // 2:
+        if self._reserving is None and self.revision >= self.reserved - BLOCK // 2:
             reserve = self._reserving = self.revision + BLOCK
         batch = Batch(deleted=self._deleted, current=self.current_id if self._current_moved else None,
                       reserve=reserve)
@@ -415,6 +445,8 @@ class SessionHost:
     def final(self) -> Batch:
         """The last batch of a clean stop: what is left, the exact last revision as the
         reserved mark (the next start continues without a gap) and the change log."""
+        self.closing = True
+        self.reserved = self._watermark = self.revision  # nothing more is handed out
         batch = self.drain() or Batch(revision=self.revision)
         batch.reserve = self.revision
         batch.change_log = self.log.entries()
@@ -426,3 +458,4 @@ class SessionHost:
             self.reserved = max(self.reserved, batch.reserve)
             if batch.reserve == self._reserving:
                 self._reserving = None
+                self._watermark = self.reserved - BLOCK // 2

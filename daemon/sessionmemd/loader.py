@@ -10,15 +10,24 @@ oldest part in one read, spliced in front. A call that needs the whole history
 
 Order. Calls on one session run in the order they arrived: once one of them waits,
 every later call on that session queues behind it (``_last``), even one that could
-run at once; a client that pipelines a write and then a read sees its write.
+run at once; a client that pipelines a write and then a read sees its write. Calls on
+the set of sessions (create, import, delete, ``clear``) queue behind the calls already
+waiting on the session they name (:meth:`session_op`). A call that must wait and that
+changes which session is current, or a write that must wait for the next block of
+revisions to be durable, is a *gate*: every call after it, on any session, waits until
+it has run, and only then finds its session, so "the current session" means the one
+current when the call's turn comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
+import types
 import logging
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -42,13 +51,31 @@ def always(_s: SessionState) -> bool:
     return True
 
 
-async def _result(task: asyncio.Task[T]) -> T:
+async def _result(task: asyncio.Future[T]) -> T:
     return await task
 
 
+def _copy_outcome(out: asyncio.Future[T], task: asyncio.Task[T]) -> None:
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif task.exception() is not None:
+        out.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        out.set_result(task.result())
+
+
+async def _no_room() -> None:
+    raise errors.PersistFailed("no revision is reserved durably yet; nothing was changed, retry")
+
+
 class Loader:
-    def __init__(self, host: SessionHost, open_reader: Callable[[], sqlite3.Connection], tail: int = TAIL) -> None:
+    def __init__(self, host: SessionHost, open_reader: Callable[[], sqlite3.Connection], tail: int = TAIL,
+                 wait_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._host = host
+        # Waits until the next block of revisions is durable (persist.Persister.room).
+        self._wait_room = wait_room or _no_room
         self._open_reader = open_reader
         self._tail = tail
         self._conn: sqlite3.Connection | None = None  # used on the reader thread only
@@ -56,13 +83,21 @@ class Loader:
         self._loading: dict[str, asyncio.Future[SessionState]] = {}
         self._completing: dict[str, asyncio.Future[None]] = {}
         self._last: dict[str, asyncio.Future[None]] = {}  # the end of each session's last queued call
+        self._gate: asyncio.Future[None] | None = None  # every call waits for it (see Order)
+        self._behind_gate: collections.deque[tuple[Any, ...]] = collections.deque()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- calls -------------------------------------------------------------------------
-    def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None) -> SessionState | None:
+    def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None, write: bool = False
+              ) -> SessionState | None:
         """The session a call may run on at once, or None (then :meth:`later`). Raises
-        NoSuchSession for an unknown id."""
+        NoSuchSession for an unknown id. ``write``: the call changes something, so it
+        also needs a revision within the durable mark."""
+        if self._gate is not None:
+            return None
         host = self._host
+        if write and host.revision >= host.reserved:  # has_room, inline: every write passes here
+            return None
         if ref is UNSET:  # the common case: the current session, always in memory
             sid = host.current_id
             s: SessionState | None = host.loaded[sid]
@@ -74,40 +109,97 @@ class Loader:
             return s
         return None
 
-    def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
-             ) -> T | Coroutine[Any, Any, T]:
+    def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None,
+             write: bool = False, switches: bool = False) -> T | Coroutine[Any, Any, T]:
         """``op(session)`` now when it can run now, else a coroutine that runs it once
-        the session (and, when ``needs_all(session)``, its whole history) is loaded."""
-        s = self.ready(ref, needs_all)
+        the session (and, when ``needs_all(session)``, its whole history) is loaded.
+        ``switches``: the op may make another session current."""
+        s = self.ready(ref, needs_all, write)
         if s is not None:
             return op(s)
-        return self.later(ref, op, needs_all)
+        return self.later(ref, op, needs_all, write, switches)
 
-    def later(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None
-              ) -> Coroutine[Any, Any, T]:
+    def later(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None,
+              write: bool = False, switches: bool = False) -> Coroutine[Any, Any, T]:
         """Run ``op(session)`` once the session is ready, after every call on it that
-        is already waiting."""
-        sid = self._host.resolve(ref)
+        is already waiting (and after any gate)."""
+        return self._defer(ref, op, needs_all, write, switches, load=True)
+
+    def session_op(self, sid: str | p.UnsetType | None, op: Callable[[], T], switches: bool = False
+                   ) -> T | Coroutine[Any, Any, T]:
+        """``op()``, a change to the set of sessions that names ``sid`` (UNSET: the current
+        one; None: none yet), now, or once the calls already waiting on ``sid`` (and any
+        gate) have run."""
+        key = self._host.current_id if sid is UNSET else sid
+        if self._gate is None and self._host.has_room and (key is None or key not in self._last):
+            return op()
+        return self._defer(sid, lambda _s: op(), None, True, switches, load=False)
+
+    def _defer(self, ref: str | p.UnsetType | None, op: Callable[[Any], T], needs_all: NeedsAll,
+               write: bool, switches: bool, load: bool) -> Coroutine[Any, Any, T]:
         loop = asyncio.get_running_loop()
-        prev = self._last.get(sid)
         done: asyncio.Future[None] = loop.create_future()
-        self._last[sid] = done
+        if self._gate is None:
+            task = self._enqueue(ref, op, needs_all, write, load, done)
+            if switches or (write and not self._host.has_room):
+                self._gate = done
+            return _result(task)
+        # Behind a gate: the session (and whether it exists) is decided when it passes.
+        out: asyncio.Future[T] = loop.create_future()
+        self._behind_gate.append((ref, op, needs_all, write, switches, load, done, out))
+        return _result(out)
+
+    def _gate_passed(self) -> None:
+        """The gate's call has run: queue the calls that waited for it, in arrival order,
+        here and now (not from a callback: a request read meanwhile must not overtake
+        them), up to the next one that is a gate itself."""
+        self._gate = None
+        waiting = self._behind_gate
+        while waiting:
+            ref, op, needs_all, write, switches, load, done, out = waiting.popleft()
+            try:
+                task = self._enqueue(ref, op, needs_all, write, load, done)
+            except BaseException as e:  # NoSuchSession: the call's own answer
+                out.set_exception(e)
+                continue
+            task.add_done_callback(functools.partial(_copy_outcome, out))
+            if switches or (write and not self._host.has_room):
+                self._gate = done
+                return
+
+    def _enqueue(self, ref: str | p.UnsetType | None, op: Callable[[Any], T], needs_all: NeedsAll,
+                 write: bool, load: bool, done: asyncio.Future[None]) -> asyncio.Task[T]:
+        sid = self._host.resolve(ref) if load or ref is UNSET else ref
+        prev = self._last.get(sid) if sid is not None else None
+        if sid is not None:
+            self._last[sid] = done
         # A task, not a bare coroutine: it runs (and ends the queue entry) even when
         # the reply is never awaited (the connection closed meanwhile).
-        task = loop.create_task(self._queued(sid, prev, done, op, needs_all))
+        task = asyncio.get_running_loop().create_task(
+            self._queued(sid, prev, done, op, needs_all, write, load))
         self._keep(task)
-        return _result(task)
+        return task
 
-    async def _queued(self, sid: str, prev: asyncio.Future[None] | None, done: asyncio.Future[None],
-                      op: Callable[[SessionState], T], needs_all: NeedsAll) -> T:
+    async def _queued(self, sid: str | None, prev: asyncio.Future[None] | None, done: asyncio.Future[None],
+                      op: Callable[[Any], T], needs_all: NeedsAll, write: bool, load: bool) -> T:
         try:
             if prev is not None:
                 await prev
-            return op(await self.ensure(sid, needs_all))
+            s = await self.ensure(sid, needs_all) if load and sid is not None else None
+            if write and not self._host.has_room:
+                await self._wait_room()
+                if load and sid is not None:
+                    s = await self.ensure(sid, needs_all)
+            result: Any = op(s)
+            if type(result) is types.CoroutineType:  # an op that itself had to wait (a fork)
+                result = await result
+            return result  # type: ignore[no-any-return]
         finally:
             done.set_result(None)
-            if self._last.get(sid) is done:
+            if sid is not None and self._last.get(sid) is done:
                 del self._last[sid]
+            if self._gate is done:
+                self._gate_passed()
 
     def busy(self) -> set[str]:
         """Sessions with calls waiting or loads under way: not to be unloaded."""

@@ -46,6 +46,9 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
     # current session, in memory) makes no closure.
     call, ready, later = loader.call, loader.ready, loader.later
 
+    def write(ref: Any, op: Any, needs_all: Any = None, switches: bool = False) -> Any:
+        return call(ref, op, needs_all, True, switches)
+
     def expect(a: Any) -> Any:
         return _checked(a.expect, max_depth, "params.expect")
 
@@ -59,36 +62,36 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         # An id must be checked against the whole history (a retry of an old append);
         # --max-messages trims the oldest: both wait for messages still loading.
         needs = _older_loading if msg_id is not None or host.max_messages is not None else None
-        s = ready(a.session, needs)
+        s = ready(a.session, needs, True)
         if s is not None:
             return host.add_message(s, a.role, a.content, ts, msg_id, data)  # type: ignore[arg-type]
         return later(a.session, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data),  # type: ignore[arg-type]
-                     needs)
+                     needs, True)
 
     def set_task(a: p.SetCurrentTaskParams) -> Any:
         exp = expect(a)
-        return call(a.session, lambda s: host.set_current_task(s, a.task, exp))
+        return write(a.session, lambda s: host.set_current_task(s, a.task, exp))
 
     def set_ticket(a: p.SetActiveTicketParams) -> Any:
         exp = expect(a)
-        return call(a.session, lambda s: host.set_active_ticket(s, a.ticketId, exp))
+        return write(a.session, lambda s: host.set_active_ticket(s, a.ticketId, exp))
 
     def delete_context(a: p.DeleteContextParams) -> Any:
         exp = expect(a)
-        return call(a.session, lambda s: host.delete_context(s, a.key, exp))
+        return write(a.session, lambda s: host.delete_context(s, a.key, exp))
 
     def pop_message(a: p.PopMessageParams) -> Any:
         exp = expect(a)
-        return call(a.session, lambda s: host.pop_message(s, exp), _tail_empty)
+        return write(a.session, lambda s: host.pop_message(s, exp), _tail_empty)
 
     def set_context(a: p.SetContextParams) -> Any:
         value = bytes(a.value)
         check_json_value(value, max_depth, "params.value")
         exp = expect(a)
-        s = ready(a.session)
+        s = ready(a.session, None, True)
         if s is not None:
             return host.set_context(s, a.key, value, exp)
-        return later(a.session, lambda s: host.set_context(s, a.key, value, exp))
+        return later(a.session, lambda s: host.set_context(s, a.key, value, exp), None, True)
 
     def get_context(a: p.KeyParams) -> Any:
         s = ready(a.session)
@@ -112,8 +115,9 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
 
     def clear(a: p.SessionParams) -> Any:
         if a.session is UNSET:
-            return host.clear()  # the original's: a new current session, the old one deleted
-        return call(a.session, host.wipe, always)
+            # The original's: a new current session, the old one deleted.
+            return loader.session_op(UNSET, host.clear, switches=True)
+        return write(a.session, host.wipe, always)
 
     def create_session(a: p.CreateSessionParams) -> Any:
         sid = None if a.sessionId is UNSET else a.sessionId
@@ -121,14 +125,20 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         if a.forkFrom is UNSET:
             if a.forkUpTo is not UNSET:
                 raise errors.InvalidParams("`params.forkUpTo` is given without `params.forkFrom`")
-            return p.SessionIdResult(host.create_session(sid, None, None, a.makeCurrent))  # type: ignore[arg-type]
-        return call(a.forkFrom, lambda s: p.SessionIdResult(
-            host.create_session(sid, s, up_to, a.makeCurrent)), always)  # type: ignore[arg-type]
+            return loader.session_op(sid, lambda: p.SessionIdResult(
+                host.create_session(sid, None, None, a.makeCurrent)), a.makeCurrent)  # type: ignore[arg-type]
+        if sid is not None and sid in loader.busy():
+            # The new id has calls waiting (a delete): after them, then the fork.
+            return loader.session_op(sid, lambda: write(a.forkFrom, lambda s: p.SessionIdResult(
+                host.create_session(sid, s, up_to, a.makeCurrent)), always, a.makeCurrent))  # type: ignore[arg-type]
+        return write(a.forkFrom, lambda s: p.SessionIdResult(
+            host.create_session(sid, s, up_to, a.makeCurrent)), always, a.makeCurrent)  # type: ignore[arg-type]
 
     def import_session(a: p.ImportSessionParams) -> p.SessionIdResult:
         sid = None if a.sessionId is UNSET else a.sessionId
         state = import_state(a.records, sid, lambda v, f: check_json_value(v, max_depth, f))  # type: ignore[arg-type]
-        return p.SessionIdResult(host.import_session(state, a.makeCurrent))
+        return loader.session_op(state.session_id, lambda: p.SessionIdResult(
+            host.import_session(state, a.makeCurrent)), a.makeCurrent)
 
     def watch(a: p.WatchParams, conn: Watcher) -> p.WatchResult:
         since = None if a.since is UNSET else a.since
@@ -146,8 +156,8 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "addMessage": add_message,
         "getRecentMessages": recent,
         "getAllMessages": all_messages,
-        "trackOpenFile": lambda a: call(a.session, lambda s: host.track_file(s, a.filePath)),
-        "untrackFile": lambda a: call(a.session, lambda s: host.untrack_file(s, a.filePath)),
+        "trackOpenFile": lambda a: write(a.session, lambda s: host.track_file(s, a.filePath)),
+        "untrackFile": lambda a: write(a.session, lambda s: host.untrack_file(s, a.filePath)),
         "getOpenFiles": lambda a: call(a.session, SessionState.open_files),
         "setActiveTicket": set_ticket,
         "getActiveTicket": lambda a: call(a.session, lambda s: s.active_ticket),
@@ -164,11 +174,12 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "watch": watch,
         "unwatch": unwatch,
         "popMessage": pop_message,
-        "trimMessages": lambda a: call(a.session, lambda s: host.trim_messages(s, a.keep), always),
+        "trimMessages": lambda a: write(a.session, lambda s: host.trim_messages(s, a.keep), always),
         "createSession": create_session,
         "listSessions": lambda _: loader.list_sessions(),
-        "setCurrentSession": lambda a: call(a.sessionId, lambda s: host.set_current_session(s.session_id)),
-        "deleteSession": lambda a: host.delete_session(a.sessionId),
+        "setCurrentSession": lambda a: write(a.sessionId, lambda s: host.set_current_session(s.session_id),
+                                             switches=True),
+        "deleteSession": lambda a: loader.session_op(a.sessionId, lambda: host.delete_session(a.sessionId)),
         "exportSession": lambda a: call(a.session, export_records, always),
         "importSession": import_session,
     }

@@ -99,7 +99,6 @@ class Persister:
         # Makes a new, empty database at the same path when the file was deleted under us.
         self._reopen = reopen
         self._before_reopen = before_reopen  # other connections to the old file close first
-        self.recreated = 0
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_priority
         )
@@ -177,7 +176,6 @@ class Persister:
                     f"the database {path} was deleted and a new one cannot be made: {e}; "
                     f"the changes are kept in memory and retried", {"pendingBatches": len(self._unsaved)}
                 ) from e
-            self.recreated += 1
             return
         lost = RuntimeError(f"the database {path} was {problem} while the daemon ran")
         self._record_failure(lost)
@@ -293,6 +291,17 @@ class Persister:
         _notify(waiters, err)
         if self._waiters:
             self._start_commit()
+
+    async def room(self) -> None:
+        """Return once a change may take the next revision: the next block of revisions
+        is durable. Writes the batch that reserves it now (it goes with the changes
+        made so far) rather than waiting for the timer; raises PersistFailed, naming the
+        database's own error, when that cannot be written."""
+        host = self._host
+        while not host.has_room:
+            if host.closing:
+                raise errors.ShuttingDown("daemon is shutting down; nothing was changed")
+            await self.snapshot()
 
     # -- restore / shutdown ------------------------------------------------------------
     async def load(self) -> tuple[dict[str, int], Restored | None]:

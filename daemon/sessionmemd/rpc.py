@@ -120,6 +120,10 @@ class Dispatcher:
         self._encode = msgspec.json.Encoder().encode
         self._on_internal_error = on_internal_error
         self.durable = False  # durability=always: mutating replies wait for the commit
+        # Once the daemon stops, every call still read (a pipelining client's backlog, a
+        # batch) gets this error and runs nothing: the final snapshot must hold every
+        # change that was acknowledged, and no change may follow it.
+        self.refusing: errors.SessionmemError | None = None
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
@@ -226,6 +230,8 @@ class Dispatcher:
     def _run(
         self, method: str, handler: Handler, mutates: bool, rid: Any, params: Any, conn: Any
     ) -> bytes | Pending | None:
+        if self.refusing is not None:
+            return self._reply_error(rid, self.refusing)
         try:
             result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:

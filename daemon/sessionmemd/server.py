@@ -290,8 +290,10 @@ class Server:
         )
 
     def stop_accepting(self) -> None:
-        """Close the listener and stop reading requests; in-flight ones still finish."""
+        """Close the listener and stop reading requests; in-flight ones still finish,
+        requests read but not handled yet are answered -32003 and run nothing."""
         self.stopping = True
+        self.dispatcher.refusing = errors.ShuttingDown("daemon is shutting down; the call was not run")
         if self._aserver is not None:
             self._aserver.close()
         for c in list(self.connections):
