@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,7 +264,10 @@ def test_the_async_watch_is_an_async_iterator_that_resumes(make_daemon) -> None:
         got: list[str] = []
         async with AsyncSession(project=d.root, socket=d.socket, autostart=False) as s:
             async def produce() -> None:
-                await asyncio.sleep(0.2)
+                # The watch starts from the revision current when it registers: wait for
+                # that (a fixed sleep was a guess), so "a" comes after it.
+                while (await s.get_stats()).watchers < 1:
+                    await asyncio.sleep(0.01)
                 await s.set_current_task("a")
                 await asyncio.to_thread(lambda: (d.stop(), d.start()))
                 await s.set_current_task("b")  # reconnects: a write without expect is... sent anew
@@ -404,3 +408,32 @@ def test_a_slow_async_consumer_holds_a_bounded_queue_and_misses_nothing(daemon: 
     held, revisions = asyncio.run(asyncio.wait_for(main(), 60))
     assert held < QUEUE_HIGH + 2000  # the daemon kept the rest, not this process
     assert revisions == list(range(revisions[0], revisions[0] + 15_001))
+
+
+def test_since_above_the_current_revision_is_compacted(make_daemon: Any, tmp_path: Path) -> None:
+    """A watcher that read another database (here: the file swapped for an older copy
+    while the daemon was stopped) resumes with a `since` this one never reached: it
+    hears -32010 with the oldest revision and the current one, and re-reads."""
+    d = make_daemon()
+    with d.session() as s:
+        s.set_current_task("before")
+    d.stop()
+    old = tmp_path / "old.db"
+    shutil.copy(d.db, old)
+    d.start()
+    with d.session() as s:
+        for i in range(50):
+            s.set_context("k", i)
+        ahead = s.get_stats().revision
+    d.stop()
+    shutil.copy(old, d.db)  # the database as it was before those 50 changes
+    d.start()
+    c = d.conn()
+    current = c.result("getStats")["revision"]
+    assert current < ahead
+    r = c.call("watch", {"since": ahead})
+    assert r["error"]["code"] == p.COMPACTED, r
+    assert r["error"]["data"]["revision"] == current
+    assert r["error"]["data"]["oldest"] <= current + 1
+    assert c.result("watch", {"since": current})["revision"] == current  # re-read, then watch
+    c.close()

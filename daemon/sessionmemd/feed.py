@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
@@ -66,7 +67,14 @@ class Feed:
         Raises Compacted when the log no longer holds every change after ``since``."""
         start = current if since is None else since
         if start > current:
-            start = current  # a revision from the future (another database): from now on
+            # A revision this database never reached: the watcher's copy came from
+            # another one (a --recover, a swapped file). What it holds is not what is
+            # here: it must re-read, as after a compaction.
+            raise errors.Compacted(
+                f"revision {start} is newer than this database's latest ({current}): what you "
+                f"read came from another database; re-read the session and watch again",
+                {"oldest": self.log.oldest, "revision": current},
+            )
         self.log.check(start)
         self._watchers[conn] = _Watch(start, session)
         self._schedule()
