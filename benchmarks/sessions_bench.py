@@ -9,6 +9,8 @@ Every figure is measured in this run, each beside its baseline:
   (run under node when it and better-sqlite3 are here, as .ci/run installs them), and
   the time until getAllMessages answers;
 * start with 10,000 sessions vs with 1 (target ratio <= 1.2);
+* start after a clean stop that left a full change log (64 MiB) vs the same database
+  with the log emptied (target ratio <= 1.05), and how long that stop took;
 * RSS of a daemon after touching 1,000 sessions once and letting them idle, vs before
   (target <= 1.1x);
 * listSessions with 10,000 sessions;
@@ -137,6 +139,43 @@ def many_start(tmp: Path, sessions: int, runs: int) -> dict[str, Any]:
             "ratio": med["many"] / med["one"], "listSessionsMs": med["list"] * 1000}
 
 
+def change_log_start(tmp: Path, changes: int, size: int, runs: int) -> dict[str, Any]:
+    """First answer after a clean stop that left a full change log (``changes`` messages
+    of ``size`` bytes: 64 MiB at the defaults, the most the log keeps) vs the same
+    database with its change log emptied, alternated; and the stop that wrote it."""
+    full, empty = tmp / "log-full.db", tmp / "log-empty.db"
+    d = bench.sessionmemd(tmp, "log-fill", "--snapshot-interval", "0.5", db=full)
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(str(d.sock))
+    note = b'{"jsonrpc":"2.0","method":"addMessage","params":{"role":"user","content":"%s"}}\n'
+    c.sendall(b"".join(note % (b"%d:" % i + b"x" * size) for i in range(changes)))
+    c.sendall(b'{"jsonrpc":"2.0","method":"getStats","id":1}\n')
+    buf = b""
+    while not buf.endswith(b"\n"):
+        buf += c.recv(1 << 16)
+    c.close()
+    time.sleep(1.5)  # the periodic snapshots carry the log to disk as it grows
+    t = time.perf_counter()
+    d.stop()
+    stop = time.perf_counter() - t
+    shutil.copy(full, empty)
+    e = sqlite3.connect(empty)
+    e.execute("DELETE FROM sessionmem_changes")
+    e.commit()
+    e.execute("VACUUM")
+    e.close()
+    rows = sqlite3.connect(full).execute("SELECT count(*) FROM sessionmem_changes").fetchone()[0]
+    times: dict[str, list[float]] = {"full": [], "empty": []}
+    for _ in range(runs):
+        for label, db in (("full", full), ("empty", empty)):
+            first, _, srv = _first_answer(tmp, f"log-{label}", db)
+            times[label].append(first)
+            srv.stop()
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"logRows": rows, "stopS": stop, "fullLogStartS": med["full"], "emptyLogStartS": med["empty"],
+            "ratio": med["full"] / med["empty"]}
+
+
 def idle_memory(tmp: Path, touched: int, idle: float) -> dict[str, Any]:
     from sessionmem import Session
 
@@ -189,7 +228,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--json", type=Path, default=HERE / "out" / "sessions.json")
     a = ap.parse_args()
-    big, sessions, touched, ex = (100_000, 2_000, 200, 20_000) if a.quick else (1_000_000, 10_000, 1_000, 100_000)
+    big, sessions, touched, ex, logged = ((100_000, 2_000, 200, 20_000, 2_000) if a.quick
+                                          else (1_000_000, 10_000, 1_000, 100_000, 11_000))
     with tempfile.TemporaryDirectory(prefix="sm-sessions-") as t:
         tmp = Path(t)
         r: dict[str, Any] = {"bigStart": big_start(tmp, big)}
@@ -204,6 +244,10 @@ def main() -> int:
         print(f"start with {sessions:,} sessions vs 1             {m['manySessionsStartS'] * 1000:8.0f} ms"
               f"   1 session {m['oneSessionStartS'] * 1000:.0f} ms ({m['ratio']:.2f}x, target <= 1.2x)")
         print(f"listSessions with {sessions:,} sessions            {m['listSessionsMs']:8.1f} ms")
+        r["changeLogStart"] = g = change_log_start(tmp, logged, 6_000, 5)
+        print(f"first answer, full change log ({g['logRows']:,} rows)  {g['fullLogStartS'] * 1000:8.0f} ms"
+              f"   log emptied {g['emptyLogStartS'] * 1000:.0f} ms ({g['ratio']:.2f}x, target <= 1.05x);"
+              f" the stop that left it {g['stopS'] * 1000:.0f} ms")
         r["idle"] = i = idle_memory(tmp, touched, 1.0)
         print(f"RSS after touching {touched:,} sessions, idle      {i['rssAfterIdleMiB']:8.1f} MiB"
               f"   before {i['rssBeforeMiB']:.1f} MiB ({i['ratio']:.2f}x, target <= 1.1x); "

@@ -66,3 +66,5 @@ def test_sessions_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
     assert i["sessionsLoadedAfter"] == 1 and i["rssBeforeMiB"] > 0
     b = sessions_bench.big_start(tmp_path, 3000)
     assert b["bigFirstAnswerS"] > 0 and b["bigAllMessagesS"] >= b["bigFirstAnswerS"]
+    g = sessions_bench.change_log_start(tmp_path, 300, 100, 1)
+    assert g["logRows"] == 300 and g["fullLogStartS"] > 0 and g["emptyLogStartS"] > 0

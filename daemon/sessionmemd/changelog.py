@@ -119,29 +119,49 @@ class ChangeLog:
                     return out, self._first + i - self._start
         return out, upto
 
+    def entries_after(self, after: int) -> list[tuple[int, str, bytes]]:
+        """(revision, session id, frame) of the kept changes after ``after``: what a
+        snapshot adds to the copy of the log on disk."""
+        lo = self._start + max(after + 1 - self._first, 0)
+        first = self._first - self._start
+        return [(first + i, self._sessions[i], self._frames[i]) for i in range(lo, len(self._frames))]
+
     def entries(self) -> list[tuple[int, str, bytes]]:
-        """(revision, session id, frame) of every kept change, to keep across a restart."""
-        first = self._first
-        return [
-            (first + i, sid, f)
-            for i, (sid, f) in enumerate(
-                zip(self._sessions[self._start :], self._frames[self._start :], strict=True)
-            )
-        ]
+        """(revision, session id, frame) of every kept change."""
+        return self.entries_after(self._first - 1)
+
+    def prepend(self, entries: Iterable[tuple[int, str, bytes]]) -> int:
+        """Put older changes (a previous run's, read from disk after the first answers)
+        in front: those that lead without a gap up to the oldest one here. Returns how
+        many were taken."""
+        older: list[tuple[int, str, bytes]] = []
+        expected = self._first - 1
+        for rev, sid, frame in sorted(entries, reverse=True):
+            if rev != expected:
+                break
+            older.append((rev, sid, frame))
+            expected -= 1
+        if not older:
+            return 0
+        older.reverse()
+        frames = [f for _, _, f in older] + self._frames[self._start:]
+        sessions = [sid for _, sid, _ in older] + self._sessions[self._start:]
+        self._frames, self._sessions, self._start = frames, sessions, 0
+        self._first = older[0][0]
+        total = 0
+        self._ends = ends = []
+        for f in frames:
+            total += len(f)
+            ends.append(total)
+        self._bytes = total
+        if len(frames) > self.keep or total > self.keep_bytes:
+            self._trim()
+        return len(older)
 
     @classmethod
     def restored(cls, entries: Iterable[tuple[int, str, bytes]], last: int, **kw: int) -> ChangeLog:
         """A log holding ``entries`` (consecutive revisions ending at ``last``); any
         that do not lead without a gap up to ``last`` are left out."""
-        rows = sorted(entries)
-        keep: list[tuple[int, str, bytes]] = []
-        expected = last
-        for rev, sid, frame in reversed(rows):
-            if rev != expected:
-                break
-            keep.append((rev, sid, frame))
-            expected -= 1
-        log = cls(expected, **kw)
-        for rev, sid, frame in reversed(keep):
-            log.append(rev, sid, frame)
+        log = cls(last, **kw)
+        log.prepend(entries)
         return log

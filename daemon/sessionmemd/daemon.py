@@ -25,7 +25,7 @@ from sessionmem.paths import Paths
 from .listener import AlreadyRunning, DaemonLock, Listener
 from .changelog import ChangeLog
 from .feed import Feed
-from . import heap
+from . import heap, storeread
 from .host import BLOCK, SessionHost
 from .loader import Loader
 from .methods import build_handlers
@@ -119,14 +119,12 @@ class Daemon:
                 len(restored.context), len(known),
             )
         try:
-            mark, kept = store.reserve_revisions(BLOCK)
+            mark, log_kept = store.reserve_revisions(BLOCK)
         except Exception:
             store.close()
             self.lock.release()
             raise
-        log_ = ChangeLog.restored(kept, mark)
-        if kept and len(log_) < len(kept):
-            log.warning("the change log left by the last stop has a gap: kept %d of %d", len(log_), len(kept))
+        log_ = ChangeLog(mark)  # the previous run's changes are put in front once read
         self.host = SessionHost(state, known, mark, log_, now_ms, new_session_id, cfg.max_messages)
         self.host.set_reserved(mark + BLOCK)
         always = cfg.durability == "always"
@@ -154,6 +152,10 @@ class Daemon:
             raise
         await self.server.serve(self.listener.sock)
         self.lock.announce(self.listener.path)
+        if log_kept:
+            # Read behind the first answers; a watch that resumes from before it waits.
+            self.host.log_loading = True
+            self.feed.restoring = asyncio.ensure_future(self._load_change_log(mark))
         self._install_signals()
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
         self._tasks.append(asyncio.create_task(self._socket_watch()))
@@ -171,6 +173,19 @@ class Daemon:
         )
         self.notifier.send("READY=1", f"STATUS=serving {cfg.paths.root}", f"MAINPID={os.getpid()}")
         self._on_ready()
+
+    async def _load_change_log(self, mark: int) -> None:
+        """The change log a clean stop left, up to ``mark``, in front of this run's."""
+        try:
+            rows = await self.loader.read(storeread.change_rows, mark)
+            taken = self.host.log.prepend(rows)
+            if taken < len(rows):
+                log.warning("the change log left by the last stop has a gap: kept %d of %d", taken, len(rows))
+        except Exception as e:  # the log is a convenience: watchers hear Compacted
+            log.error("the change log left by the last stop cannot be read: %s", e)
+        finally:
+            self.host.log_loading = False
+            self.feed.restoring = None
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -347,6 +362,8 @@ class Daemon:
         await self.server.drain(timeout=10.0)
         await self.loader.settled()
         await self.persister.settled()  # writes waiting for a commit get their replies
+        if self.feed.restoring is not None:
+            await self.feed.restoring  # its rows stay on disk either way; let the read end
         for t in self._tasks:
             t.cancel()
         # A snapshot under way finishes its write first (see persist._outlive_cancel):

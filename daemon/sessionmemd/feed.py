@@ -41,6 +41,9 @@ class Watcher(Protocol):
     def close_feed(self, reason: str) -> None: ...
     def feed_room(self) -> int: ...  # bytes it can take now without passing its high-water mark
 
+    @property
+    def closed(self) -> bool: ...
+
 
 class _Watch:
     __slots__ = ("pos", "session")
@@ -58,6 +61,9 @@ class Feed:
         self._watchers: dict[Watcher, _Watch] = {}
         self._flush_scheduled = False
         self._last_flush = 0.0
+        # The previous run's changes are being read into the log (after the first
+        # answers): a watch that resumes from before this run waits for them.
+        self.restoring: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._watchers)
@@ -79,6 +85,10 @@ class Feed:
         self._watchers[conn] = _Watch(start, session)
         self._schedule()
         return p.WatchResult(revision=current)
+
+    def resumes_before_log(self, since: int | None) -> bool:
+        """A watch from ``since`` must wait for the previous run's changes."""
+        return self.restoring is not None and since is not None and since < self.log.oldest - 1
 
     def unwatch(self, conn: Watcher) -> bool:
         return self._watchers.pop(conn, None) is not None

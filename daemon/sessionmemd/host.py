@@ -87,6 +87,10 @@ class SessionHost:
         self._now = now_ms
         self._new_id = new_id
         self._drained = revision  # the revision of the last drain
+        self._logged = revision  # the changes up to here are in (or on their way to) the log on disk
+        # The previous run's change log is being read (after the first answers): the copy
+        # on disk is not trimmed meanwhile.
+        self.log_loading = False
         self._reserving: int | None = None
         # Sessions changed since the last drain with marks (see Batch.marks): a drain
         # without them (durability=always's commits) writes their rows and keeps them.
@@ -411,8 +415,9 @@ class SessionHost:
 
     @property
     def marks_pending(self) -> bool:
-        """Sessions' last revisions not written yet (the periodic snapshot writes them)."""
-        return bool(self._dirty)
+        """Sessions' last revisions, or changes for the log on disk, not written yet (the
+        periodic snapshot writes them)."""
+        return bool(self._dirty) or self.revision > self._logged
 
     def drain(self, marks: bool = True) -> Batch | None:
         """What to write now: the changed sessions' rows, the deleted sessions, the
@@ -434,27 +439,33 @@ class SessionHost:
                 batch.marks.append((sid, s.revision))
         if marks:
             self._dirty = {}
+            if self.revision > self._logged:
+                batch.log_rows = self.log.entries_after(self._logged)
+                self._logged = self.revision
+                if not self.log_loading:
+                    batch.log_floor = self.log.oldest
         self._deleted = []
         self._current_moved = False
         if not batch.sessions and not batch.deleted and not batch.marks and batch.current is None \
-                and reserve is None and self.revision == self._drained:
+                and reserve is None and not batch.log_rows and self.revision == self._drained:
             return None
         batch.revision = self._drained = self.revision
         return batch
 
     def final(self) -> Batch:
-        """The last batch of a clean stop: what is left, the exact last revision as the
-        reserved mark (the next start continues without a gap) and the change log."""
+        """The last batch of a clean stop: what is left (the last changes for the log
+        on disk among it) and the exact last revision as the reserved mark, so the next
+        start continues without a gap and finds the log on disk complete up to it."""
         self.closing = True
         self.reserved = self._watermark = self.revision  # nothing more is handed out
         batch = self.drain() or Batch(revision=self.revision)
         batch.reserve = self.revision
-        batch.change_log = self.log.entries()
+        batch.final = True
         return batch
 
     def saved(self, batch: Batch) -> None:
         """A batch is committed: its reservation now holds."""
-        if batch.reserve is not None and batch.change_log is None:
+        if batch.reserve is not None and not batch.final:
             self.reserved = max(self.reserved, batch.reserve)
             if batch.reserve == self._reserving:
                 self._reserving = None

@@ -285,6 +285,10 @@ class Loader:
         return out
 
     # -- the reader thread ---------------------------------------------------------------
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the reader thread (storeread's functions)."""
+        return await self._read(fn, *args)
+
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_reader, fn, args)
 

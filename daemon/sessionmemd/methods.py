@@ -6,6 +6,7 @@ snapshot, restore, shutdown, stats, hello).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -140,10 +141,20 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         return loader.session_op(state.session_id, lambda: p.SessionIdResult(
             host.import_session(state, a.makeCurrent)), a.makeCurrent)
 
-    def watch(a: p.WatchParams, conn: Watcher) -> p.WatchResult:
+    def watch(a: p.WatchParams, conn: Watcher) -> Any:
         since = None if a.since is UNSET else a.since
         session = None if a.session is UNSET else a.session
+        if feed.resumes_before_log(since):  # type: ignore[arg-type]
+            return watch_when_restored(conn, since, session)  # type: ignore[arg-type]
         return feed.watch(conn, since, host.revision, session)  # type: ignore[arg-type]
+
+    async def watch_when_restored(conn: Watcher, since: int, session: str | None) -> p.WatchResult | None:
+        restoring = feed.restoring
+        if restoring is not None:
+            await asyncio.shield(restoring)
+        if conn.closed:
+            return None  # gone meanwhile: nothing to register
+        return feed.watch(conn, since, host.revision, session)
 
     def unwatch(_: p.NoParams, conn: Watcher) -> None:
         if not feed.unwatch(conn):

@@ -121,9 +121,6 @@ class Persister:
             await self._check_file()
             host = self._host
             changes = host.final() if final else host.drain()
-            if final:
-                for earlier in self._unsaved:  # a retried final stop: this one's log is newer
-                    earlier.change_log = None
             if changes is not None:
                 self._unsaved.append(changes)
             if not self._unsaved:

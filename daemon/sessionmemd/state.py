@@ -68,8 +68,13 @@ class Batch:
     # revisions to reserve durably (see host.py), or None.
     revision: int = 0
     reserve: int | None = None
-    # At a clean stop only: the change log, kept for watchers across the restart.
-    change_log: list[tuple[int, str, bytes]] | None = None
+    # The changes logged since the last batch that carried them (revision, session,
+    # notification frame), added to the copy of the change log on disk, and the oldest
+    # revision the log still keeps (older rows are dropped): the log survives a clean
+    # restart without a stop that rewrites it or a start that reads it before answering.
+    log_rows: list[tuple[int, str, bytes]] = field(default_factory=list)
+    log_floor: int | None = None
+    final: bool = False  # a clean stop's last batch: ``reserve`` is the exact last revision
 
     def __len__(self) -> int:
         return sum(map(len, self.sessions)) + len(self.deleted) + len(self.marks) + (self.current is not None)

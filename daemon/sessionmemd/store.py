@@ -59,7 +59,7 @@ class Store:
         self._tail = tail
         self.opened_with: Restored | None
         self.opened_known: dict[str, int]
-        self._opened_feed: tuple[int, list[tuple[int, str, bytes]]]
+        self._opened_feed: tuple[int, int | None]
         self.opened_with, self.opened_known, self._opened_feed = self._load_readonly(path, tail)
         self._conn = self._open(path, synchronous)
         st = os.stat(path)
@@ -92,7 +92,7 @@ class Store:
 
     @staticmethod
     def _load_readonly(path: Path, tail: int | None) -> tuple[
-            Restored | None, dict[str, int], tuple[int, list[tuple[int, str, bytes]]]]:
+            Restored | None, dict[str, int], tuple[int, int | None]]:
         """Everything a start reads, read before anything is written."""
         try:
             conn = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None)
@@ -227,10 +227,11 @@ class Store:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(b.reserve),),
             )
-        if b.change_log is not None:
-            c.execute("DELETE FROM sessionmem_changes")
-            c.executemany("INSERT INTO sessionmem_changes (revision, session_id, frame) VALUES (?, ?, ?)",
-                          b.change_log)
+        if b.log_rows:
+            c.executemany("INSERT OR REPLACE INTO sessionmem_changes (revision, session_id, frame) "
+                          "VALUES (?, ?, ?)", b.log_rows)
+        if b.log_floor is not None:
+            c.execute("DELETE FROM sessionmem_changes WHERE revision < ?", (b.log_floor,))
         return len(b)
 
     @staticmethod
@@ -303,23 +304,24 @@ class Store:
         finally:
             tmp.unlink()
 
-    def reserve_revisions(self, block: int) -> tuple[int, list[tuple[int, str, bytes]]]:
-        """At start: the last revision that may have been handed out (the reserved mark)
-        and the change log a clean stop left; then durably reserve ``block`` more and
-        drop that log (after a crash it would have a gap). Called before serving."""
+    def reserve_revisions(self, block: int) -> tuple[int, bool]:
+        """At start: the last revision that may have been handed out (the reserved mark),
+        and whether the change log on disk is whole up to it (the last stop was clean:
+        the loader reads it after the first answers, storeread.change_rows); then
+        durably reserve ``block`` more. Called before serving."""
         c = self._conn
-        mark, log = self._opened_feed  # read (and so checked) before the first write
-        self._opened_feed = (mark, [])
+        mark, logged = self._opened_feed  # read (and so checked) before the first write
         with self._transaction(c):
             c.execute("BEGIN IMMEDIATE")
-            c.execute("DELETE FROM sessionmem_changes")
             c.execute(
                 "INSERT INTO sessionmem_meta (key, value) VALUES ('revisions_reserved', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(mark + block),),
             )
             c.execute("COMMIT")
-        return mark, log
+        # After a crash the rows on disk end before the mark: never replayed, and gone
+        # with the first snapshot's trim (Batch.log_floor).
+        return mark, logged is not None and logged == mark
 
     @property
     def total_changes(self) -> int:

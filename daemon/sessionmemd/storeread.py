@@ -132,18 +132,27 @@ def session_rows(c: sqlite3.Connection) -> dict[str, tuple[int, str | None, str 
         c.execute("COMMIT")
 
 
-def read_feed(c: sqlite3.Connection) -> tuple[int, list[tuple[int, str, bytes]]]:
-    """The reserved revision mark and the change log a clean stop left (none in a
-    database written by the original or an older sessionmemd)."""
+def read_feed(c: sqlite3.Connection) -> tuple[int, int | None]:
+    """The reserved revision mark and the newest revision in the change log on disk
+    (None without one: a database written by the original or an older sessionmemd).
+    The log is whole only when it reaches the mark: a clean stop leaves the mark at the
+    last revision handed out; after a crash the mark is a block ahead of the log."""
     tables = _tables(c)
     if "sessionmem_meta" not in tables:
-        return 0, []
+        return 0, None
     row = c.execute("SELECT value FROM sessionmem_meta WHERE key = 'revisions_reserved'").fetchone()
     mark = int(row[0]) if row else 0
     if "sessionmem_changes" not in tables:
-        return mark, []
-    return mark, [(int(r), str(sid), bytes(f)) for r, sid, f in
-                  c.execute("SELECT revision, session_id, frame FROM sessionmem_changes ORDER BY revision")]
+        return mark, None
+    last = c.execute("SELECT max(revision) FROM sessionmem_changes").fetchone()[0]
+    return mark, None if last is None else int(last)
+
+
+def change_rows(c: sqlite3.Connection, upto: int) -> list[tuple[int, str, bytes]]:
+    """The change log on disk up to ``upto`` (a previous run's), oldest first."""
+    return [(int(r), str(sid), bytes(f)) for r, sid, f in c.execute(
+        "SELECT revision, session_id, frame FROM sessionmem_changes WHERE revision <= ? ORDER BY revision",
+        (upto,))]
 
 
 def _json_value(text: str) -> bytes:
