@@ -169,7 +169,7 @@ class Loader:
 
     def _enqueue(self, ref: str | p.UnsetType | None, op: Callable[[Any], T], needs_all: NeedsAll,
                  write: bool, load: bool, done: asyncio.Future[None]) -> asyncio.Task[T]:
-        sid = self._host.resolve(ref) if load or ref is UNSET else ref
+        sid = self._host.resolve(ref) if ref is not None and (load or ref is UNSET) else ref
         prev = self._last.get(sid) if sid is not None else None
         if sid is not None:
             self._last[sid] = done

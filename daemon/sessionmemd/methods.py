@@ -135,7 +135,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         return write(a.forkFrom, lambda s: p.SessionIdResult(
             host.create_session(sid, s, up_to, a.makeCurrent)), always, a.makeCurrent)  # type: ignore[arg-type]
 
-    def import_session(a: p.ImportSessionParams) -> p.SessionIdResult:
+    def import_session(a: p.ImportSessionParams) -> Any:
         sid = None if a.sessionId is UNSET else a.sessionId
         state = import_state(a.records, sid, lambda v, f: check_json_value(v, max_depth, f))  # type: ignore[arg-type]
         return loader.session_op(state.session_id, lambda: p.SessionIdResult(
