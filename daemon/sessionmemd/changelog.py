@@ -6,8 +6,10 @@ and nothing else. Revisions in the log are consecutive (a change is one revision
 so finding where a watcher resumes is an index computation, not a search.
 
 Bounded twice: at least the newest ``keep`` changes are kept (the contract asks for
-10,000; up to SLACK more between trims), fewer only when they take more than ``keep_bytes`` (messages can be megabytes each:
-10,000 of them must not pin gigabytes). A watcher further behind gets Compacted.
+10,000; up to SLACK more between trims), fewer only when they take more than
+``keep_bytes`` (messages can be megabytes each: 10,000 of them must not pin
+gigabytes). A watcher further behind gets Compacted. The snapshots keep a copy on disk
+(Batch.log_rows), so a clean restart loses none of it.
 """
 
 from __future__ import annotations

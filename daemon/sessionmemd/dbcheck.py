@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.request import pathname2url
 
-SCHEMA_VERSION = 4  # PRAGMA user_version of our additions (store.py); newer is refused
+SCHEMA_VERSION = 4  # PRAGMA user_version of our additions (schema.py); newer is refused
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -7,10 +7,10 @@ all its new notifications in one write. A flush runs in the next loop turn, unle
 ran less than FLUSH_EVERY ago: then at that mark. Idle, a change goes out at once;
 under a stream of changes, each watcher costs one write per millisecond, not one per
 loop turn (100 watchers at thousands of changes a second were one write syscall each
-per change). Under
-durability=always only what is committed is published (``committed`` moves the mark,
-called by the persister after each commit), so a watcher never sees a change that a
-crash takes back; under periodic, a change is published once applied.
+per change). Under durability=always only what is committed is published
+(``committed`` moves the mark, called by the persister after each commit), so a
+watcher never sees a change that a crash takes back; under periodic, a change is
+published once applied.
 
 Writers never wait for watchers, and a watcher costs bounded memory: it is sent only
 as much as its connection has room for (the output high-water mark; a catch-up

@@ -7,9 +7,10 @@ The current session is the one ``sessionmem_meta.current_session`` names; the or
 tool picks the latest ``created_at`` instead, so the current session's row is kept the
 latest created (``_keep_current_latest``) and both tools open the same one.
 
-Reading is storeread.py's; this module opens, creates and writes.
-
-A Store is used by one thread at a time (the daemon's writer thread after start).
+The queries that read are storeread.py's: the loader runs them on its own connection
+on the reader thread, the store at open and for ``restore``. This module opens,
+creates and writes. A Store's connection is used by one thread at a time: the writer
+thread, or the event loop's for a small commit while the writer is idle (persist.py).
 Whether a file may be opened at all is decided first, in dbcheck.py.
 """
 
