@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import os
 import sys
-from _json import scanstring  # the C string scanner: json itself would import re
+from _json import make_scanner, scanstring  # json's C parts: json itself would import re
 
 from ..locate import PathError, locate
 from ..peercred import peer_uid
@@ -61,6 +61,59 @@ class Plan:
         return frame + b"}\n"
 
 
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0:  # inf: the daemon's decoder refuses it too
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _Strict:
+    """What the C scanner reads off a decoder: json.JSONDecoder's strict settings, without
+    importing json (which imports re)."""
+
+    strict = True  # control characters in strings are an error: a frame stays one line
+    object_hook = object_pairs_hook = None
+    parse_float = staticmethod(_finite)
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+    memo: dict[str, str] = {}
+
+
+_scan = make_scanner(_Strict())  # type: ignore[arg-type]  # typeshed: the context is any object with these attributes
+_WS = " \t\n\r"
+
+
+def params_error(text: str) -> str | None:
+    """Why PARAMS_JSON cannot be sent (None when it is one JSON object or array): checked
+    before anything is sent, since the frame is built around it as it is."""
+    start = len(text) - len(text.lstrip(_WS))
+    if text[start : start + 1] not in ("{", "["):
+        return "PARAMS_JSON must be one JSON object or array"
+    try:
+        end = _scan(text, start)[1]
+        if not text[end:].strip(_WS):
+            return None
+    except Exception:  # any failure: json's own decoder names it below
+        pass
+    import json  # the error path only: the C scanner needs json.decoder to say what and where
+
+    try:
+        end = json.JSONDecoder(parse_float=_finite, parse_constant=_constant).raw_decode(text, start)[1]
+    except json.JSONDecodeError as e:
+        return f"PARAMS_JSON is not JSON: {e.msg.removesuffix(' at')} at character {e.pos}"
+    except RecursionError:
+        return "PARAMS_JSON is not JSON: it nests too deeply"
+    except ValueError as e:
+        return f"PARAMS_JSON is not JSON: {e}"
+    return f"PARAMS_JSON must be one JSON object or array: more follows it at character {end}"
+
+
 def json_str(s: str) -> bytes:
     """``s`` as a JSON string (UnicodeEncodeError for a lone surrogate: the caller takes
     the full path, whose error names it)."""
@@ -88,12 +141,25 @@ def _text(result: bytes, as_json: bool) -> str | None:
     return result[1:-1].decode()
 
 
+def call_plan(method: str, params: str | None) -> Plan | None:
+    """`call METHOD [PARAMS_JSON]`, its params checked already (params_error), or None."""
+    if not (method.isidentifier() and method.isascii()):
+        return None
+    try:
+        raw = None if params is None else params.encode()
+    except UnicodeEncodeError:
+        return None
+    if raw is not None and (b"\n" in raw or b"\r" in raw):
+        return None  # a frame is one line: this needs a JSON parser (the full path)
+    return Plan(method, raw, _raw, user_params=True)
+
+
 def plan(argv: list[str], session: str | None = None) -> Plan | None:
-    """The plan of a one-shot command (its words after the global options; ``session``:
-    --session's), or None for anything else."""
+    """The plan of a one-shot command but `call` (call_plan: its own checks first; its words
+    after the global options; ``session``: --session's), or None for anything else."""
     try:
         p = _plan(argv)
-        if p is not None and session is not None and argv[0] != "call":  # call sends its params as they are
+        if p is not None and session is not None:
             p.params = _with_session(p.params, json_str(session))
         return p
     except UnicodeEncodeError:
@@ -175,14 +241,6 @@ def _plan(argv: list[str]) -> Plan | None:
     if n == 0 or any(a.startswith("-") and a != "-" for a in argv[1:]):
         return None  # options (and --help) are click's
     cmd = argv[0]
-    if cmd == "call" and n in (2, 3):
-        method = argv[1]
-        if not (method.isidentifier() and method.isascii()):
-            return None
-        params = argv[2].encode() if n == 3 else None
-        if params is not None and (b"\n" in params or b"\r" in params):
-            return None  # a frame is one line: this needs a JSON parser (the full path)
-        return Plan(method, params, _raw, user_params=True)
     if cmd == "id" and n == 1:
         return Plan("getSessionId", None, _text)
     if cmd in ("task", "ticket") and n >= 2:
