@@ -34,6 +34,7 @@ _HELLO = b'{"jsonrpc":"2.0","method":"hello","id":0}\n'
 _RESULT = b'{"jsonrpc":"2.0","id":1,"result":'
 _VERSION = b'"protocolVersion":%d,' % PROTOCOL_VERSION
 TIMEOUT = 30.0
+READ_SIZE = 1 << 16  # session.READ_SIZE: below the malloc mmap threshold, no syscall per buffer
 # JSON string escapes: the quote, the backslash and the control characters.
 _ESCAPES = {**{i: f"\\u{i:04x}" for i in range(32)}, 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r",
             ord('"'): '\\"', ord("\\"): "\\\\"}
@@ -313,17 +314,29 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
     if reply.startswith(_RESULT) and reply.endswith(b"}"):
         line = p.show(reply[len(_RESULT):-1], as_json)
         if line is not None:
-            os.write(1, line.encode() + b"\n")
+            _write(line.encode() + b"\n")
         return 0
     return report.error_reply(reply, as_json, p.claim, params_given=p.user_params)
 
 
 def _line(s: _socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
-    """The next reply line and what was read after it; None when the daemon closed."""
-    while b"\n" not in buf:
-        chunk = s.recv(1 << 16)
+    """The next reply line and what was read after it; None when the daemon closed.
+    Linear in the reply's size: each chunk is searched once, and the parts are joined once
+    (framing.LineFramer's way, which this path cannot import: it needs msgspec)."""
+    end = buf.find(b"\n")
+    parts = [buf]
+    while end < 0:
+        chunk = s.recv(READ_SIZE)
         if not chunk:
             return None
-        buf += chunk
-    line, rest = buf.split(b"\n", 1)
-    return line, rest
+        end = chunk.find(b"\n")
+        parts.append(chunk)
+    last = parts.pop()
+    return b"".join([*parts, last[:end]]), last[end + 1 :]
+
+
+def _write(data: bytes) -> None:
+    """All of ``data`` to stdout: one write() may take only part of a large reply."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
