@@ -101,7 +101,7 @@ def msg() -> None:
 def msg_add(c: Ctx, role: str, content: str, timestamp: int | None) -> None:
     """Append a message; CONTENT '-' reads it from stdin."""
     if content == "-":
-        content = sys.stdin.read()
+        content = report.stdin_text()
     c.out(c.session().add_message(role, content, timestamp))
 
 

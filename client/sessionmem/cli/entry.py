@@ -61,6 +61,12 @@ def parse_call(argv: list[str]) -> dict[str, Any] | None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    from .report import not_utf8  # report.py imports nothing at its top
+
+    why = not_utf8(argv, dict(os.environ))
+    if why is not None:
+        sys.stderr.write(f"sessionmem: {why}\n")
+        sys.exit(1)
     call = parse_call(argv)
     if call is not None:
         from .call import run_call

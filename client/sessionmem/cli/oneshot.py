@@ -262,7 +262,7 @@ def _plan(argv: list[str]) -> Plan | None:
         role, content = argv[2].encode(), argv[3]
 
         def message() -> bytes:
-            text = sys.stdin.read() if content == "-" else content
+            text = report.stdin_text() if content == "-" else content
             return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
 
         return Plan("addMessage", message if content == "-" else message(), _nothing)
@@ -298,7 +298,12 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
             return None  # another protocol: the full path says to restart the daemon
         sent = True  # from here on (stdin may be read): no fallback, a write is never sent twice
         try:
-            s.sendall(p.frame())
+            frame = p.frame()
+        except report.InputError as e:
+            print(f"sessionmem: {e}", file=sys.stderr)
+            return 1
+        try:
+            s.sendall(frame)
         except OSError:
             pass  # the daemon refused it (a frame over its limit) and closed: its parting reply says why
         got = _line(s, hello[1])

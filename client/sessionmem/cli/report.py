@@ -9,6 +9,42 @@ if TYPE_CHECKING:
 EXIT_NOT_RUNNING: Final = 3  # no daemon answers (and none was started)
 
 
+class InputError(Exception):
+    """Input the CLI cannot send (text that is not UTF-8, a file it cannot write): its
+    message is the one line the user sees; exit 1, nothing sent."""
+
+
+def stdin_text() -> str:
+    """All of stdin as text: UTF-8, or InputError naming the first bad byte (read as bytes:
+    a text stdin would pass them on as surrogates, which fail only once encoded)."""
+    import sys
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise InputError(f"stdin is not UTF-8 text: byte {e.start} is {data[e.start:e.start + 1]!r}; "
+                         f"nothing was sent") from None
+
+
+def not_utf8(argv: list[str], environ: dict[str, str] | None = None) -> str | None:
+    """Why an argument (or a SESSIONMEM_* variable) cannot be sent: everything the daemon
+    takes is JSON text, UTF-8; Python hands us bytes that are not as lone surrogates,
+    which would fail only once encoded (a traceback, or half of `files track A B` done).
+    The file name of `export -o` is ours alone to open: any bytes do. None when all are."""
+    named = [(f"argument {i + 1}", a) for i, a in enumerate(argv)
+             if not (i and argv[i - 1] in ("-o", "--output") or a.startswith("--output="))]
+    named += [(k, v) for k, v in (environ or {}).items() if k.startswith("SESSIONMEM_")]
+    for name, text in named:
+        if text.isascii():
+            continue
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return f"{name} is not UTF-8 text: {text.encode(errors='surrogateescape')!r}; nothing was sent"
+    return None
+
+
 def report(exc: BaseException) -> tuple[str, int] | None:
     """(one-line message, exit code) for the errors a user should see as such; None for
     the others (bugs: their traceback is what helps)."""
@@ -26,7 +62,7 @@ def report(exc: BaseException) -> tuple[str, int] | None:
                 f"{exc.revision}) (code {exc.code})"), 1
     if isinstance(exc, errors.SessionmemError):
         return f"{exc.message} (code {exc.code})", 1
-    if isinstance(exc, PathError):
+    if isinstance(exc, (PathError, InputError)):
         return str(exc), 1
     return None
 

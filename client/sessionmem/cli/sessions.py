@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -74,15 +75,19 @@ def export(c: Ctx, output: str | None) -> None:
         _write_lines(sys.stdout.buffer, records)
         sys.stdout.flush()
         return
-    # Into a temporary file renamed into place: FILE is never left half written.
+    # Into a temporary file renamed into place: FILE is never left half written. 0600, as
+    # the daemon's files are: an export holds the whole conversation.
     path = Path(output)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             _write_lines(f, records)
         os.replace(tmp, path)
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _write_lines(f: IO[bytes], records: list[Any]) -> None:
