@@ -13,7 +13,8 @@ import msgspec
 
 from .. import errors
 from ..paths import PathError, resolve
-from .report import InputError, not_utf8, report
+from .argv import hoist, not_utf8
+from .report import InputError, report
 
 _json = msgspec.json.Encoder()
 
@@ -66,10 +67,11 @@ class Group(click.Group):
     """Turns sessionmem errors into one readable line and an exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if ctx.parent is None:  # the whole command line: entry.py checks it too, when it runs first
+        if ctx.parent is None:  # the whole command line (entry.py does the same for its path)
             why = not_utf8(args, dict(os.environ))
             if why is not None:
                 fail(why)
+            args = hoist(args)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -27,24 +27,6 @@ def stdin_text() -> str:
                          f"nothing was sent") from None
 
 
-def not_utf8(argv: list[str], environ: dict[str, str] | None = None) -> str | None:
-    """Why an argument (or a SESSIONMEM_* variable) cannot be sent: everything the daemon
-    takes is JSON text, UTF-8; Python hands us bytes that are not as lone surrogates,
-    which would fail only once encoded (a traceback, or half of `files track A B` done).
-    The file name of `export -o` is ours alone to open: any bytes do. None when all are."""
-    named = [(f"argument {i + 1}", a) for i, a in enumerate(argv)
-             if not (i and argv[i - 1] in ("-o", "--output") or a.startswith("--output="))]
-    named += [(k, v) for k, v in (environ or {}).items() if k.startswith("SESSIONMEM_")]
-    for name, text in named:
-        if text.isascii():
-            continue
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return f"{name} is not UTF-8 text: {text.encode(errors='surrogateescape')!r}; nothing was sent"
-    return None
-
-
 def report(exc: BaseException) -> tuple[str, int] | None:
     """(one-line message, exit code) for the errors a user should see as such; None for
     the others (bugs: their traceback is what helps)."""
