@@ -277,21 +277,45 @@ def _gist(ch: Any) -> str:
     return ""
 
 
+# Changes to the set of sessions, or to which one is current: their line names the session.
+SESSION_OPS = frozenset({"createSession", "deleteSession", "setCurrentSession", "importSession", "clear", "restore"})
+
+
+def _watch_line(ch: Any, current: str | None) -> str:
+    """A change as `watch` prints it: time, revision, op, the session when it is not the
+    current one (``current``, as it was before this change; None: not known) or the
+    change is to sessions, the gist, and the session current after it when it moved."""
+    words = [time.strftime("%H:%M:%S", time.localtime(ch.at / 1000)), f"r{ch.revision}", ch.op]
+    if ch.op in SESSION_OPS or ch.sessionId != current:
+        words.append(f"session={_json.encode(ch.sessionId).decode()}")
+    words.append(_gist(ch))
+    if ch.current is not msgspec.UNSET:
+        words.append(f"current={_json.encode(ch.current).decode()}")
+    return "  ".join(w for w in words if w)
+
+
 @_command
 @click.command()
 @click.option("--since", type=click.IntRange(min=0), default=None, help="Replay the changes after revision R first.")
 @pass_ctx
 def watch(c: Ctx, since: int | None) -> None:
-    """Print a line per change as it happens (until Ctrl-C): time, revision, op, gist."""
+    """Print a line per change as it happens (until Ctrl-C): time, revision, op, the
+    session when it is not the current one, the gist."""
+    s = c.session()
+    current: str | None = None
+    if since is None:
+        # The current session and the revision it is current at, in one read (the call
+        # binds no session), then every change after it: each that moves the current
+        # session says so (Change.current). A replay (--since) starts where the current
+        # session is not known: its lines all name theirs until one moves it.
+        now = s.call("getStats")
+        current, since = now.sessionId, now.revision
     try:
-        for ch in c.session().watch(since):
-            if c.as_json:
-                line = _json.encode(ch).decode()
-            else:
-                when = time.strftime("%H:%M:%S", time.localtime(ch.at / 1000))
-                line = f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip()
-            click.echo(line)
+        for ch in s.watch(since):
+            click.echo(_json.encode(ch).decode() if c.as_json else _watch_line(ch, current))
             sys.stdout.flush()  # a line as it happens, also into a pipe (`| grep`, an agent)
+            if ch.current is not msgspec.UNSET:
+                current = ch.current
     except KeyboardInterrupt:
         return
 
