@@ -174,12 +174,17 @@ def ctx() -> None:
     """Context key-values (values are JSON)."""
 
 
-def _json_or_text(value: str, as_string: bool = False) -> Any:
+def _json_or_text(value: str, as_string: bool = False, name: str = "VALUE") -> Any:
+    """``value`` parsed as JSON; text that is not JSON is kept as a string, unless it starts
+    like JSON (an object, an array, a string, a number): a typo there is an error (exit 2),
+    not a string stored in its place."""
     if as_string:
         return value
     try:
         return msgspec.json.decode(value)
-    except msgspec.DecodeError:
+    except msgspec.DecodeError as e:
+        if value.lstrip()[:1] in tuple('{["-0123456789'):
+            fail(f"{name} {value[:40]!r} starts like JSON but is not: {e}; to store it as text, use --string", 2)
         return value
 
 
@@ -190,8 +195,9 @@ def _json_or_text(value: str, as_string: bool = False) -> Any:
 @click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON; null: absent), else exit 1.")
 @pass_ctx
 def ctx_set(c: Ctx, key: str, value: str, as_string: bool, expect: str | None) -> None:
-    """Set KEY to VALUE, parsed as JSON (text that is not JSON is stored as a string)."""
-    condition = {} if expect is None else {"expect": _json_or_text(expect, as_string and expect != "null")}
+    """Set KEY to VALUE, parsed as JSON. Other text is stored as a string, but text that
+    starts like JSON ({ [ " a digit -) and is not JSON is an error: --string stores it."""
+    condition = {} if expect is None else {"expect": _json_or_text(expect, as_string and expect != "null", "--expect")}
     c.out(c.session().set_context(key, _json_or_text(value, as_string), **condition))
 
 
@@ -208,7 +214,7 @@ def ctx_get(c: Ctx, key: str) -> None:
 @click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON), else exit 1.")
 @pass_ctx
 def ctx_del(c: Ctx, key: str, expect: str | None) -> None:
-    condition = {} if expect is None else {"expect": _json_or_text(expect)}
+    condition = {} if expect is None else {"expect": _json_or_text(expect, name="--expect")}
     c.out(c.session().delete_context(key, **condition))
 
 
