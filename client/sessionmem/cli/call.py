@@ -38,7 +38,7 @@ def _full(project: str | None, socket: str | None, no_autostart: bool, method: s
         with Session(project, socket, autostart=not no_autostart) as s:
             result = s.call(method, args)
     except Exception as e:
-        r = report(e)
+        r = report(e, wire=True)
         if r is None:
             raise
         print(f"sessionmem: {r[0]}", file=sys.stderr)

@@ -38,13 +38,14 @@ def session_id(c: Ctx) -> None:
 def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) -> None:
     """A `get` / `set VALUE` / `clear` group for one optional text field."""
     group = click.Group(name, help=help)
+    what = help.rstrip(".").lower()
 
-    @group.command("get")
+    @group.command("get", help=f"Print {what} (nothing when none is set).")
     @pass_ctx
     def get(c: Ctx) -> None:
         c.out(getattr(c.session(), getter)())
 
-    @group.command("set")
+    @group.command("set", help=f"Set {what} to {metavar}.")
     @click.argument("value", metavar=metavar)
     @click.option("--expect", metavar="OLD", help="Only if the current value is OLD (else exit 1, nothing changed).")
     @click.option("--expect-unset", is_flag=True, help="Only if none is set now.")
@@ -55,7 +56,7 @@ def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) ->
             condition["expect"] = None if expect_unset else expect
         c.out(getattr(c.session(), setter)(value, **condition))
 
-    @group.command("clear")
+    @group.command("clear", help=f"Unset {what}.")
     @pass_ctx
     def clear_(c: Ctx) -> None:
         c.out(getattr(c.session(), setter)(None))
@@ -116,6 +117,7 @@ def msg_recent(c: Ctx, count: int) -> None:
 @msg.command("all")
 @pass_ctx
 def msg_all(c: Ctx) -> None:
+    """Every message, oldest first."""
     _show_messages(c, c.session().get_all_messages())
 
 
@@ -149,6 +151,7 @@ def files() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @pass_ctx
 def files_track(c: Ctx, paths: tuple[str, ...]) -> None:
+    """Mark PATHS open."""
     for path in paths:
         c.session().track_open_file(path)
 
@@ -157,6 +160,7 @@ def files_track(c: Ctx, paths: tuple[str, ...]) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @pass_ctx
 def files_untrack(c: Ctx, paths: tuple[str, ...]) -> None:
+    """Mark PATHS no longer open."""
     for path in paths:
         c.session().untrack_file(path)
 
@@ -164,6 +168,7 @@ def files_untrack(c: Ctx, paths: tuple[str, ...]) -> None:
 @files.command("list")
 @pass_ctx
 def files_list(c: Ctx) -> None:
+    """The open files, one a line, in the order they were opened."""
     paths = c.session().get_open_files()
     c.out(paths, "\n".join(paths))
 
@@ -205,6 +210,7 @@ def ctx_set(c: Ctx, key: str, value: str, as_string: bool, expect: str | None) -
 @click.argument("key")
 @pass_ctx
 def ctx_get(c: Ctx, key: str) -> None:
+    """Print KEY's value as JSON (null when it has none)."""
     value = c.session().get_context(key)
     c.out(value, _json.encode(value).decode())
 
@@ -214,6 +220,7 @@ def ctx_get(c: Ctx, key: str) -> None:
 @click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON), else exit 1.")
 @pass_ctx
 def ctx_del(c: Ctx, key: str, expect: str | None) -> None:
+    """Remove KEY."""
     condition = {} if expect is None else {"expect": _json_or_text(expect, name="--expect")}
     c.out(c.session().delete_context(key, **condition))
 
@@ -221,6 +228,7 @@ def ctx_del(c: Ctx, key: str, expect: str | None) -> None:
 @ctx.command("all")
 @pass_ctx
 def ctx_all(c: Ctx) -> None:
+    """Every key and its value, as one JSON object."""
     c.out(c.session().get_all_context())
 
 
@@ -250,14 +258,60 @@ def clear(c: Ctx) -> None:
     c.out(c.session().clear())
 
 
+def _fields(struct: Any) -> str:
+    """A reply's fields, one a line, aligned, each as a person reads it (--json: as sent)."""
+    values = msgspec.structs.asdict(struct)
+    labels = {k: k.removesuffix("Ms") + ":" for k in values}  # the unit goes with the value
+    width = max(map(len, labels.values()), default=0)
+    return "\n".join(f"{labels[k]:{width}} {_readable(k, v)}" for k, v in values.items())
+
+
+def _readable(name: str, value: Any) -> str:
+    """Epoch milliseconds as local time, milliseconds as a duration, bytes in KiB/MiB: by
+    the field's name (the wire's: ``...At``/``startTime``, ``...Ms``, ``maxFrame``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if name.endswith("At") or name == "startTime":
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000))
+    if name.endswith("Ms"):
+        return _duration(value / 1000)
+    if name == "maxFrame":
+        return _size(value)
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return " ".join(f"{n}{unit}" for n, unit in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if n) or "0s"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 @_command
 @click.command()
 @pass_ctx
 def stats(c: Ctx) -> None:
     """The session's counts and the daemon's figures (getStats)."""
     s = c.session().get_stats()
-    human = "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(s).items())
-    c.out(s, human)
+    c.out(s, _fields(s))
 
 
 @_command
@@ -266,7 +320,7 @@ def stats(c: Ctx) -> None:
 def hello(c: Ctx) -> None:
     """The daemon's version, pid, paths and capabilities."""
     h = c.session().daemon
-    c.out(h, "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(h).items()))
+    c.out(h, _fields(h))
 
 
 def _gist(ch: Any) -> str:

@@ -29,10 +29,17 @@ def sessions() -> None:
 def sessions_list(c: Ctx) -> None:
     """Every session, the most recently changed first (* marks the current one)."""
     infos = c.session().list_sessions()
-    lines = [f"{'*' if i.current else ' '} {i.sessionId}  r{i.revision}  {i.messagesCount} msg  "
-             f"{i.filesOpenCount} files  {i.contextKeysCount} keys"
-             + (f"  task: {i.currentTask}" if i.currentTask else "") for i in infos]
-    c.out(infos, "\n".join(lines))
+    rows = [[f"{'*' if i.current else ' '} {i.sessionId}", f"r{i.revision}", f"{i.messagesCount} msg",
+             f"{i.filesOpenCount} files", f"{i.contextKeysCount} keys",
+             f"task: {i.currentTask}" if i.currentTask else ""] for i in infos]
+    c.out(infos, "\n".join(_columns(rows, right={2, 3, 4})))
+
+
+def _columns(rows: list[list[str]], right: set[int]) -> list[str]:
+    """The rows as lines whose columns line up (those in ``right`` flush right: numbers)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            .rstrip() for row in rows]
 
 
 @sessions.command("new")
