@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 import msgspec
 
 from .. import errors
+from ..protocol import Role
 from . import report
 from .base import Ctx, fail, pass_ctx
 from .call import run_call
@@ -95,7 +96,7 @@ def msg() -> None:
 
 
 @msg.command("add")
-@click.argument("role", type=click.Choice(["user", "assistant", "system", "tool"]))
+@click.argument("role", type=click.Choice(get_args(Role)))
 @click.argument("content")
 @click.option("--timestamp", type=int, help="Epoch milliseconds (default: the daemon's clock).")
 @pass_ctx

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 PROTOCOL_VERSION = 3  # protocol.PROTOCOL_VERSION, without importing msgspec (a test keeps them equal)
+ROLES = ("user", "assistant", "system", "tool")  # protocol.Role's, likewise
 _HELLO = b'{"jsonrpc":"2.0","method":"hello","id":0}\n'
 _RESULT = b'{"jsonrpc":"2.0","id":1,"result":'
 _VERSION = b'"protocolVersion":%d,' % PROTOCOL_VERSION
@@ -258,7 +259,7 @@ def _plan(argv: list[str]) -> Plan | None:
             return Plan("setActiveTicket", b'{"ticketId":%s,"expect":null}' % json_str(ticket),
                         lambda result, as_json: report.claimed(ticket, as_json), claim=ticket)
         return None
-    if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ("user", "assistant", "system", "tool"):
+    if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ROLES:
         role, content = argv[2].encode(), argv[3]
 
         def message() -> bytes:
