@@ -7,7 +7,9 @@ Each command runs against a live daemon, paired with `python -c pass` in the sam
 (so drift hits both alike), bytecode cached as on a user's machine; the figure is the
 ratio of medians (target <= 2x). Then the import breakdown of `sessionmem call
 getSessionId`: what it imports beyond what `python -c pass` does, and what msgspec and
-click alone would cost.
+click alone would cost. Last, a large reply (--large-reply MB, default 40): `sessionmem
+call getAllMessages` against the same call through Session, each a process writing the
+JSON to /dev/null (target <= 2x: the one-shot reader is linear).
 """
 
 from __future__ import annotations
@@ -54,10 +56,35 @@ def imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
     return out
 
 
+FILL = """
+import sys
+from sessionmem import Session
+with Session(autostart=False) as s:
+    for i in range(int(sys.argv[1])):
+        s.add_message("user", f"{i} " + "x" * (1 << 20))
+"""
+THROUGH_SESSION = """
+import sys, msgspec
+from sessionmem import Session
+with Session(autostart=False) as s:
+    sys.stdout.buffer.write(msgspec.json.encode(s.call("getAllMessages")) + b"\\n")
+"""
+
+
+def large_reply(py: str, cli: list[str], env: dict[str, str], mb: int = 40, runs: int = 5) -> dict[str, float]:
+    """Add ``mb`` 1 MB messages, then time getAllMessages (a reply of ``mb`` MB) through the
+    one-shot CLI and through Session; medians in seconds and their ratio."""
+    subprocess.run([py, "-c", FILL, str(mb)], env=env, check=True)
+    cli_s = statistics.median(timed([*cli, "call", "getAllMessages"], env) for _ in range(runs))
+    session_s = statistics.median(timed([py, "-c", THROUGH_SESSION], env) for _ in range(runs))
+    return {"cliS": cli_s, "sessionS": session_s, "ratio": cli_s / session_s}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", type=Path, help="a venv with sessionmem installed (default: make one)")
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--large-reply", type=int, default=40, metavar="MB", help="the large reply's size (0: skip it)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sm-startup-") as t:
         tmp = Path(t)
@@ -97,6 +124,10 @@ def main() -> int:
                   f"{sum(us for us, _ in extra) / 1000:.1f} ms:")
             for us, name in extra[:12]:
                 print(f"  {us / 1000:5.2f} ms  {name}")
+            if a.large_reply:
+                f = large_reply(py, [cli], env, a.large_reply)
+                print(f"a {a.large_reply} MB reply: sessionmem call {f['cliS']:.2f} s, Session {f['sessionS']:.2f} s "
+                      f"({f['ratio']:.2f}x; target <= 2x)")
         finally:
             daemon.terminate()
             daemon.wait(30)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 from conftest import CLI, Daemon, run_cli
 from sessionmem import protocol as p
@@ -18,6 +19,10 @@ PKG = Path(__file__).resolve().parents[1] / "client" / "sessionmem"
 
 def test_the_fast_path_speaks_the_protocol_version() -> None:
     assert oneshot.PROTOCOL_VERSION == p.PROTOCOL_VERSION
+
+
+def test_the_fast_path_knows_the_roles() -> None:
+    assert oneshot.ROLES == get_args(p.Role)
 
 
 def test_results_are_the_daemons_json_on_both_paths(daemon: Daemon, env) -> None:
@@ -81,7 +86,7 @@ def test_the_cli_modules_import_each_other_without_a_circle() -> None:
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 deps |= {node.module} if node.module else {a.name for a in node.names}
         graph[f.stem] = {d for d in deps if (PKG / "cli" / f"{d}.py").exists()}
-    assert graph["entry"] == {"call", "app", "oneshot"} and graph["oneshot"] == {"report"}
+    assert graph["entry"] == {"call", "app", "oneshot", "argv"} and graph["oneshot"] == {"report"}
 
     def visit(node: str, path: list[str]) -> None:
         assert node not in path, f"import circle: {' -> '.join([*path, node])}"

@@ -156,13 +156,21 @@ def test_launchd_plist_names_the_program_and_arguments(tmp_path: Path) -> None:
 
 
 def test_no_autostart_when_a_service_manager_owns_the_socket(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The one stand-in of this file: a user systemd cannot run here, so a `systemctl` on
+    # PATH answers for it, saying the socket unit is active (the link alone is not enough:
+    # tests/test_service_nobus.py).
     root = tmp_path / "proj"
     root.mkdir()
     config = tmp_path / "config"
     wants = config / "systemd" / "user" / "sockets.target.wants"
     wants.mkdir(parents=True)
     (wants / f"sessionmem@{project_key(root.resolve())}.socket").symlink_to("/dev/null")
-    for k, v in dict(env, XDG_CONFIG_HOME=str(config)).items():
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    asked = tmp_path / "asked"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {asked}\n[ "$1 $2" = "--user is-active" ]\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    for k, v in dict(env, XDG_CONFIG_HOME=str(config), PATH=f"{bin_dir}:{env['PATH']}").items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("SESSIONMEM_NO_AUTOSTART")
     if sys.platform == "darwin":
@@ -170,6 +178,7 @@ def test_no_autostart_when_a_service_manager_owns_the_socket(tmp_path: Path, env
     with pytest.raises(errors.ConnectionFailed, match="service manager owns"):
         Session(project=root, autostart=True)
     assert not list(Path(env["XDG_RUNTIME_DIR"]).glob("sessionmem/*.sock"))
+    assert asked.read_text().split() == ["--user", "is-active", "--quiet", f"sessionmem@{project_key(root.resolve())}.socket"]
 
 
 def test_repository_units_are_the_generic_rendering() -> None:

@@ -24,9 +24,15 @@ def runtime_dir(create: bool = True) -> Path:
     return Path(locate.runtime_dir(create))
 
 
+# The memory folder (locate.py's default database is in it): a .gitignore of "*" made with
+# it keeps the database, its lock and its journals out of the project's git.
+MEMORY_FOLDER = (".arela", "memory")
+
+
 def make_private_dirs(path: Path) -> None:
     """Create ``path`` and any missing parent 0700, whatever the umask: ``mkdir(parents=
-    True, mode=...)`` gives the mode to the last folder only, the others get the umask's."""
+    True, mode=...)`` gives the mode to the last folder only, the others get the umask's.
+    A memory folder (MEMORY_FOLDER) it creates gets its .gitignore."""
     missing: list[Path] = []
     p = path
     while not p.exists():
@@ -38,6 +44,17 @@ def make_private_dirs(path: Path) -> None:
         except FileExistsError:
             continue  # a racing process made it
         os.chmod(folder, 0o700)  # mkdir's mode passes through the umask
+        if (folder.parent.name, folder.name) == MEMORY_FOLDER:
+            _ignore_all(folder)
+
+
+def _ignore_all(folder: Path) -> None:
+    try:
+        fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # the user's own: theirs to keep
+    with open(fd, "w") as f:
+        f.write("# sessionmem's database: not for git\n*\n")
 
 
 class Paths(NamedTuple):  # not a dataclass: importing dataclasses costs a CLI call ~4 ms

@@ -139,14 +139,33 @@ class Layout:
 
 
 def managed_by_service(paths: Paths) -> bool:
-    """True when a service manager was told to own this project's socket, so a
-    client must not autostart a competing daemon."""
+    """True when a service manager answers for this project's socket, so a client must
+    not autostart a competing daemon. The files install writes are not enough: with no
+    user manager running (a container, an ssh session without lingering) they promise a
+    socket nobody listens on, and a client that trusted them would never start one."""
     if paths.explicit_socket:
         return False
     lay = Layout.for_project(paths.root)
     if sys.platform == "darwin":
-        return lay.plist.exists()
-    return (lay.unit_dir / "sockets.target.wants" / f"{lay.instance}.socket").exists()
+        if not lay.plist.exists():
+            return False
+        return _asked(["launchctl", "print", f"gui/{os.getuid()}/{launchd_label(paths.root)}"])
+    if not (lay.unit_dir / "sockets.target.wants" / f"{lay.instance}.socket").exists():
+        return False  # not installed: no process to start
+    return _asked(["systemctl", "--user", "is-active", "--quiet", f"{lay.instance}.socket"])
+
+
+def _asked(cmd: list[str]) -> bool:
+    """The service manager's yes (exit 0); no when it cannot be asked."""
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class ServiceError(Exception):
+    """A step of install or uninstall failed: the message is one line, saying which and
+    what was left (nothing, for install)."""
 
 
 def _write(path: Path, data: str | bytes) -> None:
@@ -158,49 +177,117 @@ def _write(path: Path, data: str | bytes) -> None:
 
 def _run(cmd: list[str], log: list[str]) -> int:
     log.append("$ " + shlex.join(cmd))
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as e:  # no systemctl / launchctl at all
+        log.append(f"{cmd[0]}: {e.strerror}")
+        return 127
     out = (r.stdout + r.stderr).strip()
     if out:
         log.append(out)
     return r.returncode
 
 
+def _step(cmd: list[str], log: list[str]) -> str | None:
+    """Run a step; None when it worked, else one line: the command and its last word."""
+    before = len(log)
+    if _run(cmd, log) == 0:
+        return None
+    said = [line for entry in log[before + 1 :] for line in entry.splitlines() if line.strip()]
+    return f"`{shlex.join(cmd)}` failed: {said[-1].strip() if said else 'no output'}"
+
+
+class _Undo:
+    """The files and links install touches, as they were, to put back if a step fails:
+    a failed install leaves nothing behind (not even a folder it made)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.was: dict[Path, tuple[str, str | bytes] | None] = {}
+        new_dirs: set[Path] = set()
+        for path in paths:
+            if path.is_symlink():
+                self.was[path] = ("link", os.readlink(path))
+            elif path.exists():
+                self.was[path] = ("file", path.read_bytes())
+            else:
+                self.was[path] = None
+            parent = path.parent
+            while not parent.exists():
+                new_dirs.add(parent)
+                parent = parent.parent
+        self.new_dirs = sorted(new_dirs, key=lambda d: len(d.parts), reverse=True)  # the deepest first
+
+    def undo(self) -> None:
+        for path, was in self.was.items():
+            if path.is_symlink() or path.exists():
+                path.unlink()
+            if was is not None and was[0] == "link":
+                path.symlink_to(was[1])
+            elif was is not None:
+                _write(path, was[1])
+        for folder in self.new_dirs:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # something else lives there now
+
+
 def install(root: Path, *, start: bool = True) -> list[str]:
-    """Write the files and enable the socket; returns what was done, line by line."""
+    """Write the files and enable the socket; returns what was done, line by line.
+    ServiceError when a step fails (no user service manager answers, say), after putting
+    every file back as it was."""
     lay = Layout.for_project(root)
     done: list[str] = []
     if sys.platform == "darwin":
+        undo = _Undo([lay.plist])
         _write(lay.plist, render_plist(root))
         done.append(f"wrote {lay.plist}")
-        if start:
-            _run(["launchctl", "bootstrap", f"gui/{os.getuid()}", str(lay.plist)], done)
+        if start and (why := _step(["launchctl", "bootstrap", f"gui/{os.getuid()}", str(lay.plist)], done)):
+            undo.undo()
+            raise ServiceError(f"{why}; nothing was installed")
         return done
     units = render_units(root)
-    _write(lay.unit_dir / "sessionmem@.socket", units.socket)
-    _write(lay.unit_dir / "sessionmem@.service", units.service)
-    _write(lay.env_file, units.env)
-    done += [f"wrote {lay.unit_dir / 'sessionmem@.socket'}", f"wrote {lay.unit_dir / 'sessionmem@.service'}",
-             f"wrote {lay.env_file}"]
+    link = lay.unit_dir / "sockets.target.wants" / f"{lay.instance}.socket"
+    files = {lay.unit_dir / "sessionmem@.socket": units.socket, lay.unit_dir / "sessionmem@.service": units.service,
+             lay.env_file: units.env}
+    undo = _Undo([*files, link])
+    for path, text in files.items():
+        _write(path, text)
+        done.append(f"wrote {path}")
     if start:
-        _run(["systemctl", "--user", "daemon-reload"], done)
-        _run(["systemctl", "--user", "enable", "--now", f"{lay.instance}.socket"], done)
+        for cmd in (["systemctl", "--user", "daemon-reload"],
+                    ["systemctl", "--user", "enable", "--now", f"{lay.instance}.socket"]):
+            if why := _step(cmd, done):
+                # `enable` may have made its link before `--now` found no manager: the
+                # link alone would tell every client a service owns the socket.
+                _run(["systemctl", "--user", "disable", f"{lay.instance}.socket"], [])
+                undo.undo()
+                raise ServiceError(f"{why}; nothing was installed (the daemon still starts on demand)")
     return done
 
 
 def uninstall(root: Path) -> list[str]:
+    """Stop and disable the service, remove this project's files; ServiceError when the
+    service manager could not be told (its files are removed all the same)."""
     lay = Layout.for_project(root)
     done: list[str] = []
     if sys.platform == "darwin":
-        _run(["launchctl", "bootout", f"gui/{os.getuid()}/{launchd_label(root)}"], done)
-        if lay.plist.exists():
-            lay.plist.unlink()
-            done.append(f"removed {lay.plist}")
-        return done
-    _run(["systemctl", "--user", "disable", "--now", f"{lay.instance}.socket", f"{lay.instance}.service"], done)
-    if lay.env_file.exists():
-        lay.env_file.unlink()
-        done.append(f"removed {lay.env_file}")
-    # The template units serve every project; they are left for the others.
+        why = _step(["launchctl", "bootout", f"gui/{os.getuid()}/{launchd_label(root)}"], done)
+        removed = [lay.plist]
+    else:
+        why = _step(["systemctl", "--user", "disable", "--now", f"{lay.instance}.socket",
+                     f"{lay.instance}.service"], done)
+        # The template units serve every project; they are left for the others.
+        removed = [lay.unit_dir / "sockets.target.wants" / f"{lay.instance}.socket", lay.env_file]
+    gone = []
+    for path in removed:
+        if path.is_symlink() or path.exists():
+            path.unlink()
+            gone.append(str(path))
+            done.append(f"removed {path}")
+    if why is not None:
+        left = f"removed {', '.join(gone)} all the same" if gone else "no file of it was left"
+        raise ServiceError(f"{why}; {left}")
     return done
 
 

@@ -138,7 +138,11 @@ def service_install(c: Ctx, only_print: bool, no_start: bool) -> None:
                           (str(lay.unit_dir / "sessionmem@.service"), u.service),
                           (str(lay.env_file), u.env)])
         return
-    for line in svc.install(root, start=not no_start):
+    try:
+        done = svc.install(root, start=not no_start)
+    except svc.ServiceError as e:
+        fail(str(e))
+    for line in done:
         click.echo(line)
 
 
@@ -148,7 +152,11 @@ def service_uninstall(c: Ctx) -> None:
     """Stop and disable this project's service and remove its files."""
     from .. import service as svc
 
-    for line in svc.uninstall(c.paths().root):
+    try:
+        done = svc.uninstall(c.paths().root)
+    except svc.ServiceError as e:
+        fail(str(e))
+    for line in done:
         click.echo(line)
 
 

@@ -3,6 +3,7 @@ output, and how errors become one line and an exit code. Imports no command modu
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -12,7 +13,8 @@ import msgspec
 
 from .. import errors
 from ..paths import PathError, resolve
-from .report import report
+from .argv import hoist, not_utf8
+from .report import InputError, report
 
 _json = msgspec.json.Encoder()
 
@@ -64,9 +66,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
 class Group(click.Group):
     """Turns sessionmem errors into one readable line and an exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the whole command line (entry.py does the same for its path)
+            why = not_utf8(args, dict(os.environ))
+            if why is not None:
+                fail(why)
+            args = hoist(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (errors.SessionmemError, PathError) as e:
+        except (errors.SessionmemError, PathError, InputError) as e:
             message, code = report(e) or (str(e), 1)
             fail(message, code)

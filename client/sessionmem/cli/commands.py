@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 import msgspec
 
 from .. import errors
+from ..protocol import Role
 from . import report
 from .base import Ctx, fail, pass_ctx
 from .call import run_call
@@ -38,13 +39,14 @@ def session_id(c: Ctx) -> None:
 def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) -> None:
     """A `get` / `set VALUE` / `clear` group for one optional text field."""
     group = click.Group(name, help=help)
+    what = help.rstrip(".").lower()
 
-    @group.command("get")
+    @group.command("get", help=f"Print {what} (nothing when none is set).")
     @pass_ctx
     def get(c: Ctx) -> None:
         c.out(getattr(c.session(), getter)())
 
-    @group.command("set")
+    @group.command("set", help=f"Set {what} to {metavar}.")
     @click.argument("value", metavar=metavar)
     @click.option("--expect", metavar="OLD", help="Only if the current value is OLD (else exit 1, nothing changed).")
     @click.option("--expect-unset", is_flag=True, help="Only if none is set now.")
@@ -55,7 +57,7 @@ def _text_field(name: str, help: str, getter: str, setter: str, metavar: str) ->
             condition["expect"] = None if expect_unset else expect
         c.out(getattr(c.session(), setter)(value, **condition))
 
-    @group.command("clear")
+    @group.command("clear", help=f"Unset {what}.")
     @pass_ctx
     def clear_(c: Ctx) -> None:
         c.out(getattr(c.session(), setter)(None))
@@ -94,14 +96,14 @@ def msg() -> None:
 
 
 @msg.command("add")
-@click.argument("role", type=click.Choice(["user", "assistant", "system", "tool"]))
+@click.argument("role", type=click.Choice(get_args(Role)))
 @click.argument("content")
 @click.option("--timestamp", type=int, help="Epoch milliseconds (default: the daemon's clock).")
 @pass_ctx
 def msg_add(c: Ctx, role: str, content: str, timestamp: int | None) -> None:
     """Append a message; CONTENT '-' reads it from stdin."""
     if content == "-":
-        content = sys.stdin.read()
+        content = report.stdin_text()
     c.out(c.session().add_message(role, content, timestamp))
 
 
@@ -116,6 +118,7 @@ def msg_recent(c: Ctx, count: int) -> None:
 @msg.command("all")
 @pass_ctx
 def msg_all(c: Ctx) -> None:
+    """Every message, oldest first."""
     _show_messages(c, c.session().get_all_messages())
 
 
@@ -149,6 +152,7 @@ def files() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @pass_ctx
 def files_track(c: Ctx, paths: tuple[str, ...]) -> None:
+    """Mark PATHS open."""
     for path in paths:
         c.session().track_open_file(path)
 
@@ -157,6 +161,7 @@ def files_track(c: Ctx, paths: tuple[str, ...]) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @pass_ctx
 def files_untrack(c: Ctx, paths: tuple[str, ...]) -> None:
+    """Mark PATHS no longer open."""
     for path in paths:
         c.session().untrack_file(path)
 
@@ -164,6 +169,7 @@ def files_untrack(c: Ctx, paths: tuple[str, ...]) -> None:
 @files.command("list")
 @pass_ctx
 def files_list(c: Ctx) -> None:
+    """The open files, one a line, in the order they were opened."""
     paths = c.session().get_open_files()
     c.out(paths, "\n".join(paths))
 
@@ -174,12 +180,17 @@ def ctx() -> None:
     """Context key-values (values are JSON)."""
 
 
-def _json_or_text(value: str, as_string: bool = False) -> Any:
+def _json_or_text(value: str, as_string: bool = False, name: str = "VALUE") -> Any:
+    """``value`` parsed as JSON; text that is not JSON is kept as a string, unless it starts
+    like JSON (an object, an array, a string, a number): a typo there is an error (exit 2),
+    not a string stored in its place."""
     if as_string:
         return value
     try:
         return msgspec.json.decode(value)
-    except msgspec.DecodeError:
+    except msgspec.DecodeError as e:
+        if value.lstrip()[:1] in tuple('{["-0123456789'):
+            fail(f"{name} {value[:40]!r} starts like JSON but is not: {e}; to store it as text, use --string", 2)
         return value
 
 
@@ -190,8 +201,9 @@ def _json_or_text(value: str, as_string: bool = False) -> Any:
 @click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON; null: absent), else exit 1.")
 @pass_ctx
 def ctx_set(c: Ctx, key: str, value: str, as_string: bool, expect: str | None) -> None:
-    """Set KEY to VALUE, parsed as JSON (text that is not JSON is stored as a string)."""
-    condition = {} if expect is None else {"expect": _json_or_text(expect, as_string and expect != "null")}
+    """Set KEY to VALUE, parsed as JSON. Other text is stored as a string, but text that
+    starts like JSON ({ [ " a digit -) and is not JSON is an error: --string stores it."""
+    condition = {} if expect is None else {"expect": _json_or_text(expect, as_string and expect != "null", "--expect")}
     c.out(c.session().set_context(key, _json_or_text(value, as_string), **condition))
 
 
@@ -199,6 +211,7 @@ def ctx_set(c: Ctx, key: str, value: str, as_string: bool, expect: str | None) -
 @click.argument("key")
 @pass_ctx
 def ctx_get(c: Ctx, key: str) -> None:
+    """Print KEY's value as JSON (null when it has none)."""
     value = c.session().get_context(key)
     c.out(value, _json.encode(value).decode())
 
@@ -208,13 +221,15 @@ def ctx_get(c: Ctx, key: str) -> None:
 @click.option("--expect", metavar="OLD", help="Only if the value now is OLD (JSON), else exit 1.")
 @pass_ctx
 def ctx_del(c: Ctx, key: str, expect: str | None) -> None:
-    condition = {} if expect is None else {"expect": _json_or_text(expect)}
+    """Remove KEY."""
+    condition = {} if expect is None else {"expect": _json_or_text(expect, name="--expect")}
     c.out(c.session().delete_context(key, **condition))
 
 
 @ctx.command("all")
 @pass_ctx
 def ctx_all(c: Ctx) -> None:
+    """Every key and its value, as one JSON object."""
     c.out(c.session().get_all_context())
 
 
@@ -244,14 +259,60 @@ def clear(c: Ctx) -> None:
     c.out(c.session().clear())
 
 
+def _fields(struct: Any) -> str:
+    """A reply's fields, one a line, aligned, each as a person reads it (--json: as sent)."""
+    values = msgspec.structs.asdict(struct)
+    labels = {k: k.removesuffix("Ms") + ":" for k in values}  # the unit goes with the value
+    width = max(map(len, labels.values()), default=0)
+    return "\n".join(f"{labels[k]:{width}} {_readable(k, v)}" for k, v in values.items())
+
+
+def _readable(name: str, value: Any) -> str:
+    """Epoch milliseconds as local time, milliseconds as a duration, bytes in KiB/MiB: by
+    the field's name (the wire's: ``...At``/``startTime``, ``...Ms``, ``maxFrame``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if name.endswith("At") or name == "startTime":
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000))
+    if name.endswith("Ms"):
+        return _duration(value / 1000)
+    if name == "maxFrame":
+        return _size(value)
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return " ".join(f"{n}{unit}" for n, unit in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if n) or "0s"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 @_command
 @click.command()
 @pass_ctx
 def stats(c: Ctx) -> None:
     """The session's counts and the daemon's figures (getStats)."""
     s = c.session().get_stats()
-    human = "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(s).items())
-    c.out(s, human)
+    c.out(s, _fields(s))
 
 
 @_command
@@ -260,7 +321,7 @@ def stats(c: Ctx) -> None:
 def hello(c: Ctx) -> None:
     """The daemon's version, pid, paths and capabilities."""
     h = c.session().daemon
-    c.out(h, "\n".join(f"{k}: {v}" for k, v in msgspec.structs.asdict(h).items()))
+    c.out(h, _fields(h))
 
 
 def _gist(ch: Any) -> str:
@@ -277,21 +338,45 @@ def _gist(ch: Any) -> str:
     return ""
 
 
+# Changes to the set of sessions, or to which one is current: their line names the session.
+SESSION_OPS = frozenset({"createSession", "deleteSession", "setCurrentSession", "importSession", "clear", "restore"})
+
+
+def _watch_line(ch: Any, current: str | None) -> str:
+    """A change as `watch` prints it: time, revision, op, the session when it is not the
+    current one (``current``, as it was before this change; None: not known) or the
+    change is to sessions, the gist, and the session current after it when it moved."""
+    words = [time.strftime("%H:%M:%S", time.localtime(ch.at / 1000)), f"r{ch.revision}", ch.op]
+    if ch.op in SESSION_OPS or ch.sessionId != current:
+        words.append(f"session={_json.encode(ch.sessionId).decode()}")
+    words.append(_gist(ch))
+    if ch.current is not msgspec.UNSET:
+        words.append(f"current={_json.encode(ch.current).decode()}")
+    return "  ".join(w for w in words if w)
+
+
 @_command
 @click.command()
 @click.option("--since", type=click.IntRange(min=0), default=None, help="Replay the changes after revision R first.")
 @pass_ctx
 def watch(c: Ctx, since: int | None) -> None:
-    """Print a line per change as it happens (until Ctrl-C): time, revision, op, gist."""
+    """Print a line per change as it happens (until Ctrl-C): time, revision, op, the
+    session when it is not the current one, the gist."""
+    s = c.session()
+    current: str | None = None
+    if since is None:
+        # The current session and the revision it is current at, in one read (the call
+        # binds no session), then every change after it: each that moves the current
+        # session says so (Change.current). A replay (--since) starts where the current
+        # session is not known: its lines all name theirs until one moves it.
+        now = s.call("getStats")
+        current, since = now.sessionId, now.revision
     try:
-        for ch in c.session().watch(since):
-            if c.as_json:
-                line = _json.encode(ch).decode()
-            else:
-                when = time.strftime("%H:%M:%S", time.localtime(ch.at / 1000))
-                line = f"{when}  r{ch.revision}  {ch.op}  {_gist(ch)}".rstrip()
-            click.echo(line)
+        for ch in s.watch(since):
+            click.echo(_json.encode(ch).decode() if c.as_json else _watch_line(ch, current))
             sys.stdout.flush()  # a line as it happens, also into a pipe (`| grep`, an agent)
+            if ch.current is not msgspec.UNSET:
+                current = ch.current
     except KeyboardInterrupt:
         return
 

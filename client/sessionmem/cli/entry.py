@@ -13,33 +13,34 @@ from __future__ import annotations
 import os
 import sys
 
+from .argv import FLAGS, VALUED, hoist, not_utf8
+
 TYPE_CHECKING = False  # typing's own import costs a one-shot call ~3 ms
 if TYPE_CHECKING:
     from typing import Any
 
-_FLAGS = {"--json": "as_json", "--no-autostart": "no_autostart"}
-_VALUED = {"--project": "project", "--socket": "socket", "--session": "session"}
-
 
 def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
-    """The global options (and their environment defaults) and the words after them; None
-    for any form this parser does not know (click's, then)."""
+    """The global options (and their environment defaults), wherever they were written
+    (argv.hoist), and the other words; None for any form this parser does not know
+    (click's, then)."""
     opts: dict[str, Any] = {"project": os.environ.get("SESSIONMEM_PROJECT") or None,
                             "socket": os.environ.get("SESSIONMEM_SOCKET") or None,
                             "session": os.environ.get("SESSIONMEM_SESSION") or None,
                             "as_json": False, "no_autostart": False}
+    argv = hoist(argv)
     i = 0
     while i < len(argv) and argv[i].startswith("--"):
         name, eq, value = argv[i].partition("=")
-        if name in _FLAGS and not eq:
-            opts[_FLAGS[name]] = True
-        elif name in _VALUED:
+        if name in FLAGS and not eq:
+            opts[FLAGS[name]] = True
+        elif name in VALUED:
             if not eq:
                 i += 1
                 if i >= len(argv):
                     return None
                 value = argv[i]
-            opts[_VALUED[name]] = value
+            opts[VALUED[name]] = value
         else:
             return None
         i += 1
@@ -61,6 +62,10 @@ def parse_call(argv: list[str]) -> dict[str, Any] | None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    why = not_utf8(argv, dict(os.environ))
+    if why is not None:
+        sys.stderr.write(f"sessionmem: {why}\n")
+        sys.exit(1)
     call = parse_call(argv)
     if call is not None:
         from .call import run_call

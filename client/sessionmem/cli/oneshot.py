@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import os
 import sys
-from _json import scanstring  # the C string scanner: json itself would import re
+from _json import make_scanner, scanstring  # json's C parts: json itself would import re
 
 from ..locate import PathError, locate
 from ..peercred import peer_uid
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 PROTOCOL_VERSION = 3  # protocol.PROTOCOL_VERSION, without importing msgspec (a test keeps them equal)
+ROLES = ("user", "assistant", "system", "tool")  # protocol.Role's, likewise
 _HELLO = b'{"jsonrpc":"2.0","method":"hello","id":0}\n'
 _RESULT = b'{"jsonrpc":"2.0","id":1,"result":'
 _VERSION = b'"protocolVersion":%d,' % PROTOCOL_VERSION
 TIMEOUT = 30.0
+READ_SIZE = 1 << 16  # session.READ_SIZE: below the malloc mmap threshold, no syscall per buffer
 # JSON string escapes: the quote, the backslash and the control characters.
 _ESCAPES = {**{i: f"\\u{i:04x}" for i in range(32)}, 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r",
             ord('"'): '\\"', ord("\\"): "\\\\"}
@@ -59,6 +61,59 @@ class Plan:
         if params is not None:
             frame += b',"params":' + params
         return frame + b"}\n"
+
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0:  # inf: the daemon's decoder refuses it too
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _Strict:
+    """What the C scanner reads off a decoder: json.JSONDecoder's strict settings, without
+    importing json (which imports re)."""
+
+    strict = True  # control characters in strings are an error: a frame stays one line
+    object_hook = object_pairs_hook = None
+    parse_float = staticmethod(_finite)
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+    memo: dict[str, str] = {}
+
+
+_scan = make_scanner(_Strict())  # type: ignore[arg-type]  # typeshed: the context is any object with these attributes
+_WS = " \t\n\r"
+
+
+def params_error(text: str) -> str | None:
+    """Why PARAMS_JSON cannot be sent (None when it is one JSON object or array): checked
+    before anything is sent, since the frame is built around it as it is."""
+    start = len(text) - len(text.lstrip(_WS))
+    if text[start : start + 1] not in ("{", "["):
+        return "PARAMS_JSON must be one JSON object or array"
+    try:
+        end = _scan(text, start)[1]
+        if not text[end:].strip(_WS):
+            return None
+    except Exception:  # any failure: json's own decoder names it below
+        pass
+    import json  # the error path only: the C scanner needs json.decoder to say what and where
+
+    try:
+        end = json.JSONDecoder(parse_float=_finite, parse_constant=_constant).raw_decode(text, start)[1]
+    except json.JSONDecodeError as e:
+        return f"PARAMS_JSON is not JSON: {e.msg.removesuffix(' at')} at character {e.pos}"
+    except RecursionError:
+        return "PARAMS_JSON is not JSON: it nests too deeply"
+    except ValueError as e:
+        return f"PARAMS_JSON is not JSON: {e}"
+    return f"PARAMS_JSON must be one JSON object or array: more follows it at character {end}"
 
 
 def json_str(s: str) -> bytes:
@@ -88,12 +143,25 @@ def _text(result: bytes, as_json: bool) -> str | None:
     return result[1:-1].decode()
 
 
+def call_plan(method: str, params: str | None) -> Plan | None:
+    """`call METHOD [PARAMS_JSON]`, its params checked already (params_error), or None."""
+    if not (method.isidentifier() and method.isascii()):
+        return None
+    try:
+        raw = None if params is None else params.encode()
+    except UnicodeEncodeError:
+        return None
+    if raw is not None and (b"\n" in raw or b"\r" in raw):
+        return None  # a frame is one line: this needs a JSON parser (the full path)
+    return Plan(method, raw, _raw, user_params=True)
+
+
 def plan(argv: list[str], session: str | None = None) -> Plan | None:
-    """The plan of a one-shot command (its words after the global options; ``session``:
-    --session's), or None for anything else."""
+    """The plan of a one-shot command but `call` (call_plan: its own checks first; its words
+    after the global options; ``session``: --session's), or None for anything else."""
     try:
         p = _plan(argv)
-        if p is not None and session is not None and argv[0] != "call":  # call sends its params as they are
+        if p is not None and session is not None:
             p.params = _with_session(p.params, json_str(session))
         return p
     except UnicodeEncodeError:
@@ -175,14 +243,6 @@ def _plan(argv: list[str]) -> Plan | None:
     if n == 0 or any(a.startswith("-") and a != "-" for a in argv[1:]):
         return None  # options (and --help) are click's
     cmd = argv[0]
-    if cmd == "call" and n in (2, 3):
-        method = argv[1]
-        if not (method.isidentifier() and method.isascii()):
-            return None
-        params = argv[2].encode() if n == 3 else None
-        if params is not None and (b"\n" in params or b"\r" in params):
-            return None  # a frame is one line: this needs a JSON parser (the full path)
-        return Plan(method, params, _raw, user_params=True)
     if cmd == "id" and n == 1:
         return Plan("getSessionId", None, _text)
     if cmd in ("task", "ticket") and n >= 2:
@@ -199,11 +259,11 @@ def _plan(argv: list[str]) -> Plan | None:
             return Plan("setActiveTicket", b'{"ticketId":%s,"expect":null}' % json_str(ticket),
                         lambda result, as_json: report.claimed(ticket, as_json), claim=ticket)
         return None
-    if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ("user", "assistant", "system", "tool"):
+    if cmd == "msg" and n == 4 and argv[1] == "add" and argv[2] in ROLES:
         role, content = argv[2].encode(), argv[3]
 
         def message() -> bytes:
-            text = sys.stdin.read() if content == "-" else content
+            text = report.stdin_text() if content == "-" else content
             return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
 
         return Plan("addMessage", message if content == "-" else message(), _nothing)
@@ -239,7 +299,12 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
             return None  # another protocol: the full path says to restart the daemon
         sent = True  # from here on (stdin may be read): no fallback, a write is never sent twice
         try:
-            s.sendall(p.frame())
+            frame = p.frame()
+        except report.InputError as e:
+            print(f"sessionmem: {e}", file=sys.stderr)
+            return 1
+        try:
+            s.sendall(frame)
         except OSError:
             pass  # the daemon refused it (a frame over its limit) and closed: its parting reply says why
         got = _line(s, hello[1])
@@ -255,17 +320,29 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
     if reply.startswith(_RESULT) and reply.endswith(b"}"):
         line = p.show(reply[len(_RESULT):-1], as_json)
         if line is not None:
-            os.write(1, line.encode() + b"\n")
+            _write(line.encode() + b"\n")
         return 0
     return report.error_reply(reply, as_json, p.claim, params_given=p.user_params)
 
 
 def _line(s: _socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
-    """The next reply line and what was read after it; None when the daemon closed."""
-    while b"\n" not in buf:
-        chunk = s.recv(1 << 16)
+    """The next reply line and what was read after it; None when the daemon closed.
+    Linear in the reply's size: each chunk is searched once, and the parts are joined once
+    (framing.LineFramer's way, which this path cannot import: it needs msgspec)."""
+    end = buf.find(b"\n")
+    parts = [buf]
+    while end < 0:
+        chunk = s.recv(READ_SIZE)
         if not chunk:
             return None
-        buf += chunk
-    line, rest = buf.split(b"\n", 1)
-    return line, rest
+        end = chunk.find(b"\n")
+        parts.append(chunk)
+    last = parts.pop()
+    return b"".join([*parts, last[:end]]), last[end + 1 :]
+
+
+def _write(data: bytes) -> None:
+    """All of ``data`` to stdout: one write() may take only part of a large reply."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]

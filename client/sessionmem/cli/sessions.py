@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -28,10 +29,17 @@ def sessions() -> None:
 def sessions_list(c: Ctx) -> None:
     """Every session, the most recently changed first (* marks the current one)."""
     infos = c.session().list_sessions()
-    lines = [f"{'*' if i.current else ' '} {i.sessionId}  r{i.revision}  {i.messagesCount} msg  "
-             f"{i.filesOpenCount} files  {i.contextKeysCount} keys"
-             + (f"  task: {i.currentTask}" if i.currentTask else "") for i in infos]
-    c.out(infos, "\n".join(lines))
+    rows = [[f"{'*' if i.current else ' '} {i.sessionId}", f"r{i.revision}", f"{i.messagesCount} msg",
+             f"{i.filesOpenCount} files", f"{i.contextKeysCount} keys",
+             f"task: {i.currentTask}" if i.currentTask else ""] for i in infos]
+    c.out(infos, "\n".join(_columns(rows, right={2, 3, 4})))
+
+
+def _columns(rows: list[list[str]], right: set[int]) -> list[str]:
+    """The rows as lines whose columns line up (those in ``right`` flush right: numbers)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            .rstrip() for row in rows]
 
 
 @sessions.command("new")
@@ -74,15 +82,19 @@ def export(c: Ctx, output: str | None) -> None:
         _write_lines(sys.stdout.buffer, records)
         sys.stdout.flush()
         return
-    # Into a temporary file renamed into place: FILE is never left half written.
+    # Into a temporary file renamed into place: FILE is never left half written. 0600, as
+    # the daemon's files are: an export holds the whole conversation.
     path = Path(output)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             _write_lines(f, records)
         os.replace(tmp, path)
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _write_lines(f: IO[bytes], records: list[Any]) -> None:
