@@ -296,29 +296,3 @@ def test_a_kill_in_the_middle_of_a_checkpoint_is_not_called_truncated(make_daemo
     with d.session() as s:
         assert s.get_stats().messagesCount == 301
 
-
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_the_database_folder_it_makes_stays_out_of_git(make_daemon, tmp_path: Path) -> None:
-    """`git add -A` in the project must not commit the database (#16 item 21)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    d = make_daemon(root=root, db=root / ".arela" / "memory" / "session.db")
-    with d.session() as s:
-        s.add_message("user", "secret plans")
-        s.snapshot()
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
-                            capture_output=True, text=True, check=True).stdout
-    assert ".arela" not in status, status
-    ignore = root / ".arela" / "memory" / ".gitignore"
-    assert ignore.read_text().splitlines()[-1] == "*"
-    assert stat.S_IMODE(ignore.stat().st_mode) == 0o600
-    d.stop()
-
-
-def test_a_folder_the_user_made_gets_no_gitignore(make_daemon, tmp_path: Path) -> None:
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    d = make_daemon(db=folder / "session.db")
-    d.stop()
-    assert not (folder / ".gitignore").exists()

@@ -31,19 +31,6 @@ class AlreadyRunning(Exception):
     """Another daemon holds this database (or answers on this socket)."""
 
 
-def keep_out_of_git(folder: Path) -> None:
-    """A folder the daemon made for its database: the database, its -wal, the lock file
-    are no part of the user's repository (``git add -A`` must not commit them)."""
-    try:
-        fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.write(fd, b"# written by sessionmemd: its database stays out of git\n*\n")
-    finally:
-        os.close(fd)
-
-
 class DaemonLock:
     """An exclusive flock on ``<db>.lock``, held for the daemon's whole life; the
     kernel drops it when the process dies, however it dies.
@@ -66,10 +53,7 @@ class DaemonLock:
         self.path = db.with_name(db.name + ".lock")
         self._db_fd: int | None = None
         self._socket: Path | None = None
-        created = not db.parent.exists()
         make_private_dirs(db.parent)
-        if created:
-            keep_out_of_git(db.parent)
         self._fd = self._take(self.path, db)
         self.hold_database()
 
