@@ -128,8 +128,9 @@ class Session(SessionMethods):
             except errors.ConnectionLost:
                 if not (self._retry and repeatable):
                     raise
-            # The daemon went away mid-call (a restart, socket activation): the call is
-            # safe to repeat, so repeat it once on a new connection.
+                # The daemon went away mid-call (a restart, socket activation): the call
+                # is safe to repeat.
+            # Once more on a new connection (connect.reconnect: never autostarting).
             self.daemon = reconnect(self._connect, self._timeout)
             return send()
 

@@ -136,22 +136,30 @@ async def summary(s: AsyncSession, session: str | None) -> dict[str, Any]:
             "revision": st.revision}
 
 
+class Waited:
+    """What wait_for_change has found so far: kept when its time runs out."""
+
+    def __init__(self, after: int) -> None:
+        self.changes: list[dict[str, Any]] = []
+        self.revision = after  # read up to here
+
+
 async def changes_after(s: AsyncSession, watcher: AsyncSession, after: int, session: str | None,
-                        limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The changes of ``session`` (None: the current session, followed through switches)
-    after revision ``after``: every one up to the revision when the call began, else the
-    first ones to come (and those that came with them), at most ``limit``; and the
-    revision read up to. The caller bounds the wait."""
+                        limit: int, found: Waited) -> None:
+    """Into ``found``: the changes of ``session`` (None: the current session, followed
+    through switches) after revision ``after``: every one up to the revision when the
+    call began, else the first ones to come (and those made meanwhile), at most
+    ``limit``. The caller bounds the wait."""
     st = await s.get_stats()  # the current session and the revision, read together
     wanted, upto = session or st.sessionId, st.revision
     # Unfiltered: a change that makes another session current is another session's
     # change, and every revision is seen, so the end of the backlog (``upto``) is known.
     # A backlog's changes from before a switch in it count as the session current now's.
-    changes: list[dict[str, Any]] = []
-    seen, looked_again = after, False
+    changes = found.changes
+    looked_again = False
     async with contextlib.aclosing(watcher.watch(since=after)) as feed:
         async for ch in feed:
-            seen = ch.revision
+            found.revision = seen = ch.revision
             if session is None and ch.current is not p.UNSET:
                 wanted = ch.current
                 changes.append(msgspec.to_builtins(ch))
@@ -167,7 +175,6 @@ async def changes_after(s: AsyncSession, watcher: AsyncSession, after: int, sess
                 looked_again, upto = True, (await s.get_stats()).revision
                 if seen >= upto:
                     break
-    return changes, seen
 
 
 def build(project: str | None = None, socket: str | None = None, autostart: bool = True) -> MCPServer:
@@ -277,24 +284,22 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         its `current` naming the session now current). Use it instead of polling."""
         timeout = min(max(timeout_seconds, 0.0), 300.0)
         watcher = bridge.watcher()
-        changes: list[dict[str, Any]] = []
-        revision = after_revision
+        found = Waited(after_revision)
 
         async def wait(s: AsyncSession) -> None:
-            nonlocal changes, revision
             try:
                 async with asyncio.timeout(timeout):
-                    changes, revision = await changes_after(s, watcher, after_revision, session, limit)
+                    await changes_after(s, watcher, after_revision, session, limit, found)
             except TimeoutError:
-                pass
+                pass  # what was found is returned
 
         try:
             await bridge.call(wait)
         finally:
             await watcher.close()
-        if not changes:
+        if not found.changes:
             return {"timedOut": True, "revision": after_revision}
-        return {"timedOut": False, "revision": revision, "changes": changes}
+        return {"timedOut": False, "revision": found.revision, "changes": found.changes}
 
     # -- resources ------------------------------------------------------------------------------
     @server.resource(uri("session"), mime_type="application/json", description="The session at a glance.")
