@@ -400,6 +400,8 @@ def test_the_reconnect_rule_waits_out_only_a_gap() -> None:
 
     with pytest.raises(errors.InvalidParams):
         c.Patience(30).pause(errors.InvalidParams("no gap to wait out"))
+    with pytest.raises(errors.DaemonStartError):  # the daemon's own error: waiting will not mend it
+        c.Patience(30).pause(errors.DaemonStartError("corrupt database"))
     assert c.Patience(30).pause(errors.ShuttingDown("going")) > 0
     assert c.Patience(30).pause(errors.ConnectionFailed("not yet")) > 0
     with pytest.raises(errors.ConnectionFailed):

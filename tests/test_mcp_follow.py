@@ -204,3 +204,37 @@ def test_mcp_given_a_dead_socket_does_not_fall_back_to_the_local_daemon(daemon: 
     asyncio.run(go())
     with daemon.session() as s:
         assert s.get_all_messages() == []
+
+
+# -- 24. the tools run the typed client: a named session, message ids -------------------------
+
+
+def test_tools_on_a_named_session_through_the_typed_client(daemon: Daemon, env: dict[str, str]) -> None:
+    with daemon.session() as s:
+        s.create_session("named")
+
+    async def go() -> None:
+        async with Client(server(daemon, env)) as c:
+            named = {"session": "named"}
+            for tool, args in [("set_task", {"task": "named task"}), ("add_message", {"content": "hi"}),
+                               ("track_file", {"path": "a.py"}), ("set_context", {"key": "k", "value": {"n": 1}}),
+                               ("set_context", {"key": "k", "value": {"n": 2}, "use_expect": True,
+                                                "expect": {"n": 1}}),
+                               ("claim_ticket", {"ticket_id": "T-1"})]:
+                r = await c.call_tool(tool, {**args, **named})
+                assert not r.is_error, (tool, text(r))
+            conflict = await c.call_tool("set_context", {"key": "k", "value": 3, "use_expect": True,
+                                                         "expect": {"n": 1}, **named})
+            assert conflict.is_error and '{"n": 2}' in text(conflict)
+            got = data(await c.call_tool("get_session", named))
+            assert (got["sessionId"], got["currentTask"], got["activeTicket"]) == ("named", "named task", "T-1")
+            assert (got["openFiles"], got["contextKeys"], got["messagesCount"]) == (["a.py"], ["k"], 1)
+            assert data(await c.call_tool("get_context", {"key": "k", **named})) == {"n": 2}
+            assert [m["content"] for m in data(await c.call_tool("recent_messages", named))] == ["hi"]
+            current = data(await c.call_tool("get_session", {}))
+            assert current["sessionId"] != "named" and current["currentTask"] is None
+
+    asyncio.run(go())
+    with daemon.session("named") as s:
+        (m,) = s.get_all_messages(full=True)
+        assert isinstance(m.id, str) and len(m.id) == 32  # sent with a fresh id: a retry adds it once

@@ -220,7 +220,8 @@ class Patience:
     def pause(self, e: errors.SessionmemError) -> float:
         """Seconds to wait before the next try after ``e``; raises ``e`` when it is no
         gap to wait out (another error), or when the patience has run out."""
-        if not isinstance(e, (errors.ConnectionFailed, errors.ShuttingDown)) or time.monotonic() > self._deadline:
+        gap = isinstance(e, (errors.ConnectionFailed, errors.ShuttingDown)) and not isinstance(e, errors.DaemonStartError)
+        if not gap or time.monotonic() > self._deadline:
             raise e
         return RECONNECT_PAUSE
 

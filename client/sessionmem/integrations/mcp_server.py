@@ -115,8 +115,8 @@ class Bridge:
 
 
 def _in(s: AsyncSession, session: str | None) -> AsyncSessionMethods:
-    """The client's methods on ``session`` (None: the project's current session)."""
-    return s if session is None else s.bound(session)
+    """The client's methods on ``session`` (None or "": the project's current session)."""
+    return s.bound(session) if session else s
 
 
 def _message(m: p.Message) -> dict[str, Any]:
@@ -150,6 +150,7 @@ async def changes_after(s: AsyncSession, watcher: AsyncSession, after: int, sess
     through switches) after revision ``after``: every one up to the revision when the
     call began, else the first ones to come (and those made meanwhile), at most
     ``limit``. The caller bounds the wait."""
+    session = session or None
     st = await s.get_stats()  # the current session and the revision, read together
     wanted, upto = session or st.sessionId, st.revision
     # Unfiltered: a change that makes another session current is another session's
