@@ -16,7 +16,7 @@ pytest.importorskip("mcp", reason="needs the extra sessionmem[mcp]")
 from mcp import Client  # noqa: E402
 
 from conftest import Daemon, run_cli, wait_for  # noqa: E402
-from test_client_fixes import compact, connections  # noqa: E402
+from test_client_fixes import compact, connections, watchers  # noqa: E402
 from test_mcp import data, server, text  # noqa: E402
 
 TASK = "sessionmem://session/task"
@@ -52,7 +52,8 @@ def test_resources_follow_every_kind_of_switch_made_by_another_client(daemon: Da
 
     async def go() -> None:
         async with Client(server(daemon, env)) as c:
-            assert data(await c.call_tool("get_session", {}))["sessionId"] == first  # up and watching
+            assert data(await c.call_tool("get_session", {}))["sessionId"] == first
+            await asyncio.to_thread(wait_for, lambda: watchers(daemon) == 1, 30, "the resource feed's watch")
             async with c.listen(resource_subscriptions=[TASK]) as sub:
                 # createSession with makeCurrent, by the CLI: the switch is an update...
                 cli(daemon, env, "sessions", "new", "--id", "fresh", "--use")
@@ -169,6 +170,8 @@ def test_failing_waits_leave_no_connection_behind(make_daemon: Any, env: dict[st
     async def go() -> None:
         async with Client(server(d, env)) as c:
             data(await c.call_tool("get_session", {}))
+            # The server's own connections are all made: the resource feed watches.
+            await asyncio.to_thread(wait_for, lambda: watchers(d) == 1, 30, "the resource feed's watch")
             before = await asyncio.to_thread(connections, d)
             for _ in range(300):
                 r = await c.call_tool("wait_for_change", {"after_revision": 0, "timeout_seconds": 10})
@@ -176,11 +179,8 @@ def test_failing_waits_leave_no_connection_behind(make_daemon: Any, env: dict[st
             # The CLI still answers, and the daemon holds no more connections than before.
             r = await asyncio.to_thread(run_cli, ["--socket", str(d.socket), "id"], env)
             assert r.returncode == 0, r.stderr
-            r = await asyncio.to_thread(run_cli, ["--socket", str(d.socket), "--json", "stats"], env)
-            assert r.returncode == 0, r.stderr
-            assert '"watchers":1' in r.stdout  # the resource feed's watch only
-            await asyncio.to_thread(lambda: wait_for(
-                lambda: connections(d) <= before, 30, "no leaked connection"))
+            await asyncio.to_thread(wait_for, lambda: connections(d) <= before, 30, "no leaked connection")
+            assert await asyncio.to_thread(watchers, d) == 1  # the resource feed's watch only
 
     asyncio.run(go())
 
