@@ -19,7 +19,7 @@ pytest.importorskip("mcp", reason="needs the extra sessionmem[mcp]")
 from mcp import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters  # noqa: E402
 
-from conftest import Daemon, run_cli  # noqa: E402
+from conftest import Daemon, run_cli, wait_for  # noqa: E402
 
 
 def server(d: Daemon, env: dict[str, str], *extra: str) -> StdioServerParameters:
@@ -120,7 +120,9 @@ def test_wait_for_change_returns_a_change_made_by_the_cli(daemon: Daemon, env) -
 def test_resource_updates_are_fed_by_the_change_feed(daemon: Daemon, env) -> None:
     async def go() -> None:
         async with Client(server(daemon, env)) as c:
-            await c.call_tool("get_session", {})  # the server is up and watching
+            await c.call_tool("get_session", {})
+            with daemon.session() as s:  # the server is up and its resource feed watches
+                wait_for(lambda: s.get_stats().watchers == 1, what="the resource feed's watch")
             uri = "sessionmem://session/ticket"
             with daemon.session() as s:
                 s.create_session("elsewhere")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -24,7 +24,7 @@ from .api import (
     watch_params,
 )
 from .calls import Call, Calls
-from .connect import connect
+from .connect import Patience, connect
 from .framing import FrameTooLarge, LineFramer
 from .paths import Paths, resolve
 from .typed import AsyncSessionMethods
@@ -35,11 +35,27 @@ async def open_async(
     paths: Paths, autostart: bool, factory: Callable[[], _P], timeout: float = 30.0
 ) -> tuple[asyncio.Transport, _P]:
     """connect.connect (discovery, peer check, autostart), run in a thread: one
-    implementation of finding the daemon, and the loop never blocks on it."""
-    raw = await asyncio.to_thread(connect, paths, autostart, timeout)
+    implementation of finding the daemon, and the loop never blocks on it. The socket is
+    closed whatever fails or is cancelled on the way (a caller's timeout)."""
+    made = asyncio.ensure_future(asyncio.to_thread(connect, paths, autostart, timeout))
+    try:
+        raw = await asyncio.shield(made)
+    except asyncio.CancelledError:
+        # The thread still connects: close what it makes, not leave it to the GC.
+        made.add_done_callback(_close_made)
+        raise
     sock = socket.socket(fileno=raw.detach())
-    transport, proto = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    try:
+        transport, proto = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     return transport, proto
+
+
+def _close_made(made: asyncio.Future[Any]) -> None:
+    if not made.cancelled() and made.exception() is None:
+        made.result().close()
 
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
@@ -140,14 +156,12 @@ class AsyncSession(AsyncSessionMethods):
         retry: bool = True,
         session_id: str | None = None,
     ) -> None:
-        """``retry``: when the daemon goes away in the middle of a call that is safe to
-        repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
-        restarting daemon) and repeat it once. Off for tools that restart it themselves.
-        ``session_id``: every session method addresses this session (see Session)."""
+        """``autostart``, ``retry``, ``session_id``: see Session (a reconnect, or a watch's
+        connection once this session has connected, never starts a daemon)."""
         self.paths: Paths = resolve(project, socket)
         self._calls = Calls(session_id)
         self._retry = retry
-        self._autostart = autostart
+        self._may_autostart = autostart  # the first connection only (see _open)
         self._check_version = check_version
         self._timeout = timeout
         self._proto: _ClientProtocol | None = None
@@ -155,19 +169,22 @@ class AsyncSession(AsyncSessionMethods):
         self._reconnecting: asyncio.Lock | None = None
         self.daemon: p.HelloResult | None = None
 
-    async def _open(self, factory: Callable[[], _P] = _ClientProtocol, patient: bool = False) -> _P:  # type: ignore[assignment]
-        """A new connection; ``patient``: after the daemon went away, wait (up to the
-        lesser of the timeout and 10 s) while none answers yet (a restart's gap)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(self._timeout, 10.0)
+    async def _open(self, factory: Callable[[], _P] = _ClientProtocol) -> _P:  # type: ignore[assignment]
+        """A new connection. Only the first one this session makes may start a daemon."""
+        _, proto = await open_async(self.paths, self._may_autostart, factory, self._timeout)
+        # A daemon serves now: no later connection of this session starts another.
+        self._may_autostart = False
+        return proto
+
+    async def _patiently(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()`` a new connection after the daemon went away, by the reconnect rule
+        (connect.Patience; connect.reconnect is the same loop for the blocking client)."""
+        patience = Patience(self._timeout)
         while True:
             try:
-                _, proto = await open_async(self.paths, self._autostart, factory, self._timeout)
-                return proto
-            except errors.ConnectionFailed:
-                if not patient or loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+                return await make()
+            except errors.SessionmemError as e:
+                await asyncio.sleep(patience.pause(e))
 
     async def connect(self) -> AsyncSession:
         self._proto = await self._open()
@@ -208,10 +225,11 @@ class AsyncSession(AsyncSessionMethods):
         if proto.lost is not None or proto.transport is None:
             raise proto.lost or errors.ConnectionLost("not connected")
         first = self._next_id + 1
+        frame = encode_batch(calls, first)  # first: a param it refuses leaves no waiter behind
         self._next_id += len(calls)
         fut: asyncio.Future[list[p.Reply]] = asyncio.get_running_loop().create_future()
         proto.batches[first] = fut
-        proto.transport.write(encode_batch(calls, first))
+        proto.transport.write(frame)
         try:
             async with asyncio.timeout(self._timeout):
                 replies = await fut
@@ -226,17 +244,18 @@ class AsyncSession(AsyncSessionMethods):
         async with self._reconnecting:
             if self._proto is not lost and self._proto is not None:
                 return self._proto  # another call in flight reconnected already
-            self._proto = await self._open(patient=True)
+            self._proto = await self._patiently(lambda: self._open(_ClientProtocol))
             return self._proto
 
     async def _send(self, proto: _ClientProtocol, method: str, params: dict[str, Any] | None) -> Any:
         if proto.lost is not None or proto.transport is None:
             raise proto.lost or errors.ConnectionLost("not connected")
-        self._next_id += 1
-        rid = self._next_id
+        rid = self._next_id + 1
+        frame = encode_call(method, params, rid)  # first: a param it refuses leaves no waiter behind
+        self._next_id = rid
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         proto.waiters[rid] = (method, fut)
-        proto.transport.write(encode_call(method, params, rid))
+        proto.transport.write(frame)
         try:
             async with asyncio.timeout(self._timeout):
                 return await fut
@@ -244,14 +263,14 @@ class AsyncSession(AsyncSessionMethods):
             proto.waiters.pop(rid, None)
             raise errors.ConnectionFailed(f"no reply to {method} within {self._timeout:g}s") from None
 
-    async def watch(self, since: int | None = None, session: str | None = None) -> AsyncIterator[p.Change]:
-        """Every change after ``since`` (default: from now on), of one ``session`` or of
-        all of them, as it happens, from a connection of its own; resumes by itself
-        after the daemon restarts. Raises
-        Compacted when the daemon can no longer replay from ``since``. ``session``
-        defaults to the bound one."""
+    async def watch(self, since: int | None = None, session: str | None = None) -> AsyncGenerator[p.Change, None]:
+        """Every change after ``since`` (default: from now on), as it happens, from a
+        connection of its own: of one ``session`` (by default the bound one), or of all of
+        them when the session is not bound. Resumes by itself, from the last change it
+        yielded, after the daemon restarts. Raises Compacted when the daemon can no longer
+        replay from ``since``."""
         session = session or self.session_id
-        proto: _ClientProtocol | None = None
+        proto: _WatchProtocol | None = None
         try:
             while True:
                 if proto is None:
@@ -262,8 +281,11 @@ class AsyncSession(AsyncSessionMethods):
                 item = await proto.changes.get()
                 if proto.changes.qsize() == QUEUE_LOW and proto.transport is not None:
                     proto.transport.resume_reading()  # no-op unless it was paused
-                if isinstance(item, errors.ConnectionLost):
-                    proto = None  # the daemon went away: resume where we are
+                if isinstance(item, (errors.ConnectionLost, errors.ShuttingDown)):
+                    # The daemon went away, or is going: resume where we are once it is back.
+                    if proto.transport is not None:
+                        proto.transport.close()
+                    proto = None
                     continue
                 if isinstance(item, BaseException):
                     raise item
@@ -274,9 +296,21 @@ class AsyncSession(AsyncSessionMethods):
                 proto.transport.close()
 
     async def _open_watch(self, since: int | None, session: str | None) -> _WatchProtocol:
-        proto = await self._open(_WatchProtocol, patient=True)
-        proto.changes = asyncio.Queue()
-        result = await self._send(proto, "watch", watch_params(since, session))
+        """A connection of the watch's own, watching, made by the reconnect rule: a daemon
+        that is not there yet or answers that it is shutting down (-32003) is waited for."""
+        return await self._patiently(lambda: self._start_watch(since, session))
+
+    async def _start_watch(self, since: int | None, session: str | None) -> _WatchProtocol:
+        proto = await self._open(_WatchProtocol)
+        try:
+            proto.changes = asyncio.Queue()
+            result = await self._send(proto, "watch", watch_params(since, session))
+        except BaseException:
+            # Every failure closes it (Compacted, bad params, -32003, a caller's timeout):
+            # a watch that failed must not hold one of the daemon's connections.
+            if proto.transport is not None:
+                proto.transport.close()
+            raise
         proto.since = result.revision
         return proto
 

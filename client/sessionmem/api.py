@@ -52,14 +52,55 @@ def _typed_decoder(method: str) -> msgspec.json.Decoder[Any]:
 
 
 def encode_call(method: str, params: dict[str, Any] | None, rid: int) -> bytes:
-    """One request frame. The constant head is encoded once per method."""
+    """One request frame. The constant head is encoded once per method. Raises
+    ValueError, sending nothing, for a NaN or an infinity anywhere in ``params``."""
     head = _prefixes.get(method)
     if head is None:
         name = method.partition(":")[0]
         head = _prefixes[method] = b'{"jsonrpc":"2.0","method":' + _encode(name) + b',"id":'
     if params:
-        return head + str(rid).encode() + b',"params":' + _encode(params) + b"}\n"
+        body = _encode(params)
+        # msgspec writes NaN and ±Infinity as null (JSON has neither), which would store
+        # null, or match an absent key with expect. Only a body holding "null" can hold
+        # one: the search is a C scan of bytes already made; the walk runs only then.
+        if b"null" in body:
+            refuse_non_finite(params)
+        return head + str(rid).encode() + b',"params":' + body + b"}\n"
     return head + str(rid).encode() + b"}\n"
+
+
+def refuse_non_finite(params: dict[str, Any]) -> None:
+    """Raise ValueError naming the param (and where in it) holding a NaN or an infinity."""
+    for name, value in params.items():
+        path = _non_finite(value)
+        if path is not None:
+            where = name + "".join(f"[{k!r}]" for k in reversed(path))
+            raise ValueError(f"param {where} is not a finite number: JSON has no NaN or Infinity "
+                             f"(sent as null, it would mean null)")
+
+
+def _non_finite(value: Any) -> list[Any] | None:
+    """The path (innermost key first) to a non-finite float in ``value``, or None."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return None
+    if isinstance(value, float):
+        return None if value - value == 0.0 else []  # inf - inf and nan - nan are nan
+    items: Any
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    elif isinstance(value, msgspec.Struct):
+        items = ((f, getattr(value, f)) for f in value.__struct_fields__)
+    else:
+        return None
+    for key, item in items:
+        path = _non_finite(item)
+        if path is not None:
+            path.append(key)
+            return path
+    return None
 
 
 def _malformed(e: Exception) -> errors.SessionmemError:

@@ -165,11 +165,15 @@ def owner_socket(paths: Paths) -> Path | None:
 
 
 def _connect_any(paths: Paths, timeout: float) -> socket.socket:
-    """Our socket, else the one the database's owner announced."""
+    """Our socket, else the one the database's owner announced. A socket given by
+    --socket or $SESSIONMEM_SOCKET is the only one tried: it may be forwarded from another
+    host (ssh -L), and when the forwarding is down the local daemon that the lock file
+    names holds another copy of the session; writing there would be writing to the
+    wrong daemon."""
     try:
         return _connect_once(paths.socket, timeout)
     except OSError as e:
-        other = owner_socket(paths) if e.errno in NO_DAEMON else None
+        other = owner_socket(paths) if e.errno in NO_DAEMON and not paths.explicit_socket else None
         if other is None:
             raise
         try:
@@ -196,15 +200,38 @@ def connect(paths: Paths, autostart: bool, timeout: float = 30.0) -> socket.sock
             time.sleep(0.02)
 
 
-def reconnect(make: Callable[[], T], timeout: float, patience: float = 10.0) -> T:
-    """``make()`` a new connection after the daemon went away, waiting (up to the lesser
-    of ``timeout`` and ``patience`` seconds) while none answers yet: a restart or a
-    service manager's re-activation leaves a short gap."""
-    deadline = time.monotonic() + min(timeout, patience)
+# The reconnect rule, for both clients: after the daemon went away, wait (up to the lesser
+# of the client's timeout and RECONNECT_PATIENCE seconds) while none answers yet, or one
+# answers that it is shutting down: a restart or a service manager's re-activation leaves
+# a short gap. A reconnect never starts a daemon (see Session, AsyncSession): one that
+# did would undo a `sessionmem daemon stop`.
+RECONNECT_PATIENCE = 10.0
+RECONNECT_PAUSE = 0.05
+
+
+class Patience:
+    """One reconnect's patience (the rule above); ``pause(e)`` after each failed try."""
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self, timeout: float) -> None:
+        self._deadline = time.monotonic() + min(timeout, RECONNECT_PATIENCE)
+
+    def pause(self, e: errors.SessionmemError) -> float:
+        """Seconds to wait before the next try after ``e``; raises ``e`` when it is no
+        gap to wait out (another error), or when the patience has run out."""
+        gap = isinstance(e, (errors.ConnectionFailed, errors.ShuttingDown)) and not isinstance(e, errors.DaemonStartError)
+        if not gap or time.monotonic() > self._deadline:
+            raise e
+        return RECONNECT_PAUSE
+
+
+def reconnect(make: Callable[[], T], timeout: float) -> T:
+    """``make()`` a new connection after the daemon went away, by the rule above
+    (``AsyncSession`` has the same loop, awaiting)."""
+    patience = Patience(timeout)
     while True:
         try:
             return make()
-        except errors.ConnectionFailed:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+        except errors.SessionmemError as e:
+            time.sleep(patience.pause(e))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import _socket
+from functools import partial
 import _thread  # not threading: the lock is all we need, and a CLI call pays for imports
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -56,7 +57,9 @@ class Session(SessionMethods):
         retry: bool = True,
         session_id: str | None = None,
     ) -> None:
-        """``retry``: when the daemon goes away in the middle of a call that is safe to
+        """``autostart``: start a daemon when none answers the first connection (a
+        reconnect never starts one: it would undo a ``sessionmem daemon stop``).
+        ``retry``: when the daemon goes away in the middle of a call that is safe to
         repeat (a read, an addMessage with its id), reconnect (waiting up to 10 s for a
         restarting daemon) and repeat it once. Off for tools that restart it themselves.
         ``session_id``: every session method addresses this session instead of the
@@ -65,7 +68,7 @@ class Session(SessionMethods):
         self.paths: Paths = resolve(project, socket)
         self._calls = Calls(session_id)
         self._retry = retry
-        self._autostart = autostart
+        self._may_autostart = autostart  # the first connection only (see _connect)
         self._timeout = timeout
         self._check_version = check_version
         self._lock = _thread.allocate_lock()
@@ -78,7 +81,10 @@ class Session(SessionMethods):
 
     def _connect(self) -> p.HelloResult:
         """A fresh connection (the first, or after one was dropped mid-call)."""
-        sock = connect(self.paths, self._autostart, self._timeout)
+        sock = connect(self.paths, self._may_autostart, self._timeout)
+        # A daemon serves now: every later connection (a reconnect, a watch's) finds the
+        # one that serves, or waits for it, but never starts another.
+        self._may_autostart = False
         set_io_timeout(sock, self._timeout)
         self._sock = sock
         self._framer = LineFramer(MAX_REPLY)
@@ -122,8 +128,9 @@ class Session(SessionMethods):
             except errors.ConnectionLost:
                 if not (self._retry and repeatable):
                     raise
-            # The daemon went away mid-call (a restart, socket activation): the call is
-            # safe to repeat, so repeat it once on a new connection.
+                # The daemon went away mid-call (a restart, socket activation): the call
+                # is safe to repeat.
+            # Once more on a new connection (connect.reconnect: never autostarting).
             self.daemon = reconnect(self._connect, self._timeout)
             return send()
 
@@ -217,31 +224,36 @@ class Session(SessionMethods):
         return self._ready.pop(0)
 
     def watch(self, since: int | None = None, session: str | None = None) -> Iterator[p.Change]:
-        """Every change after ``since`` (default: from now on), of one ``session`` (by
-        default the bound one) or of all of them, as it happens, from a connection of its own; resumes by itself
-        after the daemon restarts. Raises
-        Compacted when the daemon can no longer replay from ``since``: re-read what you
-        need and watch again from the revision ``get_stats()`` reports."""
+        """Every change after ``since`` (default: from now on), as it happens, from a
+        connection of its own: of one ``session`` (by default the bound one), or of all of
+        them when the session is not bound. Resumes by itself, from the last change it
+        yielded, after the daemon restarts. Raises Compacted when the daemon can no longer
+        replay from ``since``: re-read what you need and watch again from the revision
+        ``get_stats()`` reports."""
+        session = session or self.session_id
         conn: _socket.socket | None = None
+        frames: list[bytes] = []
         framer = LineFramer(MAX_REPLY)
         try:
             while True:
                 if conn is None:
-                    conn = reconnect(lambda: connect(self.paths, self._autostart, self._timeout),
-                                     self._timeout)
-                    conn.settimeout(None)  # a feed may be quiet for hours
-                    framer = LineFramer(MAX_REPLY)
-                    params = watch_params(since, session or self.session_id)
-                    conn.sendall(encode_call("watch", params, 1))
-                try:
-                    data = conn.recv(READ_SIZE)
-                except OSError:
-                    data = b""
-                if not data:  # the daemon went away: resume where we are
-                    conn.close()
-                    conn = None
-                    continue
-                for frame in framer.feed(data):
+                    conn, framer, frames, revision = reconnect(partial(self._open_watch, since, session),
+                                                               self._timeout)
+                    if since is None:  # from the revision the watch's reply names on
+                        since = revision
+                if not frames:
+                    try:
+                        data = conn.recv(READ_SIZE)
+                        frames = framer.feed(data) if data else []
+                    except (OSError, FrameTooLarge):
+                        data = b""
+                    if not data:  # the daemon went away: resume where we are
+                        conn.close()
+                        conn = None
+                        continue
+                going = False
+                while frames:
+                    frame = frames.pop(0)
                     change = decode_change(frame)
                     if change is not None:
                         since = change.revision
@@ -249,12 +261,57 @@ class Session(SessionMethods):
                         continue
                     reply = decode_reply(frame)
                     if reply.error is not p.UNSET:
-                        raise errors.from_wire(reply.error)
-                    if since is None:  # the watch's reply: from its revision on
-                        since = result_of("watch", reply).revision
+                        err = errors.from_wire(reply.error)
+                        if not isinstance(err, errors.ShuttingDown):
+                            raise err
+                        going = True  # it is going down: resume once it is back
+                        break
+                if going:
+                    conn.close()
+                    conn = None
+                    frames = []
         finally:
             if conn is not None:
                 conn.close()
+
+    def _open_watch(self, since: int | None, session: str | None,
+                    ) -> tuple[_socket.socket, LineFramer, list[bytes], int]:
+        """A connection of the watch's own, watching: ``watch`` sent and its reply read.
+        Returns the connection, its framer, the frames read after the reply (changes) and
+        the revision the reply names. Closes the connection on every failure: a daemon
+        answering that it is shutting down (-32003), a bad ``since`` (Compacted)."""
+        conn = connect(self.paths, self._may_autostart, self._timeout)
+        self._may_autostart = False
+        try:
+            set_io_timeout(conn, self._timeout)  # for the reply; the feed then waits as long as it is quiet
+            conn.sendall(encode_call("watch", watch_params(since, session), 1))
+            framer = LineFramer(MAX_REPLY)
+            frames: list[bytes] = []
+            early: list[bytes] = []  # changes ahead of the reply (not sent so today; kept if they are)
+            while True:
+                if not frames:
+                    data = conn.recv(READ_SIZE)
+                    if not data:
+                        raise ConnectionResetError("the daemon closed the connection")
+                    frames = framer.feed(data)
+                    continue
+                frame = frames.pop(0)
+                if decode_change(frame) is not None:
+                    early.append(frame)
+                    continue
+                reply = decode_reply(frame)
+                if reply.error is not p.UNSET:
+                    raise errors.from_wire(reply.error)
+                if reply.id == 1:
+                    revision: int = result_of("watch", reply).revision
+                    set_io_timeout(conn, 0)  # 0: no limit; a feed may be quiet for hours
+                    return conn, framer, early + frames, revision
+        except (OSError, FrameTooLarge) as e:
+            conn.close()
+            raise errors.ConnectionLost(f"lost the daemon while starting a watch: {e}") from None
+        except BaseException:
+            conn.close()
+            raise
 
     def _drop(self) -> None:
         """Close the connection; the next call makes a new one."""

@@ -28,6 +28,11 @@ class SessionMethods:
         """The session every session method addresses (None: the project's current)."""
         return self._calls.session_id
 
+    def bound(self, session_id: str | None) -> SessionMethods:
+        """This client's methods with every session method addressing ``session_id``
+        (None: the project's current session), on this client's connection."""
+        return _Bound(self, session_id)
+
     def get_session_id(self) -> str:
         return self._run(self._calls.get_session_id())
 
@@ -155,6 +160,10 @@ class AsyncSessionMethods:
     def session_id(self) -> str | None:
         return self._calls.session_id
 
+    def bound(self, session_id: str | None) -> AsyncSessionMethods:
+        """See SessionMethods.bound."""
+        return _AsyncBound(self, session_id)
+
     async def get_session_id(self) -> str:
         return await self._run(self._calls.get_session_id())
 
@@ -265,3 +274,23 @@ class AsyncSessionMethods:
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return await self._run(self._calls.any(method, params))
+
+
+class _Bound(SessionMethods):
+    """A client's methods bound to another session, run by that client."""
+
+    def __init__(self, client: SessionMethods, session_id: str | None) -> None:
+        self._client = client
+        self._calls = Calls(session_id)
+
+    def _run(self, call: Call[T]) -> T:
+        return self._client._run(call)
+
+
+class _AsyncBound(AsyncSessionMethods):
+    def __init__(self, client: AsyncSessionMethods, session_id: str | None) -> None:
+        self._client = client
+        self._calls = Calls(session_id)
+
+    async def _run(self, call: Call[T]) -> T:
+        return await self._client._run(call)

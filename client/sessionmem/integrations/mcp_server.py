@@ -9,7 +9,13 @@ daemon's message; the server keeps serving.
 
 Resources (the current session's parts) get update notifications from the daemon's
 change feed: a background watch publishes `ResourceUpdated` for each part a change
-touches (of the current session), to clients listening (`subscriptions/listen`).
+touches (of the current session), to clients listening (`subscriptions/listen`). It
+follows the current session: a change that makes another session current (its
+`current` field) updates every part, and the changes that follow are that session's.
+
+Every tool runs the typed client (`AsyncSession`'s methods); a connection that does not
+serve a tool call (the resource feed, `wait_for_change`'s watch) never starts a daemon,
+so a running server does not undo a `sessionmem daemon stop`.
 
 Install: ``pip install 'sessionmem[mcp]'``.
 """
@@ -19,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -31,11 +36,13 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("`sessionmem mcp` needs the MCP SDK: pip install 'sessionmem[mcp]'") from None
 
+import msgspec
+
 from .. import errors
 from .. import protocol as p
 from .._version import __version__
 from ..aio import AsyncSession
-from ..framing import encode_frame
+from ..typed import AsyncSessionMethods
 
 T = TypeVar("T")
 
@@ -81,7 +88,8 @@ class Bridge:
             return self._session
 
     def watcher(self) -> AsyncSession:
-        return AsyncSession(self._project, self._socket, autostart=self._autostart)
+        """A client for a connection of its own that never starts a daemon."""
+        return AsyncSession(self._project, self._socket, autostart=False)
 
     async def call(self, fn: Callable[[AsyncSession], Awaitable[T]],
                    conflict: str = "conflict: the value now is {current} (revision {revision}); nothing was changed",
@@ -92,18 +100,82 @@ class Bridge:
         except errors.Conflict as e:
             raise ToolError(conflict.format(current=json.dumps(e.current), revision=e.revision)) from None
         except errors.ConnectionFailed as e:
-            self._session = None  # made anew on the next call
+            lost, self._session = self._session, None  # made anew on the next call
+            if lost is not None:
+                await lost.close()
             raise ToolError(f"sessionmem: {e.message}") from None
         except errors.SessionmemError as e:
             raise ToolError(f"sessionmem: {e.message} (code {e.code})") from None
+        except ValueError as e:  # refused before sending (a NaN)
+            raise ToolError(f"sessionmem: {e}") from None
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
 
-def _args(session: str | None, **params: Any) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if v is not None} | ({"session": session} if session else {})
+def _in(s: AsyncSession, session: str | None) -> AsyncSessionMethods:
+    """The client's methods on ``session`` (None or "": the project's current session)."""
+    return s.bound(session) if session else s
+
+
+def _message(m: p.Message) -> dict[str, Any]:
+    return {"role": m.role, "content": m.content, "timestamp": m.timestamp}
+
+
+async def summary(s: AsyncSession, session: str | None) -> dict[str, Any]:
+    """The session at a glance. Of the current session: the one current when its stats
+    were read (the rest is read from that session by its id, so a switch meanwhile
+    cannot mix two sessions in one answer)."""
+    st = await _in(s, session).get_stats()
+    of = s.bound(st.sessionId)
+    files = await of.get_open_files()
+    ctx = await of.get_all_context()
+    return {"sessionId": st.sessionId, "currentTask": st.currentTask, "activeTicket": st.activeTicket,
+            "openFiles": files, "contextKeys": list(ctx), "messagesCount": st.messagesCount,
+            "revision": st.revision}
+
+
+class Waited:
+    """What wait_for_change has found so far: kept when its time runs out."""
+
+    def __init__(self, after: int) -> None:
+        self.changes: list[dict[str, Any]] = []
+        self.revision = after  # read up to here
+
+
+async def changes_after(s: AsyncSession, watcher: AsyncSession, after: int, session: str | None,
+                        limit: int, found: Waited) -> None:
+    """Into ``found``: the changes of ``session`` (None: the current session, followed
+    through switches) after revision ``after``: every one up to the revision when the
+    call began, else the first ones to come (and those made meanwhile), at most
+    ``limit``. The caller bounds the wait."""
+    session = session or None
+    st = await s.get_stats()  # the current session and the revision, read together
+    wanted, upto = session or st.sessionId, st.revision
+    # Unfiltered: a change that makes another session current is another session's
+    # change, and every revision is seen, so the end of the backlog (``upto``) is known.
+    # A backlog's changes from before a switch in it count as the session current now's.
+    changes = found.changes
+    looked_again = False
+    async with contextlib.aclosing(watcher.watch(since=after)) as feed:
+        async for ch in feed:
+            found.revision = seen = ch.revision
+            if session is None and ch.current is not p.UNSET:
+                wanted = ch.current
+                changes.append(msgspec.to_builtins(ch))
+            elif ch.sessionId == wanted:
+                changes.append(msgspec.to_builtins(ch))
+            if len(changes) >= limit:
+                break
+            if changes and seen >= upto:
+                if looked_again:
+                    break
+                # The first change(s) to come: take with them those made meanwhile (a
+                # batch, a burst), up to the revision now.
+                looked_again, upto = True, (await s.get_stats()).revision
+                if seen >= upto:
+                    break
 
 
 def build(project: str | None = None, socket: str | None = None, autostart: bool = True) -> MCPServer:
@@ -124,29 +196,19 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
     server = MCPServer("sessionmem", version=__version__, instructions=INSTRUCTIONS, subscriptions=bus,
                        lifespan=lifespan)
 
-    async def summary(session: str | None) -> dict[str, Any]:
-        async def get(s: AsyncSession) -> dict[str, Any]:
-            st: p.Stats = await s.call("getStats", _args(session))
-            files = await s.call("getOpenFiles", _args(session))
-            ctx = await s.call("getAllContext", _args(session))
-            return {"sessionId": st.sessionId, "currentTask": st.currentTask, "activeTicket": st.activeTicket,
-                    "openFiles": files, "contextKeys": list(ctx), "messagesCount": st.messagesCount,
-                    "revision": st.revision}
-        return await bridge.call(get)
-
     # -- tools ------------------------------------------------------------------------------
     @server.tool()
     async def get_session(session: SessionArg = None) -> dict[str, Any]:
         """The shared session at a glance: its id, the current task, the active ticket, the
         open files, the context keys, how many messages, and the revision (pass it to
         wait_for_change). `session`: another named session's id (default: the current)."""
-        return await summary(session)
+        return await bridge.call(lambda s: summary(s, session))
 
     @server.tool()
     async def set_task(task: Annotated[str | None, Field(description="The task, or null to clear it.")],
                        session: SessionArg = None) -> str:
         """Set the task everybody is working on now (null clears it)."""
-        await bridge.call(lambda s: s.call("setCurrentTask", _args(session, task=task) | {"task": task}))
+        await bridge.call(lambda s: _in(s, session).set_current_task(task))
         return "task cleared" if task is None else f"task set: {task}"
 
     @server.tool()
@@ -157,33 +219,32 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         role: user, assistant, system or tool."""
         if role not in ("user", "assistant", "system", "tool"):
             raise ToolError(f"role must be user, assistant, system or tool, not {role!r}")
-        params = _args(session, role=role, content=content, id=os.urandom(16).hex())
-        await bridge.call(lambda s: s.call("addMessage", params))
+        await bridge.call(lambda s: _in(s, session).add_message(role, content))  # sent with a fresh id
         return "message added"
 
     @server.tool()
     async def recent_messages(count: Count = 20, session: SessionArg = None) -> list[dict[str, Any]]:
         """The newest `count` messages of the shared conversation, oldest first, each
         {role, content, timestamp (epoch ms)}."""
-        msgs: list[p.Message] = await bridge.call(lambda s: s.call("getRecentMessages", _args(session, count=count)))
-        return [{"role": m.role, "content": m.content, "timestamp": m.timestamp} for m in msgs]
+        msgs = await bridge.call(lambda s: _in(s, session).get_recent_messages(count))
+        return [_message(m) for m in msgs]
 
     @server.tool()
     async def track_file(path: Path, session: SessionArg = None) -> str:
         """Record that you have a file open (others see it in get_session)."""
-        await bridge.call(lambda s: s.call("trackOpenFile", _args(session, filePath=path)))
+        await bridge.call(lambda s: _in(s, session).track_open_file(path))
         return f"tracking {path}"
 
     @server.tool()
     async def untrack_file(path: Path, session: SessionArg = None) -> str:
         """Record that you closed a file (it leaves the shared list of open files)."""
-        await bridge.call(lambda s: s.call("untrackFile", _args(session, filePath=path)))
+        await bridge.call(lambda s: _in(s, session).untrack_file(path))
         return f"not tracking {path}"
 
     @server.tool()
     async def get_context(key: Key, session: SessionArg = None) -> Any:
         """The value (any JSON) stored under a context key, or null when there is none."""
-        return await bridge.call(lambda s: s.call("getContext", _args(session, key=key)))
+        return await bridge.call(lambda s: _in(s, session).get_context(key))
 
     @server.tool()
     async def set_context(key: Key, value: Annotated[Any, Field(description="Any JSON value.")],
@@ -193,10 +254,10 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         """Store any JSON value under a context key, shared with every agent. To update a
         value without losing another agent's concurrent change: read it, then set it with
         use_expect=true and expect=<what you read>; a conflict error says the value now."""
-        params = _args(session, key=key) | {"value": value}
         if use_expect:
-            params["expect"] = expect
-        await bridge.call(lambda s: s.call("setContext", params))
+            await bridge.call(lambda s: _in(s, session).set_context(key, value, expect))
+        else:
+            await bridge.call(lambda s: _in(s, session).set_context(key, value))
         return f"{key} set"
 
     @server.tool()
@@ -204,8 +265,7 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
                            session: SessionArg = None) -> str:
         """Make `ticket_id` the active ticket only if none is active. Fails, naming the
         ticket that is, when another agent holds one: then pick other work."""
-        params = _args(session, ticketId=ticket_id) | {"expect": None}
-        await bridge.call(lambda s: s.call("setActiveTicket", params),
+        await bridge.call(lambda s: _in(s, session).claim_ticket(ticket_id),
                           conflict="not claimed: the active ticket is already {current}, held by another "
                                    "agent (revision {revision}); nothing was changed")
         return f"claimed {ticket_id}"
@@ -215,30 +275,37 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         after_revision: Annotated[int, Field(ge=0, description="The revision you last saw (get_session's).")],
         timeout_seconds: Annotated[float, Field(ge=0, le=300, description="How long to wait at most.")] = 30.0,
         session: SessionArg = None,
+        limit: Annotated[int, Field(ge=1, le=1000, description="Return at most this many changes.")] = 100,
     ) -> dict[str, Any]:
         """Wait until the session changes after `after_revision` (from get_session), at most
-        `timeout_seconds` (up to 300). Returns the changes (revision, op, what changed) and
-        the newest revision, or timedOut: true. Use it instead of polling."""
+        `timeout_seconds` (up to 300). Returns every change after it, up to `limit`
+        (revision, op, what changed; call again from the returned revision for more), and
+        the revision read up to; or timedOut: true. Without `session`: the project's
+        current session, followed when another is made current (that change is returned,
+        its `current` naming the session now current). Use it instead of polling."""
         timeout = min(max(timeout_seconds, 0.0), 300.0)
-        changes: list[dict[str, Any]] = []
         watcher = bridge.watcher()
+        found = Waited(after_revision)
+
+        async def wait(s: AsyncSession) -> None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await changes_after(s, watcher, after_revision, session, limit, found)
+            except TimeoutError:
+                pass  # what was found is returned
+
         try:
-            async with asyncio.timeout(timeout):
-                async for ch in watcher.watch(since=after_revision, session=session):
-                    changes.append(json.loads(encode_frame(ch)))
-                    break
-        except TimeoutError:
-            pass
-        except errors.SessionmemError as e:
-            raise ToolError(f"sessionmem: {e.message} (code {e.code})") from None
-        if not changes:
+            await bridge.call(wait)
+        finally:
+            await watcher.close()
+        if not found.changes:
             return {"timedOut": True, "revision": after_revision}
-        return {"timedOut": False, "revision": changes[-1]["revision"], "changes": changes}
+        return {"timedOut": False, "revision": found.revision, "changes": found.changes}
 
     # -- resources ------------------------------------------------------------------------------
     @server.resource(uri("session"), mime_type="application/json", description="The session at a glance.")
     async def session_resource() -> str:
-        return json.dumps(await summary(None))
+        return json.dumps(await bridge.call(lambda s: summary(s, None)))
 
     @server.resource(uri("task"), mime_type="text/plain", description="The current task.")
     async def task_resource() -> str:
@@ -250,8 +317,7 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
     @server.resource(uri("messages"), mime_type="application/json", description="The newest 50 messages.")
     async def messages_resource() -> str:
-        msgs = await bridge.call(lambda s: s.get_recent_messages(50))
-        return json.dumps([{"role": m.role, "content": m.content, "timestamp": m.timestamp} for m in msgs])
+        return json.dumps([_message(m) for m in await bridge.call(lambda s: s.get_recent_messages(50))])
 
     @server.resource(uri("files"), mime_type="application/json", description="The open files.")
     async def files_resource() -> str:
@@ -266,30 +332,41 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
 async def _publish_changes(bridge: Bridge, bus: InMemorySubscriptionBus) -> None:
     """Resource update notifications, fed by the daemon's change feed: the changes of the
-    current session, and a change of which session is current (every part changes).
-    From the revision at the server's start on: none is missed while the watch connects."""
+    current session, and a change that makes another session current (every part
+    changes; the session it names is followed from then on). From the revision at the
+    server's start on: none is missed while the watch connects. Its own client, which
+    never starts a daemon: a background feed must not undo a `sessionmem daemon stop`."""
+    reader = bridge.watcher()
+    connected = False
     since: int | None = None
-    while True:
-        try:
-            client = await bridge.client()
-            current = await client.get_session_id()
-            if since is None:
-                since = (await client.get_stats()).revision
-            async for ch in bridge.watcher().watch(since=since):
-                since = ch.revision
-                if ch.op == "setCurrentSession" or (ch.op == "clear" and ch.newSessionId is not p.UNSET):
-                    current = ch.sessionId if ch.op == "setCurrentSession" else str(ch.newSessionId)
-                    parts: tuple[str, ...] = PARTS[1:]
-                elif ch.sessionId != current:
-                    continue
-                else:
-                    parts = _TOUCHES.get(ch.op, PARTS[1:])
-                for part in ("session", *parts):
-                    await bus.publish(ResourceUpdated(uri=uri(part)))
-        except errors.Compacted:
-            since = None  # too far behind: from now on
-        except errors.SessionmemError:
-            await asyncio.sleep(1.0)  # no daemon yet: watch again
+    current = ""
+    try:
+        while True:
+            try:
+                if not connected:
+                    await reader.connect()
+                    connected = True
+                if since is None:
+                    st = await reader.get_stats()  # the current session and the revision, read together
+                    since, current = st.revision, st.sessionId
+                async with contextlib.aclosing(reader.watch(since=since)) as feed:
+                    async for ch in feed:
+                        since = ch.revision
+                        if ch.current is not p.UNSET:
+                            current = ch.current
+                            parts: tuple[str, ...] = PARTS[1:]
+                        elif ch.sessionId != current:
+                            continue
+                        else:
+                            parts = _TOUCHES.get(ch.op, PARTS[1:])
+                        for part in ("session", *parts):
+                            await bus.publish(ResourceUpdated(uri=uri(part)))
+            except errors.Compacted:
+                since = None  # too far behind: from now on
+            except errors.SessionmemError:
+                await asyncio.sleep(1.0)  # no daemon yet: watch again
+    finally:
+        await reader.close()
 
 
 def main(project: str | None, socket: str | None, autostart: bool) -> None:
