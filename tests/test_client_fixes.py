@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import queue
@@ -407,3 +408,84 @@ def test_the_reconnect_rule_waits_out_only_a_gap() -> None:
     with pytest.raises(errors.ConnectionFailed):
         c.Patience(-1).pause(errors.ConnectionFailed("out of patience"))
 
+
+
+@contextlib.contextmanager
+def stops_before_running(path: Path, hello: dict[str, Any]) -> Iterator[list[str]]:
+    """Stands on the daemon's socket as a daemon that began to stop after it read a call
+    (a pipelining client's backlog): hello is answered, every call after it gets -32003
+    with its own id (server: Dispatcher.refusing), then the connection is closed. Yields
+    the methods so answered."""
+    refused: list[str] = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener.bind(str(path))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                f = conn.makefile("rb")
+                for line in f:
+                    req = json.loads(line)
+                    if req["method"] == "hello":
+                        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": hello}).encode() + b"\n")
+                        continue
+                    conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": {
+                        "code": -32003, "message": "daemon is shutting down; the call was not run"}}).encode() + b"\n")
+                    refused.append(req["method"])
+                    break
+            if refused:  # gone, like the stopped daemon: the client waits for the next one
+                listener.close()
+                os.unlink(path)
+                return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield refused
+    finally:
+        stop.set()
+        t.join(10)
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@pytest.mark.parametrize("client", ["Session", "AsyncSession"])
+def test_a_call_answered_shutting_down_is_sent_again_to_the_next_daemon(daemon: Daemon, client: str) -> None:
+    """-32003 to a call means it was not run: even a write that is not safe to repeat
+    (no expect, no id) goes once more, to the daemon that comes back."""
+    hello = daemon.conn().result("hello", {"clientVersion": "0", "protocolVersion": p.PROTOCOL_VERSION})
+    assert daemon.stop() == 0
+    result: queue.Queue[Any] = queue.Queue()
+
+    def call() -> None:
+        try:
+            if client == "Session":
+                with Session(project=daemon.root, socket=daemon.socket, autostart=False) as s:
+                    s.set_context("k", "once")
+                    result.put(s.get_context("k"))
+            else:
+                async def main() -> Any:
+                    async with AsyncSession(project=daemon.root, socket=daemon.socket, autostart=False) as s:
+                        await s.set_context("k", "once")
+                        return await s.get_context("k")
+                result.put(asyncio.run(main()))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            result.put(e)
+
+    with stops_before_running(daemon.socket, hello) as refused:
+        threading.Thread(target=call, daemon=True).start()
+        wait_for(lambda: refused and not daemon.socket.exists(), what="the call refused with -32003")
+    assert refused[0] == "setContext"
+    daemon.start()
+    assert result.get(timeout=30) == "once"

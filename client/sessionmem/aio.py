@@ -217,8 +217,13 @@ class AsyncSession(AsyncSessionMethods):
         except errors.ConnectionLost:
             if not (self._retry and repeatable):
                 raise
-        # The daemon went away mid-call: safe to repeat, so once more on a new connection
-        # (one reconnect for all the calls that were in flight).
+            # The daemon went away mid-call: safe to repeat.
+        except errors.ShuttingDown:
+            if not self._retry:
+                raise
+            # Answered -32003: the daemon began to stop before it ran the call (one of a
+            # pipeline's), so nothing of it was applied and any call may go again.
+        # Once more on a new connection (one reconnect for all the calls in flight).
         return await send(await self._reconnect(proto))
 
     async def _send_batch(self, proto: _ClientProtocol, calls: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:

@@ -130,6 +130,12 @@ class Session(SessionMethods):
                     raise
                 # The daemon went away mid-call (a restart, socket activation): the call
                 # is safe to repeat.
+            except errors.ShuttingDown:
+                if not self._retry:
+                    raise
+                # Answered -32003: the daemon began to stop before it ran the call, so
+                # nothing of it was applied and any call may go to the next daemon.
+                self._drop()
             # Once more on a new connection (connect.reconnect: never autostarting).
             self.daemon = reconnect(self._connect, self._timeout)
             return send()
