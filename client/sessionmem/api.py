@@ -5,7 +5,6 @@ The calls themselves are built in calls.py."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import msgspec
@@ -195,10 +194,6 @@ class _NotGiven:
 NOT_GIVEN: Any = _NotGiven()
 
 
-def new_message_id() -> str:
-    """A fresh id for addMessage, so a retried append is added once. Not uuid4: the
-    uuid module costs a one-shot CLI call a few milliseconds of imports."""
-    return os.urandom(16).hex()
 
 
 # Calls that may be sent again when the daemon went away before replying: they read,

@@ -4,7 +4,7 @@
 method, its params (the bound session added to the session methods) and, when the
 wire result is not what the client returns, how to make it so. ``Session`` runs a
 ``Call[T]`` and returns ``T``; ``AsyncSession`` runs it and returns ``Awaitable[T]``:
-their methods (methods.py) are one line each, typed, and the rules live here.
+their methods (typed.py) are one line each, typed, and the rules live here.
 
 ``expect``: leave it out for an unconditional write; give the value you believe is
 current (``None`` for unset or absent) and the write applies only if it still is, else
@@ -20,7 +20,8 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from . import protocol as p
-from .api import NOT_GIVEN, hello_params, new_message_id
+from .api import NOT_GIVEN, hello_params
+from .ids import new_message_id
 
 T = TypeVar("T")
 Params = dict[str, Any]

@@ -20,6 +20,7 @@ import os
 import sys
 from _json import make_scanner, scanstring  # json's C parts: json itself would import re
 
+from ..ids import new_message_id
 from ..locate import PathError, locate
 from ..peercred import peer_uid
 from . import report
@@ -264,7 +265,7 @@ def _plan(argv: list[str]) -> Plan | None:
 
         def message() -> bytes:
             text = report.stdin_text() if content == "-" else content
-            return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), os.urandom(16).hex().encode())
+            return b'{"role":"%s","content":%s,"id":"%s"}' % (role, json_str(text), new_message_id().encode())
 
         return Plan("addMessage", message if content == "-" else message(), _nothing)
     if cmd == "msg" and n in (2, 3) and argv[1] == "recent" and (n == 2 or argv[2].isdigit()):

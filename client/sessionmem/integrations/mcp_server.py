@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 try:
     from mcp.server.mcpserver import MCPServer
@@ -217,8 +217,8 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
                           session: SessionArg = None) -> str:
         """Add a message to the shared conversation, for the other agents and the humans.
         role: user, assistant, system or tool."""
-        if role not in ("user", "assistant", "system", "tool"):
-            raise ToolError(f"role must be user, assistant, system or tool, not {role!r}")
+        if role not in get_args(p.Role):
+            raise ToolError(f"role must be {', '.join(get_args(p.Role))}, not {role!r}")
         await bridge.call(lambda s: _in(s, session).add_message(role, content))  # sent with a fresh id
         return "message added"
 
