@@ -445,3 +445,12 @@ def test_restore_reloads_every_session_from_the_last_snapshot(make_daemon) -> No
             assert x.get_current_task() == "saved task"
         with pytest.raises(errors.NoSuchSession):
             s.call("getCurrentTask", {"session": "unsaved"})
+
+
+def test_hello_lists_the_capabilities_of_protocol_3(daemon: Daemon) -> None:
+    """Clients test for each by name (#16 item 11: export was missing)."""
+    c = daemon.conn()
+    hello = c.result("hello", {"clientVersion": "test", "protocolVersion": 3})
+    c.close()
+    assert {"sessions", "messageData", "export", "watch", "expect", "messageIds", "revisions"} <= set(
+        hello["capabilities"])
