@@ -217,3 +217,29 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """768 KiB: fills up after a few hundred 8 KB messages."""
     with tmpfs(tmp_path / "tiny", "768k") as mnt:
         yield mnt
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the whole run (tests/pgcluster.py); skips,
+    saying why, where no server can run."""
+    from pgcluster import Cluster
+
+    try:
+        cluster = Cluster()
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"no PostgreSQL server can run here: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any, request: pytest.FixtureRequest) -> str:
+    """A database of the test's own in the run's cluster."""
+    import hashlib
+
+    name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    return str(pg_cluster.create_database(name))
