@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,12 +243,10 @@ SHUTTING_DOWN = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32003,"message":"d
 
 
 @contextlib.contextmanager
-def shutting_down(path: Path) -> Iterator[list[int]]:
-    """Stands on the daemon's socket answering every connection as a daemon does in the
-    moment it shuts down (server.Connection.connection_made when stopping): -32003 with
-    id null, then closed. Reads the client's request first, so the answer is read as the
-    reply to it. Yields the count of connections answered."""
-    answered = [0]
+def stand_in(path: Path, answer: Callable[[socket.socket], bool]) -> Iterator[None]:
+    """Stands on the daemon's socket, handing each connection to ``answer`` until it
+    returns True; then the socket is gone, as a stopped daemon's is, and clients wait
+    for the next daemon."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -263,22 +261,39 @@ def shutting_down(path: Path) -> Iterator[list[int]]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
+            with conn, contextlib.suppress(OSError):
                 conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    conn.recv(1 << 16)
-                    conn.sendall(SHUTTING_DOWN)
-                    answered[0] += 1
+                if answer(conn):
+                    break
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        yield answered
+        yield
     finally:
         stop.set()
         t.join(10)
-        listener.close()
-        os.unlink(path)
+
+
+@contextlib.contextmanager
+def shutting_down(path: Path) -> Iterator[list[int]]:
+    """Answers every connection as a daemon does in the moment it shuts down
+    (server.Connection.connection_made when stopping): -32003 with id null, then closed.
+    Reads the client's request first, so the answer is read as the reply to it. Yields
+    the count of connections answered."""
+    answered = [0]
+
+    def answer(conn: socket.socket) -> bool:
+        conn.recv(1 << 16)
+        conn.sendall(SHUTTING_DOWN)
+        answered[0] += 1
+        return False
+
+    with stand_in(path, answer):
+        yield answered
 
 
 def test_blocking_watch_resumes_across_shutting_down(daemon: Daemon) -> None:
@@ -412,52 +427,26 @@ def test_the_reconnect_rule_waits_out_only_a_gap() -> None:
 
 @contextlib.contextmanager
 def stops_before_running(path: Path, hello: dict[str, Any]) -> Iterator[list[str]]:
-    """Stands on the daemon's socket as a daemon that began to stop after it read a call
-    (a pipelining client's backlog): hello is answered, every call after it gets -32003
-    with its own id (server: Dispatcher.refusing), then the connection is closed. Yields
-    the methods so answered."""
+    """Answers as a daemon that began to stop after it read a call (a pipelining
+    client's backlog): hello is answered, the call after it gets -32003 with its own id
+    (rpc: Dispatcher.refusing), then the connection is closed and the socket is gone.
+    Yields the methods so answered."""
     refused: list[str] = []
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    listener.bind(str(path))
-    listener.listen(16)
-    listener.settimeout(0.05)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
+    def answer(conn: socket.socket) -> bool:
+        for line in conn.makefile("rb"):
+            req = json.loads(line)
+            if req["method"] == "hello":
+                conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": hello}).encode() + b"\n")
                 continue
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(5)
-                f = conn.makefile("rb")
-                for line in f:
-                    req = json.loads(line)
-                    if req["method"] == "hello":
-                        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": hello}).encode() + b"\n")
-                        continue
-                    conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": {
-                        "code": -32003, "message": "daemon is shutting down; the call was not run"}}).encode() + b"\n")
-                    refused.append(req["method"])
-                    break
-            if refused:  # gone, like the stopped daemon: the client waits for the next one
-                listener.close()
-                os.unlink(path)
-                return
+            conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": {
+                "code": -32003, "message": "daemon is shutting down; the call was not run"}}).encode() + b"\n")
+            refused.append(req["method"])
+            return True
+        return False
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
+    with stand_in(path, answer):
         yield refused
-    finally:
-        stop.set()
-        t.join(10)
-        listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 @pytest.mark.parametrize("client", ["Session", "AsyncSession"])
