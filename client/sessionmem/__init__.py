@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
     from typing import Any
 
     from .aio import AsyncSession
+    from .calls import Transaction
     from .errors import (
         Compacted,
         Conflict,
@@ -57,6 +58,7 @@ _LAZY = {
     "SessionIsCurrent": "errors",
     "FullMessage": "protocol",
     "SessionInfo": "protocol",
+    "Transaction": "calls",
 }
 
 __all__ = [
@@ -82,6 +84,7 @@ __all__ = [
     "SessionmemError",
     "SnapshotResult",
     "Stats",
+    "Transaction",
     "VersionMismatch",
 ]
 

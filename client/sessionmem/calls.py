@@ -54,6 +54,52 @@ def _none(_result: Any) -> None:
     return None
 
 
+class Transaction:
+    """The ops of one ``transact``, recorded by the same builders as the calls they
+    stand for (without ``session``: the transaction addresses one session), and sent
+    all at once by ``Session.transaction()`` / ``AsyncSession.transaction()`` when the
+    block ends without an exception. ``results`` then holds each op's result, in order
+    (``None`` for the writes, the removed message for ``pop_message``, the count for
+    ``trim_messages``). An op that fails fails them all: nothing is applied, and the
+    error (a ``Conflict`` for an ``expect``) carries the op's index in ``.data``."""
+
+    def __init__(self) -> None:
+        self.ops: list[Params] = []
+        self.results: list[Any] | None = None
+        self._calls = Calls(None)
+
+    def _add(self, call: Call[Any]) -> None:
+        self.ops.append({"method": call.method.partition(":")[0], "params": call.params or {}})
+
+    def set_current_task(self, task: str | None, expect: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.set_current_task(task, expect))
+
+    def set_active_ticket(self, ticket_id: str | None, expect: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.set_active_ticket(ticket_id, expect))
+
+    def add_message(self, role: str, content: str, timestamp: int | None = None, message_id: str | None = None,
+                    data: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.add_message(role, content, timestamp, message_id, data))
+
+    def track_open_file(self, file_path: str) -> None:
+        self._add(self._calls.track_open_file(file_path))
+
+    def untrack_file(self, file_path: str) -> None:
+        self._add(self._calls.untrack_file(file_path))
+
+    def set_context(self, key: str, value: Any, expect: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.set_context(key, value, expect))
+
+    def delete_context(self, key: str, expect: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.delete_context(key, expect))
+
+    def pop_message(self, expect: Any = NOT_GIVEN) -> None:
+        self._add(self._calls.pop_message(expect))
+
+    def trim_messages(self, keep: int) -> None:
+        self._add(self._calls.trim_messages(keep))
+
+
 class Calls:
     def __init__(self, session_id: str | None = None) -> None:
         self.session_id = session_id
@@ -142,6 +188,13 @@ class Calls:
 
     def get_all_context(self) -> Call[dict[str, Any]]:
         return Call("getAllContext", self._s())
+
+    def transact(self, t: Transaction, expect_revision: int | None = None) -> Call[list[Any]]:
+        """``t``'s ops, all or none (see Transaction)."""
+        params: Params = {"ops": t.ops}
+        if expect_revision is not None:
+            params["expectRevision"] = expect_revision
+        return Call("transact", self._s(params))
 
     def clear(self) -> Call[str]:
         """Unbound: the original's clear (a new current session, the old one deleted),

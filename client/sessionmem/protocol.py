@@ -39,6 +39,7 @@ SESSION_IS_CURRENT: Final = -32013  # deleteSession of the current one; data: {s
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
     "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
+    "transact",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -198,6 +199,21 @@ class PopMessageParams(_Params):
 class TrimMessagesParams(_Params):
     keep: Count
     session: SessionRef = UNSET
+
+
+class TransactOp(_Params):
+    """One op of a transaction: a mutating method of one session's parts and its params
+    (without ``session``: the transaction's applies)."""
+
+    method: str
+    params: Raw | UnsetType = UNSET
+
+
+class TransactParams(_Params):
+    ops: list[TransactOp]
+    session: SessionRef = UNSET
+    # The addressed session's revision (of its last change) must be this, else -32009.
+    expectRevision: Revision | UnsetType = UNSET
 
 
 class CreateSessionParams(_Params):
@@ -416,6 +432,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "deleteSession": MethodSpec(SessionIdParams, None, True),
     "exportSession": MethodSpec(SessionParams, list[Record], False),
     "importSession": MethodSpec(ImportSessionParams, SessionIdResult, True),
+    "transact": MethodSpec(TransactParams, list[Any], True),
 }
 # Handlers of these also get the calling connection (the feed is per connection).
 CONNECTION_METHODS: Final = frozenset({"watch", "unwatch"})

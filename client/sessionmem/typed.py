@@ -5,12 +5,13 @@ the faces a type checker and an IDE see."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar, overload
 
 from . import protocol as p
 from .api import NOT_GIVEN
-from .calls import Call, Calls
+from .calls import Call, Calls, Transaction
 
 T = TypeVar("T")
 
@@ -35,6 +36,17 @@ class SessionMethods:
 
     def get_session_id(self) -> str:
         return self._run(self._calls.get_session_id())
+
+    @contextlib.contextmanager
+    def transaction(self, expect_revision: int | None = None) -> Iterator[Transaction]:
+        """``with s.transaction() as t: t.set_context(...); t.add_message(...)``: the ops
+        go as one ``transact`` when the block ends (none when it raises), all or none;
+        ``t.results`` then holds their results. ``expect_revision``: the session's
+        revision must still be this one (else Conflict)."""
+        t = Transaction()
+        yield t
+        if t.ops:
+            t.results = self._run(self._calls.transact(t, expect_revision))
 
     def get_current_task(self) -> str | None:
         return self._run(self._calls.get_current_task())
@@ -166,6 +178,16 @@ class AsyncSessionMethods:
 
     async def get_session_id(self) -> str:
         return await self._run(self._calls.get_session_id())
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, expect_revision: int | None = None) -> AsyncIterator[Transaction]:
+        """``async with s.transaction() as t: t.set_context(...); t.add_message(...)``
+        (the ops are recorded, not awaited): one ``transact`` when the block ends (none
+        when it raises), all or none; ``t.results`` then holds their results."""
+        t = Transaction()
+        yield t
+        if t.ops:
+            t.results = await self._run(self._calls.transact(t, expect_revision))
 
     async def get_current_task(self) -> str | None:
         return await self._run(self._calls.get_current_task())

@@ -132,7 +132,7 @@ class Daemon:
         self.host.on_change = self.feed.changed
         self.host.adopt(state)  # --max-messages may trim it
         self.loader = Loader(self.host, lambda: self.persister.store.open_reader(),
-                             wait_room=lambda: self.persister.room())
+                             wait_room=lambda n: self.persister.room(n))
         # Half the revision block is used: write the next reservation now.
         self.host.on_reserve = lambda: self.server.track(asyncio.ensure_future(self._quiet_snapshot()))
         self.persister = Persister(store, self.host, self._reopen_store, self.feed.committed,

@@ -66,13 +66,13 @@ def _copy_outcome(out: asyncio.Future[T], task: asyncio.Task[T]) -> None:
         out.set_result(task.result())
 
 
-async def _no_room() -> None:
+async def _no_room(_n: int) -> None:
     raise errors.PersistFailed("no revision is reserved durably yet; nothing was changed, retry")
 
 
 class Loader:
     def __init__(self, host: SessionHost, open_reader: Callable[[], sqlite3.Connection], tail: int = TAIL,
-                 wait_room: Callable[[], Awaitable[None]] | None = None) -> None:
+                 wait_room: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._host = host
         # Waits until the next block of revisions is durable (persist.Persister.room).
         self._wait_room = wait_room or _no_room
@@ -88,15 +88,16 @@ class Loader:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- calls -------------------------------------------------------------------------
-    def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None, write: bool = False
+    def ready(self, ref: str | p.UnsetType, needs_all: NeedsAll = None, write: int = 0
               ) -> SessionState | None:
         """The session a call may run on at once, or None (then :meth:`later`). Raises
-        NoSuchSession for an unknown id. ``write``: the call changes something, so it
-        also needs a revision within the durable mark."""
+        NoSuchSession for an unknown id. ``write``: how many changes the call may make
+        (a transaction's ops; True for one), each needing a revision within the durable
+        mark."""
         if self._gate is not None:
             return None
         host = self._host
-        if write and host.revision >= host.reserved:  # has_room, inline: every write passes here
+        if write and host.revision + write > host.reserved:  # room_for, inline: every write passes here
             return None
         if ref is UNSET:  # the common case: the current session, always in memory
             sid = host.current_id
@@ -110,7 +111,7 @@ class Loader:
         return None
 
     def call(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None,
-             write: bool = False, switches: bool = False) -> T | Coroutine[Any, Any, T]:
+             write: int = 0, switches: bool = False) -> T | Coroutine[Any, Any, T]:
         """``op(session)`` now when it can run now, else a coroutine that runs it once
         the session (and, when ``needs_all(session)``, its whole history) is loaded.
         ``switches``: the op may make another session current."""
@@ -120,7 +121,7 @@ class Loader:
         return self.later(ref, op, needs_all, write, switches)
 
     def later(self, ref: str | p.UnsetType, op: Callable[[SessionState], T], needs_all: NeedsAll = None,
-              write: bool = False, switches: bool = False) -> Coroutine[Any, Any, T]:
+              write: int = 0, switches: bool = False) -> Coroutine[Any, Any, T]:
         """Run ``op(session)`` once the session is ready, after every call on it that
         is already waiting (and after any gate)."""
         return self._defer(ref, op, needs_all, write, switches, load=True)
@@ -136,12 +137,12 @@ class Loader:
         return self._defer(sid, lambda _s: op(), None, True, switches, load=False)
 
     def _defer(self, ref: str | p.UnsetType | None, op: Callable[[Any], T], needs_all: NeedsAll,
-               write: bool, switches: bool, load: bool) -> Coroutine[Any, Any, T]:
+               write: int, switches: bool, load: bool) -> Coroutine[Any, Any, T]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if self._gate is None:
             task = self._enqueue(ref, op, needs_all, write, load, done)
-            if switches or (write and not self._host.has_room):
+            if switches or (write and not self._host.room_for(write)):
                 self._gate = done
             return _result(task)
         # Behind a gate: the session (and whether it exists) is decided when it passes.
@@ -163,12 +164,12 @@ class Loader:
                 out.set_exception(e)
                 continue
             task.add_done_callback(functools.partial(_copy_outcome, out))
-            if switches or (write and not self._host.has_room):
+            if switches or (write and not self._host.room_for(write)):
                 self._gate = done
                 return
 
     def _enqueue(self, ref: str | p.UnsetType | None, op: Callable[[Any], T], needs_all: NeedsAll,
-                 write: bool, load: bool, done: asyncio.Future[None]) -> asyncio.Task[T]:
+                 write: int, load: bool, done: asyncio.Future[None]) -> asyncio.Task[T]:
         sid = self._host.resolve(ref) if ref is not None and (load or ref is UNSET) else ref
         prev = self._last.get(sid) if sid is not None else None
         if sid is not None:
@@ -181,13 +182,13 @@ class Loader:
         return task
 
     async def _queued(self, sid: str | None, prev: asyncio.Future[None] | None, done: asyncio.Future[None],
-                      op: Callable[[Any], T], needs_all: NeedsAll, write: bool, load: bool) -> T:
+                      op: Callable[[Any], T], needs_all: NeedsAll, write: int, load: bool) -> T:
         try:
             if prev is not None:
                 await prev
             s = await self.ensure(sid, needs_all) if load and sid is not None else None
-            if write and not self._host.has_room:
-                await self._wait_room()
+            if write and not self._host.room_for(write):
+                await self._wait_room(write)
                 if load and sid is not None:
                     s = await self.ensure(sid, needs_all)
             result: Any = op(s)

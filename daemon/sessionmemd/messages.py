@@ -125,11 +125,15 @@ class MessageLog:
         first = max(0, n - count)
         return b"[" + b",".join(self.full(i) for i in range(first, n)) + b"]"
 
-    def full(self, i: int) -> bytes:
+    def plain(self, i: int) -> bytes:
+        """Message ``i``'s plain JSON: ``{role, content, timestamp}``."""
         k = self._head + i
         end = self._offs[k + 1] - self._base if k + 1 < len(self._offs) else len(self._buf)
-        plain = bytes(self._buf[self._pos(i) : end - 1])
-        return full_form(plain, self._ids[k], self._data[k])
+        return bytes(self._buf[self._pos(i) : end - 1])
+
+    def full(self, i: int) -> bytes:
+        k = self._head + i
+        return full_form(self.plain(i), self._ids[k], self._data[k])
 
     def newest(self) -> bytes | None:
         """The newest message's plain JSON, or None when there is none."""

@@ -21,6 +21,7 @@ from .loader import Loader, always
 from .records import export_records, import_state
 from .rpc import Handler, check_json_value
 from .state import SessionState
+from .transact import decode_ops, needs_history
 
 
 class Shell(Protocol):
@@ -141,6 +142,12 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         return loader.session_op(state.session_id, lambda: p.SessionIdResult(
             host.import_session(state, a.makeCurrent)), a.makeCurrent)
 
+    def transact(a: p.TransactParams) -> Any:
+        ops = decode_ops(a.ops, lambda v, f: check_json_value(v, max_depth, f))
+        expected = None if a.expectRevision is UNSET else a.expectRevision
+        needs = always if needs_history(ops, host.max_messages) else None
+        return call(a.session, lambda s: host.transact(s, ops, expected), needs, len(ops))  # type: ignore[arg-type]
+
     def watch(a: p.WatchParams, conn: Watcher) -> Any:
         since = None if a.since is UNSET else a.since
         session = None if a.session is UNSET else a.session
@@ -193,6 +200,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "deleteSession": lambda a: loader.session_op(a.sessionId, lambda: host.delete_session(a.sessionId)),
         "exportSession": lambda a: call(a.session, export_records, always),
         "importSession": import_session,
+        "transact": transact,
     }
 
 

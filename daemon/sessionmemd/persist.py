@@ -289,13 +289,13 @@ class Persister:
         if self._waiters:
             self._start_commit()
 
-    async def room(self) -> None:
-        """Return once a change may take the next revision: the next block of revisions
+    async def room(self, n: int = 1) -> None:
+        """Return once ``n`` changes may take their revisions: the next block of revisions
         is durable. Writes the batch that reserves it now (it goes with the changes
         made so far) rather than waiting for the timer; raises PersistFailed, naming the
         database's own error, when that cannot be written."""
         host = self._host
-        while not host.has_room:
+        while not host.room_for(n):
             if host.closing:
                 raise errors.ShuttingDown("daemon is shutting down; nothing was changed")
             await self.snapshot()
