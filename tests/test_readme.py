@@ -28,7 +28,7 @@ def run(code: str, daemon: Daemon, env: dict[str, str]) -> subprocess.Popen[str]
 
 def test_the_client_api_snippet_runs(daemon: Daemon, env: dict[str, str]) -> None:
     blocks = python_blocks("Client API")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     p = run(blocks[0], daemon, env)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -58,3 +58,14 @@ def test_the_two_agents_snippet_runs(daemon: Daemon, env: dict[str, str]) -> Non
         agent_b.kill()
         agent_b.wait(10)
 
+
+
+def test_the_transaction_snippet_runs(daemon: Daemon, env: dict[str, str]) -> None:
+    with daemon.session() as s:
+        s.set_context("plan", {"step": 1})
+    p = run(python_blocks("Client API")[2], daemon, env)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.splitlines() == ["[None, None, None]"]
+    with daemon.session() as s:
+        assert s.get_context("plan") == {"step": 2} and s.get_open_files() == ["src/parser.py"]
