@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
 from collections.abc import Callable
 
 import uvicorn
+from sse_starlette.sse import SendTimeoutError
 
 from ..aio import AsyncSession
 from .app import build
+
+
+class _QuietTimeouts(logging.Filter):
+    """A browser's stream ended because it stopped reading (the send timeout) is how
+    the stream stays bounded, not an error of the app: not logged with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SendTimeoutError)
 
 
 def listen(port: int) -> socket.socket:
@@ -41,7 +52,8 @@ async def serve(project: str | None, socket_path: str | None, autostart: bool, p
             app = build(client, token, real_port, pinned, send_timeout)
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=2, loop="none")
-            server = uvicorn.Server(config)
+            server = uvicorn.Server(config)  # (its Config set up the uvicorn loggers)
+            logging.getLogger("uvicorn.error").addFilter(_QuietTimeouts())
             announce(f"http://127.0.0.1:{real_port}/?token={token}")
             await server.serve(sockets=[sock])
     finally:
