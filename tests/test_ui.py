@@ -357,3 +357,16 @@ def test_page_resumes_after_the_daemon_restarts(daemon: Daemon, env: dict[str, s
     wait_for(lambda: browser.text("task") == "after the restart", 10, "the change after the restart")
     assert browser.eval("window.sameDocument") == "yes"
 
+
+
+@needs_chromium
+def test_the_latency_benchmark_measures_the_page() -> None:
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import ui_bench
+    finally:
+        sys.path.remove(str(bench))
+    r = ui_bench.measure(3)
+    assert r["changes"] == 3
+    assert 0 <= r["baseline_p50_ms"] and r["baseline_p50_ms"] - 1 <= r["page_p50_ms"] < 10_000
