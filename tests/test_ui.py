@@ -84,7 +84,9 @@ def ui(daemon: Daemon, env: dict[str, str]) -> Iterator[UI]:
     u = start_ui(daemon, env)
     yield u
     stop_ui(u)
-    assert u.proc.returncode == 0, u.proc.stderr.read() if u.proc.stderr else ""
+    assert u.proc.stderr is not None
+    err = u.proc.stderr.read()
+    assert u.proc.returncode == 0 and "Traceback" not in err, err
 
 
 def cli(daemon: Daemon, env: dict[str, str], *args: str) -> str:
@@ -370,3 +372,53 @@ def test_the_latency_benchmark_measures_the_page() -> None:
     r = ui_bench.measure(3)
     assert r["changes"] == 3
     assert 0 <= r["baseline_p50_ms"] and r["baseline_p50_ms"] - 1 <= r["page_p50_ms"] < 10_000
+
+
+def test_a_since_the_daemon_cannot_replay_is_a_reset_event(ui: UI) -> None:
+    sock = socket.create_connection(("127.0.0.1", ui.port), timeout=10)
+    try:
+        sock.sendall(f"GET /events?since=999999999&token={ui.token} HTTP/1.1\r\nHost: 127.0.0.1:{ui.port}\r\n\r\n"
+                     .encode())
+        buf = b""
+        while b"event: reset" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+    finally:
+        sock.close()
+
+
+@needs_chromium
+def test_page_rereads_everything_when_the_feed_cannot_resume(daemon: Daemon, env: dict[str, str], ui: UI,
+                                                             browser: Browser, tmp_path: Path) -> None:
+    """The daemon comes back on another database (its revisions behind the page's): the
+    watch hears -32010, the page a reset, and it reads everything again."""
+    for i in range(3):
+        cli(daemon, env, "task", "set", f"old database {i}")
+    show(browser, ui.url)
+    assert browser.text("task") == "old database 2"
+    assert daemon.stop() == 0
+    daemon.db = tmp_path / "other.db"
+    daemon.start()
+    cli(daemon, env, "task", "set", "new database")
+    wait_for(lambda: browser.text("task") == "new database", 15, "the page to re-read")
+    assert browser.text("session-id") == cli(daemon, env, "id").strip()
+    assert browser.eval("window.sessionmemLoads") == 2
+
+
+def test_stops_on_ctrl_c_with_a_browser_still_connected(daemon: Daemon, env: dict[str, str]) -> None:
+    u = start_ui(daemon, env)
+    sock = socket.create_connection(("127.0.0.1", u.port), timeout=10)
+    try:
+        sock.sendall(f"GET /events?token={u.token} HTTP/1.1\r\nHost: 127.0.0.1:{u.port}\r\n\r\n".encode())
+        buf = b""
+        while b"event: hello" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        wait_for(lambda: daemon.session().get_stats().watchers == 1, 10, "the stream's watch")
+        stop_ui(u)  # SIGINT: fails unless it exits within 15 s
+        assert u.proc.returncode == 0
+        assert u.proc.stderr is not None and "Traceback" not in u.proc.stderr.read()
+    finally:
+        sock.close()
