@@ -156,6 +156,7 @@ def test_state_and_older_pages(daemon: Daemon, ui: UI) -> None:
     assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(0, 20)]
     assert ui.get(f"/api/messages?session={sess['sessionId']}&skip=-1")[0] == 400
     assert ui.get("/api/messages?session=nope")[0] == 404
+    assert ui.get("/api/state?session=nope")[0] == 404
 
 
 def test_pinned_by_the_session_option(daemon: Daemon, env: dict[str, str]) -> None:
@@ -333,6 +334,11 @@ def test_page_follows_the_current_session_and_lists_every_one(daemon: Daemon, en
     wait_for(lambda: browser.text("session-id") == first, 5, "the clicked session")
     cli(daemon, env, "--session", first, "task", "set", "back in the first")
     wait_for(lambda: browser.text("task") == "back in the first", 5, "a change to the shown session")
+    # The shown session deleted: the page shows the current one again.
+    cli(daemon, env, "sessions", "delete", first)
+    wait_for(lambda: browser.text("session-id") == "second" and browser.text("task") == "in the second", 5,
+             "the current session after the shown one went")
+    wait_for(lambda: browser.eval("document.querySelectorAll('#sessions li').length") == 1, 5, "the list without it")
 
 
 @needs_chromium
@@ -422,3 +428,17 @@ def test_stops_on_ctrl_c_with_a_browser_still_connected(daemon: Daemon, env: dic
         assert u.proc.stderr is not None and "Traceback" not in u.proc.stderr.read()
     finally:
         sock.close()
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(daemon: Daemon, env: dict[str, str]) -> None:
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = run_cli(["--project", str(daemon.root), "--socket", str(daemon.socket), "ui", "--port", str(port)], env)
+        assert r.returncode == 1
+        assert r.stderr.startswith(f"sessionmem: cannot serve on 127.0.0.1:{port}: ") and "Traceback" not in r.stderr
+        assert r.stdout == ""
+    finally:
+        taken.close()

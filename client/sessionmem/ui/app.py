@@ -233,5 +233,14 @@ def build(client: AsyncSession, token: str, port: int, pinned: str | None, send_
           ping: float = 15.0) -> ASGIApp:
     """The whole app: the routes behind the Guard."""
     ui = UI(client, token, pinned, send_timeout, ping)
-    return Guard(Starlette(routes=ui.routes()), token, port)
+    app = Starlette(routes=ui.routes(), exception_handlers={errors.SessionmemError: _daemon_error})
+    return Guard(app, token, port)
+
+
+async def _daemon_error(request: Request, exc: Exception) -> Response:
+    """A read the daemon refused or could not answer: a status and the reason, no traceback
+    (a session deleted between two reads is 404; a daemon away longer than the client
+    waits, 503: the page tries again)."""
+    status = 404 if isinstance(exc, errors.NoSuchSession) else 503 if isinstance(exc, errors.ConnectionFailed) else 500
+    return _json({"error": str(exc)}, status)
 

@@ -24,7 +24,7 @@ window.sessionmemLoads = 0;  // how many snapshots the page read (tests: live up
 
 function api(path) {
   return fetch(path, { headers: { "X-Sessionmem-Token": TOKEN }, cache: "no-store" }).then((r) => {
-    if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+    if (!r.ok) { const e = new Error(path + ": HTTP " + r.status); e.status = r.status; throw e; }
     return r.json();
   });
 }
@@ -81,7 +81,11 @@ async function load(sid) {
 }
 
 function loadSoon(sid) {
-  load(sid).catch((e) => { console.error(e); setTimeout(() => loadSoon(sid), 1000); });
+  load(sid).catch((e) => {
+    console.error(e);
+    if (e.status === 404 && sid) { view.follow = true; loadSoon(null); return; }  // it is gone: the current one
+    setTimeout(() => loadSoon(sid), 1000);
+  });
 }
 
 // -- the change feed ---------------------------------------------------------------
@@ -118,6 +122,10 @@ function deliver(ch) {
 function apply(ch) {
   if (ch.current !== undefined && view.follow && ch.current !== view.sid) {
     loadSoon(null);  // the current session moved: follow it
+    return;
+  }
+  if (ch.op === "restore" && ch.revision > view.rev) {  // every session went back to its snapshot
+    loadSoon(view.follow ? null : view.sid);
     return;
   }
   if (ch.sessionId !== view.sid || ch.revision <= view.rev) return;
