@@ -215,8 +215,10 @@ def test_a_stream_whose_reader_stops_is_ended(daemon: Daemon, env: dict[str, str
     changes in `sessionmem ui`: its stream (and its watch on the daemon) is ended."""
     u = start_ui(daemon, env, SESSIONMEM_UI_SEND_TIMEOUT="1")
     s = daemon.session()
-    sock = socket.create_connection(("127.0.0.1", u.port), timeout=10)
+    sock = socket.socket()
     try:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", u.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(f"GET /events?token={u.token} HTTP/1.1\r\nHost: 127.0.0.1:{u.port}\r\n\r\n".encode())
         wait_for(lambda: s.get_stats().watchers == 1, 10, "the page's watch")
@@ -414,8 +416,10 @@ def test_page_rereads_everything_when_the_feed_cannot_resume(daemon: Daemon, env
 
 def test_stops_on_ctrl_c_with_a_browser_still_connected(daemon: Daemon, env: dict[str, str]) -> None:
     u = start_ui(daemon, env)
-    sock = socket.create_connection(("127.0.0.1", u.port), timeout=10)
+    sock = socket.socket()
     try:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", u.port))
         sock.sendall(f"GET /events?token={u.token} HTTP/1.1\r\nHost: 127.0.0.1:{u.port}\r\n\r\n".encode())
         buf = b""
         while b"event: hello" not in buf:
@@ -428,6 +432,9 @@ def test_stops_on_ctrl_c_with_a_browser_still_connected(daemon: Daemon, env: dic
         assert u.proc.stderr is not None and "Traceback" not in u.proc.stderr.read()
     finally:
         sock.close()
+        if u.proc.poll() is None:  # a failed assertion above: leave no server behind
+            u.proc.kill()
+            u.proc.wait(10)
 
 
 def test_a_port_in_use_is_one_line_and_exit_1(daemon: Daemon, env: dict[str, str]) -> None:
