@@ -46,7 +46,11 @@ class SessionMethods:
         t = Transaction()
         yield t
         if t.ops:
-            t.results = self._run(self._calls.transact(t, expect_revision))
+            t.results = self.transact(t, expect_revision)
+
+    def transact(self, t: Transaction, expect_revision: int | None = None) -> list[Any]:
+        """Send ``t``'s ops as one ``transact`` (what :meth:`transaction` does on exit)."""
+        return self._run(self._calls.transact(t, expect_revision))
 
     def get_current_task(self) -> str | None:
         return self._run(self._calls.get_current_task())
@@ -187,7 +191,11 @@ class AsyncSessionMethods:
         t = Transaction()
         yield t
         if t.ops:
-            t.results = await self._run(self._calls.transact(t, expect_revision))
+            t.results = await self.transact(t, expect_revision)
+
+    async def transact(self, t: Transaction, expect_revision: int | None = None) -> list[Any]:
+        """Send ``t``'s ops as one ``transact`` (what :meth:`transaction` does on exit)."""
+        return await self._run(self._calls.transact(t, expect_revision))
 
     async def get_current_task(self) -> str | None:
         return await self._run(self._calls.get_current_task())
