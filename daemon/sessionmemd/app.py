@@ -19,9 +19,7 @@ from typing import Literal
 from sessionmem import __version__, errors
 from sessionmem import protocol as p
 
-from . import storeread
 from .feed import Feed
-from .listener import DaemonLock
 from .host import SessionHost
 from .loader import Loader
 from .persist import Persister
@@ -40,7 +38,7 @@ class App:
         self,
         *,
         root: Path,
-        db: Path,
+        location: str,
         durability: Literal["periodic", "always"],
         max_frame: int,
         host: SessionHost,
@@ -48,10 +46,9 @@ class App:
         loader: Loader,
         persister: Persister,
         log_mark: int | None,
-        lock: DaemonLock,
     ) -> None:
         self.root = root
-        self.db = db
+        self.location = location  # the store's, as stats and hello show it (dbPath)
         self.durability = durability
         self.max_frame = max_frame
         self.host = host
@@ -65,7 +62,6 @@ class App:
         # The revision up to which the last clean stop left its change log on disk
         # (None: none to read back); read behind the first answers (read_change_log).
         self.log_mark = log_mark
-        self.lock = lock  # the single-writer rule: held until close()
         self.socket_path: Path | None = None  # where it listens, once it does
         # What the lifecycle does when a client asks it to stop (shutdown_method).
         self.on_stop: Callable[[str], None] = lambda reason: None
@@ -102,7 +98,7 @@ class App:
     async def _load_change_log(self, mark: int) -> None:
         """The change log a clean stop left, up to ``mark``, in front of this run's."""
         try:
-            rows = await self.loader.read(storeread.change_rows, mark)
+            rows = await self.loader.change_rows(mark)
             taken = self.host.log.prepend(rows)
             if taken < len(rows):
                 log.warning("the change log left by the last stop has a gap: kept %d of %d", taken, len(rows))
@@ -140,7 +136,7 @@ class App:
             messagesCount=s.messages_count,
             filesOpenCount=s.files_count,
             contextKeysCount=s.context_count,
-            dbPath=str(self.db),
+            dbPath=self.location,
             currentTask=s.current_task,
             activeTicket=s.active_ticket,
             pendingChanges=ps.pending,
@@ -167,7 +163,7 @@ class App:
             protocolVersion=p.PROTOCOL_VERSION,
             pid=os.getpid(),
             projectRoot=str(self.root),
-            dbPath=str(self.db),
+            dbPath=self.location,
             socketPath=str(self.socket_path),
             capabilities=list(p.CAPABILITIES),
             maxFrame=self.max_frame,
@@ -189,11 +185,10 @@ class App:
             await self.feed.restoring  # its rows stay on disk either way; let the read end
 
     def listening(self, socket_path: Path) -> None:
-        """The socket is bound: say where, in the lock file, for the next daemon."""
+        """The socket is bound: the store tells whoever looks for its writer."""
         self.socket_path = socket_path
-        self.lock.announce(socket_path)
+        self.persister.store.announce(socket_path)
 
     def close(self) -> None:
         self.loader.close()
-        self.persister.close()
-        self.lock.release()
+        self.persister.close()  # closes the store: another daemon may write it now

@@ -17,18 +17,17 @@ from sessionmem.paths import Paths
 
 from .app import App
 from .changelog import ChangeLog
-from .dbcheck import BadDatabase, check_writable, move_aside
 from .feed import Feed
 from .host import BLOCK, SessionHost
-from .listener import DaemonLock
 from .loader import Loader
 from .methods import build_handlers
 from .persist import Persister
 from .replies import Replies
 from .rpc import Dispatcher
 from .server import Limits, Server
+from .sqlitestore import SqliteStore
 from .state import SessionState
-from .store import Store
+from .storage import Storage
 
 log = logging.getLogger("sessionmemd")
 
@@ -59,53 +58,31 @@ class Config:
 
     # -- building ------------------------------------------------------------------------
     def load(self, on_activity: Callable[[], None]) -> App:
-        """Take the lock, open and check the database, restore the current session and
-        reserve the next block of revisions; build the parts around them. Nothing
-        listens yet. Whatever was taken is given back when this raises."""
-        db = self.paths.db
-        check_writable(db)  # before the lock file is made there
-        lock = DaemonLock(db)
-        try:
-            store = self._open_store(lock)
-        except BaseException:
-            lock.release()
-            raise
+        """Open the store (its single-writer rule, its checks), restore the current
+        session and reserve the next block of revisions; build the parts around them.
+        Nothing listens yet. Whatever was taken is given back when this raises."""
+        store = self.open_store()
         try:
             mark, log_kept = store.reserve_revisions(BLOCK)
         except BaseException:
             store.close()
-            lock.release()
             raise
-        return self._assemble(store, lock, mark, log_kept, on_activity)
+        return self._assemble(store, mark, log_kept, on_activity)
 
-    def _open_store(self, lock: DaemonLock) -> Store:
-        db = self.paths.db
-        # NORMAL in WAL mode: a commit is in the OS once it returns, which survives any
-        # crash of this process; FULL also fsyncs it, which survives power loss.
-        sync = "FULL" if self.fsync else "NORMAL"
-        try:
-            store = Store(db, synchronous=sync)
-        except BadDatabase as e:
-            if not self.recover:
-                raise
-            moved = move_aside(db)
-            log.warning("recover: %s; moved aside: %s", e.reason, ", ".join(map(str, moved)))
-            store = Store(db, synchronous=sync)
-        lock.hold_database()  # now that the file surely exists
-        return store
+    def open_store(self) -> Storage:
+        """The store these options name: today always the SQLite file of paths.db."""
+        return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
-    def _assemble(self, store: Store, lock: DaemonLock, mark: int, log_kept: bool,
-                  on_activity: Callable[[], None]) -> App:
-        restored = store.take_opened_with()
-        known = store.opened_known
+    def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:
+        known, restored = store.take_opened()
         if restored is None:
             state = SessionState(new_session_id(), now_ms())
-            log.info("new session %s in %s", state.session_id, self.paths.db)
+            log.info("new session %s in %s", state.session_id, store.location)
         else:
             state = SessionState.from_restored(restored)
             log.info(
                 "current session %s: %d messages (%d loading behind), %d files, %d context keys; "
-                "%d session(s) in the database",
+                "%d session(s) in the store",
                 restored.session_id, state.messages_count, state.older, len(restored.files),
                 len(restored.context), len(known),
             )
@@ -117,21 +94,16 @@ class Config:
         host.on_change = feed.changed
         host.adopt(state)  # --max-messages may trim it
 
-        def reopen() -> Store:
-            """The database was deleted under us: lock its path again, make a new file."""
-            lock.renew()
-            return self._open_store(lock)
-
         # The loader and the persister need each other (room for revisions; the reader
-        # closed before a new file is made): the loader's side is bound late.
-        loader = Loader(host, lambda: persister.store.open_reader(),
+        # closed before the store is opened anew): the loader's side is bound late.
+        loader = Loader(host, lambda: persister.store.reader(),
                         wait_room=lambda: persister.room())
-        persister = Persister(store, host, reopen, feed.committed, before_reopen=loader.reset)
+        persister = Persister(store, host, feed.committed, before_reopen=loader.reset)
         if not state.complete:
             loader.complete(state)  # the older history, behind the first answers
-        app = App(root=self.paths.root, db=self.paths.db, durability=self.durability,
+        app = App(root=self.paths.root, location=store.location, durability=self.durability,
                   max_frame=self.limits.max_frame, host=host, feed=feed, loader=loader,
-                  persister=persister, log_mark=mark if log_kept else None, lock=lock)
+                  persister=persister, log_mark=mark if log_kept else None)
         dispatcher = Dispatcher(build_handlers(host, loader, feed, app, self.limits.max_depth), _internal_error)
         dispatcher.durable = always
         replies = Replies(dispatcher, persister)

@@ -24,7 +24,7 @@ from .state import SessionState
 
 
 class Shell(Protocol):
-    """What the daemon's lifecycle provides to the methods."""
+    """What the assembled daemon (app.App) provides to the methods."""
 
     def snapshot(self) -> Coroutine[Any, Any, p.SnapshotResult]: ...
     def restore(self) -> Coroutine[Any, Any, None]: ...

@@ -105,7 +105,7 @@ def load_session(c: sqlite3.Connection, sid: str, revision: int = 0, tail: int |
     # "" is a task like any other string and survives a restart (the original turned
     # it into NULL on its way to disk; NULL still reads back as None).
     return Restored(sid, int(start_time), task, ticket, messages, files, context,
-                    revision=revision, older=older, tail_rowid=tail_rowid)
+                    revision=revision, older=older, older_cursor=tail_rowid)
 
 
 def load_older(c: sqlite3.Connection, sid: str, before_rowid: int, chunk: int = 50_000) -> MessageLog:
