@@ -98,7 +98,7 @@ class App:
     async def _load_change_log(self, mark: int) -> None:
         """The change log a clean stop left, up to ``mark``, in front of this run's."""
         try:
-            rows = await self.loader.change_rows(mark)
+            rows = await self.loader.change_rows(0, mark)
             taken = self.host.log.prepend(rows)
             if taken < len(rows):
                 log.warning("the change log left by the last stop has a gap: kept %d of %d", taken, len(rows))

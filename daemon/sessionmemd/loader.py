@@ -284,9 +284,9 @@ class Loader:
         out.sort(key=lambda i: (i.revision, i.startTime), reverse=True)
         return out
 
-    async def change_rows(self, upto: int) -> list[ChangeRow]:
-        """The change log the store holds up to ``upto`` (a previous run's)."""
-        return await self._read(lambda reader: reader.change_rows(upto))
+    async def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
+        """The changes the store's log holds after ``since`` up to ``upto``."""
+        return await self._read(lambda reader: reader.change_rows(since, upto))
 
     # -- the reader thread ---------------------------------------------------------------
     async def _read(self, fn: Callable[[Reader], T]) -> T:

@@ -46,8 +46,8 @@ class SqliteReader:
     def session_rows(self) -> dict[str, SessionRow]:
         return storeread.session_rows(self._conn)
 
-    def change_rows(self, upto: int) -> list[ChangeRow]:
-        return storeread.change_rows(self._conn, upto)
+    def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
+        return storeread.change_rows(self._conn, since, upto)
 
     def shrink(self) -> None:
         self._conn.execute("PRAGMA shrink_memory")

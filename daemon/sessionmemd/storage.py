@@ -65,8 +65,9 @@ class Reader(Protocol):
         """Every session as the store holds it (listSessions)."""
         ...
 
-    def change_rows(self, upto: int) -> list[ChangeRow]:
-        """The change log the store holds, up to revision ``upto``, oldest first."""
+    def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
+        """The changes the store's log holds after revision ``since`` up to ``upto``,
+        oldest first (today: a previous run's, read back after a clean restart)."""
         ...
 
     def shrink(self) -> None:

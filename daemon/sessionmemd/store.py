@@ -309,7 +309,7 @@ class Store:
     def reserve_revisions(self, block: int) -> tuple[int, bool]:
         """At start: the last revision that may have been handed out (the reserved mark),
         and whether the change log on disk is whole up to it (the last stop was clean:
-        the loader reads it after the first answers, storeread.change_rows); then
+        the loader reads it after the first answers, storage.Reader.change_rows); then
         durably reserve ``block`` more. Called before serving."""
         c = self._conn
         mark, logged = self._opened_feed  # read (and so checked) before the first write
