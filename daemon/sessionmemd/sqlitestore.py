@@ -14,13 +14,14 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import storeread
 from .dbcheck import BadDatabase, check_writable, move_aside
 from .listener import DaemonLock
 from .messages import MessageLog
 from .state import Batch, Restored
-from .storage import TAIL, Catalogue, ChangeRow, SessionRow, StoreError, StoreFault
+from .storage import TAIL, Catalogue, ChangeRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
@@ -154,3 +155,8 @@ class SqliteStore:
             # Once only: a second close of its descriptors could close another file's.
             lock, self._lock = self._lock, None
             lock.release()
+
+
+if TYPE_CHECKING:
+    def _conforms(store: SqliteStore, reader: SqliteReader) -> tuple[Storage, Reader]:
+        return store, reader  # mypy checks both against the seam's protocols here
