@@ -148,7 +148,7 @@ def test_pop_and_trim_count_the_saved_rows_they_remove() -> None:
 def test_older_history_goes_in_front_of_the_tail_and_what_was_added_meanwhile() -> None:
     tail = MessageLog()
     tail.append("user", "t0", 10)
-    r = Restored("sid", 1, None, None, tail, [], {}, older=2, tail_rowid=3)
+    r = Restored("sid", 1, None, None, tail, [], {}, older=2, older_cursor=3)
     s = SessionState.from_restored(r)
     assert not s.complete and s.messages_count == 3
     s.add_message("user", "new", 11)

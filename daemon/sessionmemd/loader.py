@@ -2,8 +2,8 @@
 
 A call on a session that is in memory runs at once (the common case: one dict
 lookup more than before). A call on one that is not waits while the loader reads it on
-a reader thread of its own (SQLite in WAL mode reads while the writer thread writes):
-its newest messages first (store.TAIL), so task, ticket, files, context, stats and
+a reader thread of its own (storage.Reader: it reads while the writer thread writes):
+its newest messages first (storage.TAIL), so task, ticket, files, context, stats and
 recent messages answer after one small read, and the rest of its history behind them,
 oldest part in one read, spliced in front. A call that needs the whole history
 (getAllMessages, export, a fork, a trim, ...) waits for that part only.
@@ -26,7 +26,6 @@ import collections
 import functools
 import types
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,10 +35,9 @@ from msgspec import UNSET
 from sessionmem import errors
 from sessionmem import protocol as p
 
-from . import storeread
 from .host import SessionHost, no_such_session
 from .state import SessionState
-from .store import TAIL
+from .storage import TAIL, ChangeRow, Reader, StoreError
 
 log = logging.getLogger("sessionmemd")
 T = TypeVar("T")
@@ -71,15 +69,15 @@ async def _no_room(_n: int) -> None:
 
 
 class Loader:
-    def __init__(self, host: SessionHost, open_reader: Callable[[], sqlite3.Connection], tail: int = TAIL,
+    def __init__(self, host: SessionHost, open_reader: Callable[[], Reader], tail: int = TAIL,
                  wait_room: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._host = host
         # Waits until the next block of revisions is durable (persist.Persister.room).
         self._wait_room = wait_room or _no_room
         self._open_reader = open_reader
         self._tail = tail
-        self._conn: sqlite3.Connection | None = None  # used on the reader thread only
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._reader: Reader | None = None  # used on the reader thread only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._loading: dict[str, asyncio.Future[SessionState]] = {}
         self._completing: dict[str, asyncio.Future[None]] = {}
         self._last: dict[str, asyncio.Future[None]] = {}  # the end of each session's last queued call
@@ -229,7 +227,8 @@ class Loader:
 
     async def _load(self, sid: str) -> SessionState:
         host = self._host
-        r = await self._read(storeread.load_session, sid, host.known.get(sid, 0), self._tail)
+        revision, tail = host.known.get(sid, 0), self._tail
+        r = await self._read(lambda reader: reader.load_session(sid, revision, tail))
         if sid not in host.known or r is None:
             raise no_such_session(sid)
         existing = host.loaded.get(sid)
@@ -258,8 +257,9 @@ class Loader:
 
     async def _complete(self, s: SessionState) -> None:
         try:
-            older = await self._read(storeread.load_older, s.session_id, s.tail_rowid)
-        except sqlite3.DatabaseError as e:
+            sid, cursor = s.session_id, s.older_cursor
+            older = await self._read(lambda reader: reader.load_older(sid, cursor))
+        except StoreError as e:
             raise errors.SessionmemError(
                 f"the older messages of session {s.session_id!r} cannot be read from the database: "
                 f"{e}; the newest {s.loaded_messages} are served", code=p.INTERNAL_ERROR) from e
@@ -271,7 +271,7 @@ class Loader:
         """Every session, the most recently changed first: those in memory as they are
         now, the others as the database holds them (they were written before they were
         dropped)."""
-        rows = await self._read(storeread.session_rows)
+        rows = await self._read(lambda reader: reader.session_rows())
         host = self._host
         out: list[p.SessionInfo] = []
         for sid, rev in host.known.items():
@@ -285,35 +285,37 @@ class Loader:
         out.sort(key=lambda i: (i.revision, i.startTime), reverse=True)
         return out
 
+    async def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
+        """The changes the store's log holds after ``since`` up to ``upto``."""
+        return await self._read(lambda reader: reader.change_rows(since, upto))
+
     # -- the reader thread ---------------------------------------------------------------
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on the reader thread (storeread's functions)."""
-        return await self._read(fn, *args)
+    async def _read(self, fn: Callable[[Reader], T]) -> T:
+        """``fn(reader)`` on the reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_reader, fn)
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_reader, fn, args)
+    def _on_reader(self, fn: Callable[[Reader], T]) -> T:
+        if self._reader is None:
+            self._reader = self._open_reader()
+        return fn(self._reader)
 
-    def _on_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self._conn is None:
-            self._conn = self._open_reader()
-        return fn(self._conn, *args)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def shrink(self) -> None:
-        """Let the reader connection's page cache go (after sessions were dropped)."""
+        """Let the reader's caches go (after sessions were dropped)."""
         self._executor.submit(self._shrink)
 
     def _shrink(self) -> None:
-        if self._conn is not None:
-            self._conn.execute("PRAGMA shrink_memory")
+        if self._reader is not None:
+            self._reader.shrink()
 
     def reset(self) -> None:
-        """The database file was made anew: read the new one from now on."""
-        self._executor.submit(self._close_conn)
+        """The store was opened anew: read the new one from now on. (Callable from any
+        thread: the close is queued on the reader thread.)"""
+        self._executor.submit(self._close_reader)
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -329,5 +331,5 @@ class Loader:
             loading.cancel()
         for completing in self._completing.values():
             completing.cancel()
-        self._executor.submit(self._close_conn)
+        self._executor.submit(self._close_reader)
         self._executor.shutdown(wait=True)

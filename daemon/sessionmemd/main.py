@@ -16,7 +16,8 @@ import msgspec
 from sessionmem import errors
 from sessionmem.paths import PathError, resolve
 
-from .daemon import Config, Daemon
+from .config import Config
+from .daemon import Daemon
 from .listener import AlreadyRunning
 from .server import Limits
 from .dbcheck import BadDatabase, DatabaseUnusable

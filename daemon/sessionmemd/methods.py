@@ -25,7 +25,7 @@ from .transact import decode_ops, needs_history
 
 
 class Shell(Protocol):
-    """What the daemon's lifecycle provides to the methods."""
+    """What the assembled daemon (app.App) provides to the methods."""
 
     def snapshot(self) -> Coroutine[Any, Any, p.SnapshotResult]: ...
     def restore(self) -> Coroutine[Any, Any, None]: ...

@@ -1,13 +1,13 @@
-"""Snapshots: when the state's changes go to SQLite, on which thread, and what a
-failure does.
+"""Snapshots: when the state's changes go to the store (storage.Storage), on which
+thread, and what a failure does.
 
-SQLite work runs on one dedicated writer thread, so the event loop keeps
+Store work runs on one dedicated writer thread, so the event loop keeps
 answering while a big snapshot is written; only the small commits of
 durability=always (a few rows, tens of microseconds) are made on the loop's own
 thread, where a thread hop would cost more than the commit. Snapshots are
 serialized by a lock;
 each drains the state's changes and writes them *after* any batch that failed
-before, in one transaction, so the database only ever moves forward through
+before, in one transaction, so the store only ever moves forward through
 prefixes of what was acknowledged. A failed batch is kept and retried: nothing
 is dropped because the disk was full for a while.
 """
@@ -28,7 +28,7 @@ from sessionmem import protocol as p
 
 from .host import SessionHost
 from .state import Batch, Restored
-from .store import Store
+from .storage import Storage, StoreFault
 
 log = logging.getLogger("sessionmemd")
 T = TypeVar("T")
@@ -85,9 +85,8 @@ async def _outlive_cancel(aw: Awaitable[T]) -> T:
 class Persister:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         host: SessionHost,
-        reopen: Callable[[], Store] | None = None,
         on_committed: Callable[[int], None] = lambda revision: None,
         before_reopen: Callable[[], None] = lambda: None,
     ) -> None:
@@ -96,11 +95,10 @@ class Persister:
         # Told the revision up to which every change is on disk (the feed publishes up
         # to it under durability=always).
         self._on_committed = on_committed
-        # Makes a new, empty database at the same path when the file was deleted under us.
-        self._reopen = reopen
-        self._before_reopen = before_reopen  # other connections to the old file close first
+        # The readers close first when the store must be opened anew (Storage.repair).
+        self._before_reopen = before_reopen
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_priority
+            max_workers=1, thread_name_prefix="store-writer", initializer=_lower_priority
         )
         self._lock = asyncio.Lock()
         self._unsaved: list[Batch] = []  # drained but not committed (a write failed)
@@ -118,7 +116,7 @@ class Persister:
         ``final``: the clean stop's last one (the exact revision mark, the change log)."""
         async with self._lock:
             started = time.perf_counter()
-            await self._check_file()
+            await self._check_store()
             host = self._host
             changes = host.final() if final else host.drain()
             if changes is not None:
@@ -146,41 +144,17 @@ class Persister:
                 durationMs=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    async def _check_file(self) -> None:
-        """Write only into the file that is at the database's path. Deleted (`rm -rf
-        .arela`, `git clean -fdx`): copy what the daemon's connection still reads of the
-        unlinked file into a new one there, and go on writing into that. Replaced by
-        another file: write nothing into that one; keep it all in memory, and say so on
-        every snapshot until the path is free again."""
-        problem = self.store.identity_problem()
-        if problem is None:
+    async def _check_store(self) -> None:
+        """Write only where the store says writes may go (Storage.fault); else let it
+        repair that first (SQLite: a database file deleted under us is copied into a
+        new one), or keep everything in memory and say why on every snapshot."""
+        if self.store.fault() is None:
             return
-        path = self.store.path
-        if problem == "deleted" and self._reopen is not None:
-            log.error("the database %s was DELETED while the daemon ran: copying every session "
-                      "into a new file at that path", path)
-            try:
-                await _outlive_cancel(self._run(self.store.copy_to, path))
-                # Closed before the new file is opened, the old connections last: the last
-                # close of a file removes "<path>-wal" by name, which must not be the new
-                # file's.
-                self._before_reopen()
-                self.store.close()
-                self.store = self._reopen()
-            except Exception as e:
-                self._record_failure(e)
-                raise errors.PersistFailed(
-                    f"the database {path} was deleted and a new one cannot be made: {e}; "
-                    f"the changes are kept in memory and retried", {"pendingBatches": len(self._unsaved)}
-                ) from e
-            return
-        lost = RuntimeError(f"the database {path} was {problem} while the daemon ran")
-        self._record_failure(lost)
-        raise errors.PersistFailed(
-            f"{lost}: nothing is written into the file now at that path; the sessions are kept in "
-            f"memory and written once the path is free (move that file away) or, at exit, "
-            f"dumped as JSON", {"pendingBatches": len(self._unsaved)},
-        )
+        try:
+            await _outlive_cancel(self._run(self.store.repair, self._before_reopen))
+        except StoreFault as e:
+            self._record_failure(e.cause)
+            raise errors.PersistFailed(str(e), {"pendingBatches": len(self._unsaved)}) from e.cause
 
     def _saved(self, batches: list[Batch], seconds: float) -> None:
         for b in batches:
@@ -259,8 +233,8 @@ class Persister:
         thread and back. (False, None) leaves it to the writer thread."""
         host = self._host
         if (self._lock.locked() or self._unsaved or host.pending_changes > INLINE_MAX_ROWS
-                or self.store.identity_problem()):
-            return False, None  # a snapshot under way, a retry, a big write, or a lost file
+                or self.store.fault()):
+            return False, None  # a snapshot under way, a retry, a big write, or a store at fault
         changes = host.drain(marks=False)  # the revision marks go with the next snapshot
         if changes is None:
             self._on_committed(host.revision)

@@ -2,7 +2,7 @@
 
 A handler returns a value to encode, or a coroutine when the answer needs the
 I/O shell (snapshot, restore, shutdown, a session not in memory yet): the frame's reply then comes back as a
-:class:`PendingReply` that the server awaits and finishes with :meth:`finish`.
+:class:`PendingReply` that replies.Replies awaits and finishes with :meth:`finish`.
 With ``durable`` set (durability=always), a mutating call's reply is pending too:
 its value is known, but it may only be sent once the change is committed.
 """

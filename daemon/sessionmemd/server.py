@@ -1,7 +1,8 @@
 """The socket shell: connections, framing, limits, back-pressure, peer checks, and
-"write this frame to that connection". It knows neither the session nor the disk:
-the dispatcher answers requests, and replies that must wait for a commit are settled
-through the :class:`Durability` it is handed.
+"write this frame to that connection". It only writes bytes and knows neither the
+session nor the disk: the dispatcher answers a request now, or its reply is handed to
+``later`` (replies.Replies) with this connection's ``write``, which is called with the
+reply's bytes when its commit or its I/O completes.
 
 Uses ``asyncio.Protocol`` rather than streams: a pipelining client's frames are
 split and dispatched in one callback and all replies leave in one write.
@@ -10,12 +11,11 @@ split and dispatched in one callback and all replies leave in one write.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -40,11 +40,8 @@ class Limits(msgspec.Struct, frozen=True):
     output_high_water: int = 1024 * 1024
 
 
-class Durability(Protocol):
-    """How a reply waits for its change to be committed (persist.Persister)."""
-
-    def commit_then(self, callback: Callable[[Exception | None], None]) -> None: ...
-    def commit_soon(self) -> asyncio.Future[None]: ...
+# Finishes replies that are not ready yet, writing each with the given write when it is.
+Later = Callable[[list[PendingReply], Callable[[bytes], None]], None]
 
 
 class Connection(asyncio.Protocol):
@@ -120,7 +117,7 @@ class Connection(asyncio.Protocol):
                 # One reply (the sequential client's case): one plain write.
                 self.write(out[0] + out[1] if len(out) == 2 else out)
             if pending:
-                self._settle(pending)
+                self.srv.later(pending, self.write)
             if done == len(frames) or self.closed:
                 return
             frames = frames[done:]
@@ -130,47 +127,6 @@ class Connection(asyncio.Protocol):
                 if t is not None:
                     t.pause_reading()
                 return
-
-    def _settle(self, pending: list[PendingReply]) -> None:
-        """Finish replies that wait for the disk. Writes that only wait for their commit
-        (durability=always) are answered by the commit's callback, without a task;
-        calls that need the shell (snapshot, restore, shutdown) go to a task."""
-        srv = self.srv
-        parts = [x for r in pending for x in r.pending()]
-        if all(x.work is None for x in parts):
-            srv.durability.commit_then(functools.partial(self._committed, pending))
-            return
-        commit = None
-        if any(x.work is None for x in parts):
-            commit = srv.durability.commit_soon()  # now: it must cover the changes just made
-        srv.track(asyncio.ensure_future(self._finish(pending, commit)))
-
-    def _committed(self, pending: list[PendingReply], failed: Exception | None) -> None:
-        for r in pending:
-            results = [x.value if failed is None else failed for x in r.pending()]
-            frame = self.srv.dispatcher.finish(r, results)
-            if frame is not None:
-                self.write(frame)
-
-    async def _finish(self, pending: list[PendingReply], commit: asyncio.Future[None] | None) -> None:
-        for reply in pending:
-            results: list[Any] = []
-            for part in reply.pending():
-                try:
-                    if part.work is not None:
-                        result = await part.work
-                        if part.commit:
-                            await asyncio.shield(self.srv.durability.commit_soon())
-                        results.append(result)
-                    else:
-                        assert commit is not None
-                        await asyncio.shield(commit)
-                        results.append(part.value)
-                except Exception as e:  # encoded as the call's error by finish()
-                    results.append(e)
-            frame = self.srv.dispatcher.finish(reply, results)
-            if frame is not None:
-                self.write(frame)
 
     def write(self, data: bytes | list[bytes]) -> None:
         """Queue replies. A client whose unsent replies pass ``max_output`` is cut off,
@@ -257,25 +213,20 @@ class Server:
         dispatcher: Dispatcher,
         limits: Limits,
         on_activity: Callable[[], None],
-        durability: Durability,
+        later: Later,
         on_close: Callable[[Connection], Any] = lambda conn: None,
         on_drained: Callable[[Connection], Any] = lambda conn: None,
     ) -> None:
         self.dispatcher = dispatcher
-        self.durability = durability
+        self.later = later
         self.on_close = on_close  # e.g. the feed forgets a watcher
         self.on_drained = on_drained  # a connection's client read what waited: the feed goes on
         self.limits = limits
         self.uid = os.getuid()
         self.connections: set[Connection] = set()
         self.stopping = False
-        self._inflight: set[asyncio.Future[Any]] = set()
         self._aserver: asyncio.AbstractServer | None = None
         self.touch = on_activity
-
-    def track(self, fut: asyncio.Future[Any]) -> None:
-        self._inflight.add(fut)
-        fut.add_done_callback(self._inflight.discard)
 
     async def serve(self, sock: socket.socket) -> None:
         """Accept on ``sock``, instead of any socket accepted on before (a re-bind after
@@ -290,19 +241,15 @@ class Server:
         )
 
     def stop_accepting(self) -> None:
-        """Close the listener and stop reading requests; in-flight ones still finish,
-        requests read but not handled yet are answered -32003 and run nothing."""
+        """Close the listener and stop reading requests; in-flight ones still finish.
+        (Requests read but not handled yet are refused by the dispatcher, which the
+        lifecycle tells first: Dispatcher.refusing.)"""
         self.stopping = True
-        self.dispatcher.refusing = errors.ShuttingDown("daemon is shutting down; the call was not run")
         if self._aserver is not None:
             self._aserver.close()
         for c in list(self.connections):
             if c.transport is not None and not c.transport.is_closing():
                 c.transport.pause_reading()
-
-    async def drain(self, timeout: float) -> None:
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=timeout)
 
     async def close_all(self, timeout: float = 2.0) -> None:
         """Close every connection, giving each a moment to flush its last replies."""

@@ -92,7 +92,7 @@ class Batch:
 @dataclass(slots=True)
 class Restored:
     """A session as the store loads it: all of it, or (``older`` > 0) its newest
-    messages, with the ``older`` ones before row ``tail_rowid`` left to load later."""
+    messages, with the ``older`` ones left to load later from ``older_cursor``."""
 
     session_id: str
     start_time: int
@@ -103,7 +103,9 @@ class Restored:
     context: dict[str, bytes]
     revision: int = 0
     older: int = 0
-    tail_rowid: int = 0
+    # Where the older messages end: a position only the store that made it reads
+    # (storage.Reader.load_older), opaque here.
+    older_cursor: object = None
 
 
 class SessionState:
@@ -114,7 +116,7 @@ class SessionState:
         "active_ticket",
         "revision",
         "older",
-        "tail_rowid",
+        "older_cursor",
         "_messages",
         "_files",
         "_context",
@@ -141,10 +143,10 @@ class SessionState:
         self.current_task: str | None = None
         self.active_ticket: str | None = None
         self.revision = 0  # of its last change (host.py sets it)
-        # Messages in the database not loaded yet (the oldest; see store.load_session),
-        # and the row before which they are.
+        # Messages in the store not loaded yet (the oldest; see storage.Reader), and the
+        # store's own position of where they end.
         self.older = 0
-        self.tail_rowid = 0
+        self.older_cursor: object = None
         self._messages = MessageLog()
         self._files: dict[str, None] = {}
         self._context: dict[str, bytes] = {}
@@ -165,7 +167,7 @@ class SessionState:
         s.active_ticket = r.active_ticket
         s.revision = r.revision
         s.older = r.older
-        s.tail_rowid = r.tail_rowid
+        s.older_cursor = r.older_cursor
         s._messages = r.messages
         s._saved_messages = len(r.messages)
         s._files = dict.fromkeys(r.files)  # a duplicate row (another tool's) counts once

@@ -8,8 +8,9 @@ tool picks the latest ``created_at`` instead, so the current session's row is ke
 latest created (``_keep_current_latest``) and both tools open the same one.
 
 The queries that read are storeread.py's: the loader runs them on its own connection
-on the reader thread, the store at open and for ``restore``. This module opens,
-creates and writes. A Store's connection is used by one thread at a time: the writer
+on the reader thread (sqlitestore.SqliteReader), the store at open and for
+``restore``. This module opens, creates and writes one file; sqlitestore.py puts it
+behind the seam (storage.Storage) with its lock and what happens when it is deleted. A Store's connection is used by one thread at a time: the writer
 thread, or the event loop's for a small commit while the writer is idle (persist.py).
 Whether a file may be opened at all is decided first, in dbcheck.py.
 """
@@ -37,8 +38,8 @@ from sessionmem.paths import make_private_dirs
 
 from . import schema, storeread
 from .state import Batch, Changes, Restored
+from .storage import TAIL
 
-TAIL = 1000  # a start loads the current session's newest messages first, the rest behind
 
 
 
@@ -308,7 +309,7 @@ class Store:
     def reserve_revisions(self, block: int) -> tuple[int, bool]:
         """At start: the last revision that may have been handed out (the reserved mark),
         and whether the change log on disk is whole up to it (the last stop was clean:
-        the loader reads it after the first answers, storeread.change_rows); then
+        the loader reads it after the first answers, storage.Reader.change_rows); then
         durably reserve ``block`` more. Called before serving."""
         c = self._conn
         mark, logged = self._opened_feed  # read (and so checked) before the first write

@@ -105,7 +105,7 @@ def load_session(c: sqlite3.Connection, sid: str, revision: int = 0, tail: int |
     # "" is a task like any other string and survives a restart (the original turned
     # it into NULL on its way to disk; NULL still reads back as None).
     return Restored(sid, int(start_time), task, ticket, messages, files, context,
-                    revision=revision, older=older, tail_rowid=tail_rowid)
+                    revision=revision, older=older, older_cursor=tail_rowid)
 
 
 def load_older(c: sqlite3.Connection, sid: str, before_rowid: int, chunk: int = 50_000) -> MessageLog:
@@ -148,11 +148,11 @@ def read_feed(c: sqlite3.Connection) -> tuple[int, int | None]:
     return mark, None if last is None else int(last)
 
 
-def change_rows(c: sqlite3.Connection, upto: int) -> list[tuple[int, str, bytes]]:
-    """The change log on disk up to ``upto`` (a previous run's), oldest first."""
+def change_rows(c: sqlite3.Connection, since: int, upto: int) -> list[tuple[int, str, bytes]]:
+    """The change log on disk after revision ``since`` up to ``upto``, oldest first."""
     return [(int(r), str(sid), bytes(f)) for r, sid, f in c.execute(
-        "SELECT revision, session_id, frame FROM sessionmem_changes WHERE revision <= ? ORDER BY revision",
-        (upto,))]
+        "SELECT revision, session_id, frame FROM sessionmem_changes WHERE revision > ? AND revision <= ? "
+        "ORDER BY revision", (since, upto))]
 
 
 def _json_value(text: str) -> bytes:
