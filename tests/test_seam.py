@@ -19,7 +19,7 @@ DAEMON = Path(__file__).resolve().parent.parent / "daemon" / "sessionmemd"
 # Modules above the seam: they may use storage.py, never a store's driver or files.
 ABOVE = ("app", "daemon", "persist", "loader", "host", "methods", "server", "replies", "rpc",
          "state", "messages", "changelog", "records", "feed")
-BELOW = {"sqlite3", "store", "storeread", "sqlitestore", "dbcheck", "schema"}
+BELOW = {"sqlite3", "store", "storeread", "sqlitestore", "dbcheck", "schema", "pgstore", "psycopg"}
 
 
 def imported(module: str) -> set[str]:

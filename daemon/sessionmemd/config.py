@@ -55,6 +55,10 @@ class Config:
     fsync: bool = False
     max_messages: int | None = None  # every session keeps at most its newest N messages
     session_idle: float = 300.0  # seconds before an unused session is dropped from memory
+    # A PostgreSQL store (storeurl.choose): its URL and this project's key in it; None:
+    # the SQLite file of paths.db.
+    store_url: str | None = None
+    project_key: str | None = None
 
     # -- building ------------------------------------------------------------------------
     def load(self, on_activity: Callable[[], None]) -> App:
@@ -70,7 +74,13 @@ class Config:
         return self._assemble(store, mark, log_kept, on_activity)
 
     def open_store(self) -> Storage:
-        """The store these options name: today always the SQLite file of paths.db."""
+        """The store these options name: PostgreSQL when given a URL (its driver
+        imported only then), else the SQLite file of paths.db."""
+        if self.store_url is not None:
+            assert self.project_key is not None  # storeurl.choose refuses a URL without one
+            from .pgstore import PgStore
+
+            return PgStore(self.store_url, self.project_key)
         return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
     def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:

@@ -21,6 +21,8 @@ from .daemon import Daemon
 from .listener import AlreadyRunning
 from .server import Limits
 from .dbcheck import BadDatabase, DatabaseUnusable
+from .storage import StoreError
+from .storeurl import StoreChoiceError, choose, mask
 
 log = logging.getLogger("sessionmemd")
 _DEFAULTS = Limits()
@@ -84,12 +86,18 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
         return uvloop.run(main()), ""
     except AlreadyRunning as e:
         return errors.EXIT_ALREADY_RUNNING, str(e)
+    except Exception as e:
+        if type(e).__name__ == "ProjectBusy":  # pgstore's, not imported unless it runs
+            return errors.EXIT_ALREADY_RUNNING, str(e)
+        raise
     except BadDatabase as e:
         return errors.EXIT_BAD_DATABASE, str(e)
     except DatabaseUnusable as e:
         return (errors.EXIT_NO_PERMISSION if e.permission else errors.EXIT_IO), str(e)
     except PathError as e:
         return errors.EXIT_CONFIG, str(e)
+    except StoreError as e:  # a server store: unreachable, refused, a newer schema
+        return errors.EXIT_IO, mask(str(e), cfg.store_url)
     except OSError as e:
         return errors.EXIT_CONFIG, f"cannot start: {e}"
 
@@ -158,6 +166,11 @@ def _background(cfg: Config, log_path: str) -> None:
 @click.option("--max-messages", type=click.IntRange(min=1), default=None, help="Keep at most the newest N messages of every session (default: no bound).")
 @click.option("--session-idle", type=click.FloatRange(min=0.1), default=300.0, show_default=True, help="Seconds unused after which a session (not the current one) is written and dropped from memory.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--store", default=None, help="postgresql://... URL of a PostgreSQL store (else $SESSIONMEM_STORE, "
+              "else [store] url in <root>/sessionmem.toml, else the SQLite file). Durability is then always "
+              "'always'. Pass a password through PGPASSWORD, ~/.pgpass, the variable or the toml, not here: argv shows in ps.")
+@click.option("--project-key", default=None, help="The project's key in a PostgreSQL store (else $SESSIONMEM_PROJECT_KEY, "
+              "else [store] project_key in sessionmem.toml, else the git origin as host/owner/repo).")
 @click.option("--recover", is_flag=True, help="Move an unusable database aside (renamed, never deleted) and start empty.")
 @click.option("--background", is_flag=True, help="Detach; exit once the daemon serves (0) or failed (its error).")
 @click.version_option(package_name="sessionmem")
@@ -178,6 +191,8 @@ def main(
     log_level: str,
     recover: bool,
     background: bool,
+    store: str | None = None,
+    project_key: str | None = None,
 ) -> None:
     """The sessionmem daemon: serves one project's session over a Unix socket."""
     _setup_logging(log_level)
@@ -186,6 +201,14 @@ def main(
     except PathError as e:
         click.echo(f"sessionmemd: {e}", err=True)
         sys.exit(errors.EXIT_CONFIG)
+    try:
+        choice = choose(paths.root, store, project_key, dict(os.environ))
+    except StoreChoiceError as e:
+        click.echo(f"sessionmemd: {e}", err=True)
+        sys.exit(errors.EXIT_CONFIG)
+    if choice.url is not None:
+        # Every change committed in PostgreSQL before it is acknowledged (design §12).
+        durability = "always"
     cfg = Config(
         paths=paths,
         snapshot_interval=snapshot_interval,
@@ -197,6 +220,8 @@ def main(
         fsync=fsync,
         max_messages=max_messages,
         session_idle=session_idle,
+        store_url=choice.url,
+        project_key=choice.project_key,
     )
     if background:
         _background(cfg, str(paths.log))
