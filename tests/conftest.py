@@ -167,13 +167,42 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run the module's daemon tests against SQLite and PostgreSQL")
+    config.addinivalue_line("markers", "sqlite_only(reason): a both_stores test about the SQLite file or "
+                            "durability periodic (PostgreSQL always commits before the reply)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked both_stores (e.g. a module's ``pytestmark``) that starts a daemon
+    runs once per store: the same test, not a copy."""
+    if (metafunc.definition.get_closest_marker("both_stores") and "store" in metafunc.fixturenames
+            and not metafunc.definition.get_closest_marker("sqlite_only")):
+        metafunc.parametrize("store", STORES, indirect=True)
+
+
 @pytest.fixture
-def make_daemon(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
+def store(request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL URL the daemons of this test use (a database of its own), or
+    None for the SQLite file (the default, and every test not marked both_stores)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, env: dict[str, str], store: str | None) -> Iterator[Any]:
     made: list[Daemon] = []
 
     def make(*args: str, root: Path | None = None, db: Path | None = None, name: str = "d", start: bool = True) -> Daemon:
         r = root or tmp_path / "proj"
         r.mkdir(exist_ok=True)
+        if store is not None:
+            # One project key per project folder: daemons of one folder share its rows.
+            args = ("--store", store, "--project-key", str(r), *args)
         d = Daemon(r, tmp_path / f"{name}.sock", db or r / ".arela" / "memory" / "session.db", list(args), env)
         made.append(d)
         if start:

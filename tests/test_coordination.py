@@ -20,6 +20,9 @@ from sessionmem import Session, errors
 
 from conftest import Daemon, run_cli
 
+# Every daemon test here runs against both stores (conftest.pytest_generate_tests).
+pytestmark = pytest.mark.both_stores
+
 
 def run_procs(code: str, args: list[list[str]], timeout: float = 120) -> list[subprocess.CompletedProcess[str]]:
     """Start one Python process per args list, all at once; wait for every one."""
@@ -73,6 +76,7 @@ def test_ticket_claim_from_the_cli(daemon: Daemon, env: dict[str, str]) -> None:
 COUNTER = """
 import sys
 from sessionmem import Session, Conflict
+
 sock, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conflicts = 0
 with Session(project=root, socket=sock, autostart=False) as s:
@@ -171,6 +175,7 @@ def test_kill9_under_always_with_retrying_clients_keeps_every_acknowledged_messa
         assert present[: len(mine)] == mine  # every acknowledged one, in order, once
 
 
+@pytest.mark.sqlite_only("periodic durability")
 def test_kill9_under_periodic_never_hands_a_revision_out_twice(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "3600")  # nothing reaches the disk before the kill
     with d.session() as s:
@@ -185,6 +190,7 @@ def test_kill9_under_periodic_never_hands_a_revision_out_twice(make_daemon) -> N
         assert s.get_stats().revision > seen  # not one of the numbers seen before the kill
 
 
+@pytest.mark.sqlite_only("restore drops what periodic durability left unsaved")
 def test_revisions_survive_restore_and_clean_restarts(make_daemon) -> None:
     d = make_daemon()
     with d.session() as s:
@@ -247,6 +253,7 @@ def test_a_read_is_repeated_by_itself_after_a_daemon_restart(make_daemon) -> Non
         assert s.get_current_task() == "kept"  # and the session goes on on the new daemon
 
 
+@pytest.mark.sqlite_only("reads the SQLite file")
 def test_message_ids_are_stored_in_an_additive_column(make_daemon) -> None:
     import sqlite3
 

@@ -12,7 +12,11 @@ from sessionmem import protocol as p
 
 from conftest import Daemon
 
+# Every daemon test here runs against both stores (conftest.pytest_generate_tests).
+pytestmark = pytest.mark.both_stores
 
+
+@pytest.mark.sqlite_only("its snapshot counts what periodic durability left unsaved")
 def test_every_method_over_the_raw_socket(daemon: Daemon) -> None:
     c = daemon.conn()
     sid = c.result("getSessionId")
@@ -183,6 +187,7 @@ def test_no_daemon_without_autostart_is_a_clear_error(tmp_path: Any) -> None:
 
 
 @pytest.mark.skipif(not __import__("shutil").which("socat"), reason="needs socat (Debian package socat)")
+@pytest.mark.sqlite_only("replies in request order: periodic durability (under always a read answers before an earlier write commits)")
 def test_the_documented_socat_session(daemon: Daemon) -> None:
     import subprocess
 

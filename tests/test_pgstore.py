@@ -148,3 +148,21 @@ def test_the_core_does_not_import_the_driver() -> None:
     r = subprocess.run([sys.executable, "-c", "import sys, sessionmemd.main, sessionmem.cli.entry; "
                         "print('psycopg' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_any_string_the_wire_allows_round_trips(pg_url: str) -> None:
+    """PostgreSQL's text cannot hold NUL: free text is kept as UTF-8 bytea."""
+    store = PgStore(pg_url, "k")
+    s = SessionState("a", 1)
+    s.add_message("u\x00", "c\x00ontent é", 1)
+    s.track_file("f\x00.py")
+    s.set_context("k\x00", b'"\\u0000"')
+    s.current_task = "t\x00"
+    store.write([Batch(sessions=[s.drain()], current="a")])  # type: ignore[list-item]
+    store.close()
+    store = PgStore(pg_url, "k")
+    got = store.take_opened()[1]
+    assert got is not None and got.current_task == "t\x00" and got.files == ["f\x00.py"]
+    assert json.loads(got.messages.all()) == [{"role": "u\x00", "content": "c\x00ontent é", "timestamp": 1}]
+    assert list(got.context) == ["k\x00"]
+    store.close()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import signal
 import sqlite3
 import time
 
 from conftest import Daemon, wait_for
+
+# Every daemon test here runs against both stores (conftest.pytest_generate_tests).
+pytestmark = pytest.mark.both_stores
 
 
 def fill(d: Daemon) -> str:
@@ -55,6 +60,7 @@ def rows(d: Daemon) -> int:
         c.close()
 
 
+@pytest.mark.sqlite_only("periodic durability: changes unsaved until a signal")
 def test_sigusr1_and_sighup_snapshot_and_keep_running(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "3600")
     with d.session() as s:
@@ -69,6 +75,7 @@ def test_sigusr1_and_sighup_snapshot_and_keep_running(make_daemon) -> None:
         assert len(s.get_all_messages()) == 2  # still serving
 
 
+@pytest.mark.sqlite_only("periodic durability")
 def test_periodic_snapshot_without_any_signal(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "0.05")
     with d.session() as s:
@@ -78,6 +85,7 @@ def test_periodic_snapshot_without_any_signal(make_daemon) -> None:
         assert s.get_stats().lastSnapshotAt is not None
 
 
+@pytest.mark.sqlite_only("periodic durability: a kill -9 loses what was not snapshotted")
 def test_kill9_after_a_snapshot_keeps_what_was_snapshotted(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "3600")
     sid = fill(d)

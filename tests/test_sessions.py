@@ -16,6 +16,9 @@ from conftest import Daemon, run_cli, wait_for
 from sessionmem import AsyncSession, errors
 from sessionmem import protocol as p
 
+# Every daemon test here runs against both stores (conftest.pytest_generate_tests).
+pytestmark = pytest.mark.both_stores
+
 
 def err(reply: dict[str, Any]) -> int:
     assert "error" in reply, reply
@@ -350,6 +353,7 @@ def test_export_import_round_trip_of_10000_messages_field_for_field(daemon: Daem
 
 
 # -- --max-messages ---------------------------------------------------------------------------------
+@pytest.mark.sqlite_only("reads the SQLite file")
 def test_max_messages_with_8_concurrent_writers_keeps_the_newest_n_on_disk_too(make_daemon) -> None:
     n = 50
     d = make_daemon("--max-messages", str(n), "--snapshot-interval", "0.05")
@@ -426,6 +430,7 @@ def test_every_change_of_the_session_methods_is_in_the_feed(make_daemon) -> None
     assert new == c.result("getSessionId") and first != new
 
 
+@pytest.mark.sqlite_only("changes left unsaved by periodic durability")
 def test_restore_reloads_every_session_from_the_last_snapshot(make_daemon) -> None:
     d = make_daemon("--snapshot-interval", "3600")
     with d.session() as s:

@@ -86,10 +86,6 @@ def _run(cfg: Config, on_ready: Callable[[], None]) -> tuple[int, str]:
         return uvloop.run(main()), ""
     except AlreadyRunning as e:
         return errors.EXIT_ALREADY_RUNNING, str(e)
-    except Exception as e:
-        if type(e).__name__ == "ProjectBusy":  # pgstore's, not imported unless it runs
-            return errors.EXIT_ALREADY_RUNNING, str(e)
-        raise
     except BadDatabase as e:
         return errors.EXIT_BAD_DATABASE, str(e)
     except DatabaseUnusable as e:

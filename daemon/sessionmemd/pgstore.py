@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from .listener import AlreadyRunning
 from .messages import MessageLog
 from .state import Batch, Changes, Restored
 from .storage import TAIL, Catalogue, ChangeRow, Reader, SessionRow, Storage, StoreError, StoreFault
@@ -71,8 +72,8 @@ _MIGRATIONS: list[str] = [
       project_key text NOT NULL,
       id text NOT NULL,
       start_time bigint NOT NULL,
-      current_task text,
-      active_ticket text,
+      current_task bytea,
+      active_ticket bytea,
       revision bigint NOT NULL DEFAULT 0,
       PRIMARY KEY (project_key, id)
     );
@@ -80,10 +81,10 @@ _MIGRATIONS: list[str] = [
       seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
       project_key text NOT NULL,
       session_id text NOT NULL,
-      role text NOT NULL,
-      content text NOT NULL,
+      role bytea NOT NULL,
+      content bytea NOT NULL,
       ts bigint NOT NULL,
-      message_id text,
+      message_id bytea,
       data text
     );
     CREATE INDEX sessionmem_messages_by_session ON sessionmem_messages (project_key, session_id, seq);
@@ -91,14 +92,14 @@ _MIGRATIONS: list[str] = [
       seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
       project_key text NOT NULL,
       session_id text NOT NULL,
-      file_path text NOT NULL,
+      file_path bytea NOT NULL,
       UNIQUE (project_key, session_id, file_path)
     );
     CREATE TABLE sessionmem_context (
       seq bigint GENERATED ALWAYS AS IDENTITY,
       project_key text NOT NULL,
       session_id text NOT NULL,
-      key text NOT NULL,
+      key bytea NOT NULL,
       value text NOT NULL,
       PRIMARY KEY (project_key, session_id, key)
     );
@@ -121,8 +122,9 @@ class NewerSchema(StoreError):
     """The database was migrated by a newer sessionmemd."""
 
 
-class ProjectBusy(Exception):
-    """Another daemon serves this project key in this database."""
+class ProjectBusy(AlreadyRunning):
+    """Another daemon serves this project key in this database (the exit code and
+    message of a second daemon on one SQLite file)."""
 
 
 def _lock_id(project_key: str) -> int:
@@ -206,9 +208,23 @@ class PgReader:
         self._conn.close()
 
 
+# Free text (roles, contents, tasks, paths, keys, message ids) is kept as bytea, UTF-8:
+# PostgreSQL's text cannot hold a NUL character, which the wire allows in any string.
+def _b(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _s(raw: bytes) -> str:
+    return bytes(raw).decode()
+
+
+def _o(raw: bytes | None) -> str | None:
+    return None if raw is None else bytes(raw).decode()
+
+
 def _messages(rows: Iterable[tuple[Any, ...]]) -> Iterable[tuple[str, str, int, str | None, bytes | None]]:
     for role, content, ts, mid, data in rows:
-        yield role, content, int(ts), mid, None if data is None else data.encode()
+        yield _s(role), _s(content), int(ts), _o(mid), None if data is None else data.encode()
 
 
 def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
@@ -219,7 +235,7 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
                     "WHERE project_key = %s AND id = %s", (key, sid)).fetchone()
     if row is None:
         return None
-    start_time, task, ticket = row
+    start_time, task, ticket = row[0], _o(row[1]), _o(row[2])
     older, cursor = 0, 0
     messages = MessageLog()
     if tail is None:
@@ -237,9 +253,9 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
                                 "AND session_id = %s AND seq < %s", (key, sid, cursor)).fetchone()
             older = int(counted[0]) if counted else 0
         messages.extend(_messages(r[1:] for r in rows))
-    files = [r[0] for r in c.execute("SELECT file_path FROM sessionmem_files WHERE project_key = %s "
+    files = [_s(r[0]) for r in c.execute("SELECT file_path FROM sessionmem_files WHERE project_key = %s "
                                      "AND session_id = %s ORDER BY seq", (key, sid))]
-    context = {k: v.encode() for k, v in c.execute(
+    context = {_s(k): v.encode() for k, v in c.execute(
         "SELECT key, value FROM sessionmem_context WHERE project_key = %s AND session_id = %s ORDER BY seq",
         (key, sid))}
     return Restored(sid, int(start_time), task, ticket, messages, files, context,
@@ -253,7 +269,7 @@ def session_rows(c: psycopg.Connection[Any], key: str) -> dict[str, SessionRow]:
                            "GROUP BY session_id", (key,)).fetchall())
     ctx = dict(c.execute("SELECT session_id, count(*) FROM sessionmem_context WHERE project_key = %s "
                          "GROUP BY session_id", (key,)).fetchall())
-    return {sid: (int(start), task, ticket, int(msgs.get(sid, 0)), int(files.get(sid, 0)), int(ctx.get(sid, 0)))
+    return {sid: (int(start), _o(task), _o(ticket), int(msgs.get(sid, 0)), int(files.get(sid, 0)), int(ctx.get(sid, 0)))
             for sid, start, task, ticket in c.execute(
                 "SELECT id, start_time, current_task, active_ticket FROM sessionmem_sessions "
                 "WHERE project_key = %s", (key,))}
@@ -381,7 +397,7 @@ class PgStore:
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (project_key, id) DO UPDATE SET "
                 "start_time = excluded.start_time, current_task = excluded.current_task, "
                 "active_ticket = excluded.active_ticket",
-                (key, sid, ch.start_time, ch.current_task, ch.active_ticket))
+                (key, sid, ch.start_time, _b(ch.current_task), _b(ch.active_ticket)))
         if ch.trim_front:
             cur.execute("DELETE FROM sessionmem_messages WHERE seq IN (SELECT seq FROM sessionmem_messages "
                         "WHERE project_key = %s AND session_id = %s ORDER BY seq LIMIT %s)",
@@ -396,23 +412,24 @@ class PgStore:
             cur.executemany(
                 "INSERT INTO sessionmem_messages (project_key, session_id, role, content, ts, message_id, data) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(key, sid, m.role, m.content, m.timestamp, i, None if d is None else d.decode())
+                [(key, sid, m.role.encode(), m.content.encode(), m.timestamp, _b(i),
+                  None if d is None else d.decode())
                  for m, i, d in zip(chunk, ids, data, strict=True)])
         for path, tracked in ch.files:
             cur.execute("DELETE FROM sessionmem_files WHERE project_key = %s AND session_id = %s "
-                        "AND file_path = %s", (key, sid, path))
+                        "AND file_path = %s", (key, sid, path.encode()))
             if tracked:
                 cur.execute("INSERT INTO sessionmem_files (project_key, session_id, file_path) "
-                            "VALUES (%s, %s, %s)", (key, sid, path))
+                            "VALUES (%s, %s, %s)", (key, sid, path.encode()))
         for k, value in ch.context:
             if value is None:
                 cur.execute("DELETE FROM sessionmem_context WHERE project_key = %s AND session_id = %s "
-                            "AND key = %s", (key, sid, k))
+                            "AND key = %s", (key, sid, k.encode()))
             else:
                 # An update keeps the key's place (its seq), as SQLite keeps its rowid.
                 cur.execute("INSERT INTO sessionmem_context (project_key, session_id, key, value) "
                             "VALUES (%s, %s, %s, %s) ON CONFLICT (project_key, session_id, key) "
-                            "DO UPDATE SET value = excluded.value", (key, sid, k, value))
+                            "DO UPDATE SET value = excluded.value", (key, sid, k.encode(), value))
 
     def reload(self) -> tuple[Catalogue, Restored | None]:
         c = self._live()

@@ -1,0 +1,95 @@
+"""Writes through the PostgreSQL store ÷ the SQLite file, both durability ``always``
+(issue 17's first figure), in one run on this machine: one writer sending
+``addMessage`` one at a time, and 8 writers at once on one daemon (their commits
+grouped per loop turn). The PostgreSQL server is a throwaway cluster on a Unix socket
+(tests/pgcluster.py, fsync off as in the tests; the SQLite file is not fsynced either:
+the ratio compares the stores' round trips, not the disks).
+
+    .venv/bin/python benchmarks/pg_bench.py [--n 3000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from bench import sessionmemd  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
+
+
+def writes(sock: Path, n: int, tag: str) -> float:
+    """Sequential addMessage calls on one connection; writes per second."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(sock))
+    frame = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "addMessage",
+                         "params": {"role": "user", "content": f"{tag} " + "x" * 200}}) + "\n").encode()
+    buf = b""
+    t = time.perf_counter()
+    for _ in range(n):
+        s.sendall(frame)
+        while b"\n" not in buf:
+            buf += s.recv(65536)
+        line, buf = buf.split(b"\n", 1)
+        assert b'"error"' not in line, line
+    dt = time.perf_counter() - t
+    s.close()
+    return n / dt
+
+
+def parallel(sock: Path, n: int, writers: int) -> float:
+    """``writers`` connections writing at once; total writes per second."""
+    threads = [threading.Thread(target=writes, args=(sock, n // writers, f"w{i}")) for i in range(writers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (n // writers * writers) / (time.perf_counter() - t)
+
+
+def run(n: int) -> dict[str, float]:
+    cluster = Cluster()
+    cluster.start()
+    out: dict[str, float] = {}
+    try:
+        url = cluster.create_database("bench")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, args in (("sqlite", ("--durability", "always")),
+                               ("postgresql", ("--store", url, "--project-key", "bench"))):
+                d = sessionmemd(Path(tmp), name, *args)
+                try:
+                    writes(d.sock, 200, "warm")
+                    out[f"{name}SequentialPerSec"] = round(writes(d.sock, n, "seq"), 1)
+                    out[f"{name}8WritersPerSec"] = round(parallel(d.sock, n, 8), 1)
+                finally:
+                    d.stop()
+    finally:
+        cluster.destroy()
+    out["sequentialRatio"] = round(out["postgresqlSequentialPerSec"] / out["sqliteSequentialPerSec"], 3)
+    out["writers8Ratio"] = round(out["postgresql8WritersPerSec"] / out["sqlite8WritersPerSec"], 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    figures = run(a.n)
+    print(json.dumps(figures, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
