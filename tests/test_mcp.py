@@ -47,7 +47,9 @@ def test_tools_and_resources_through_the_official_client(daemon: Daemon, env) ->
         async with Client(server(daemon, env)) as c:
             tools = {t.name: t for t in (await c.list_tools()).tools}
             assert set(tools) == {"get_session", "set_task", "add_message", "recent_messages", "track_file",
-                                  "untrack_file", "get_context", "set_context", "claim_ticket", "wait_for_change"}
+                                  "untrack_file", "get_context", "set_context", "claim_ticket", "wait_for_change",
+                                  "release_ticket", "delete_context", "list_sessions", "acquire_lease",
+                                  "renew_lease", "release_lease", "list_leases"}
             for t in tools.values():  # every tool and param says what it is for
                 assert t.description and len(t.description) > 30, t.name
                 for name, schema in t.input_schema.get("properties", {}).items():

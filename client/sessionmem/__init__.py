@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
         ConnectionLost,
         DaemonStartError,
         InvalidParams,
+        LeaseHeld,
         MethodNotFound,
         NoSuchSession,
         PersistFailed,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs
         VersionMismatch,
     )
     from .protocol import Change, FullMessage, HelloResult, Message, SessionInfo, SnapshotResult, Stats
+    from .lease import AsyncLease, Lease
     from .session import Session
 
 _LAZY = {
@@ -59,10 +61,14 @@ _LAZY = {
     "FullMessage": "protocol",
     "SessionInfo": "protocol",
     "Transaction": "calls",
+    "LeaseHeld": "errors",
+    "Lease": "lease",
+    "AsyncLease": "lease",
 }
 
 __all__ = [
     "__version__",
+    "AsyncLease",
     "AsyncSession",
     "Change",
     "Compacted",
@@ -73,6 +79,8 @@ __all__ = [
     "DaemonStartError",
     "HelloResult",
     "InvalidParams",
+    "Lease",
+    "LeaseHeld",
     "Message",
     "MethodNotFound",
     "NoSuchSession",

@@ -255,12 +255,71 @@ class Calls:
             params["sessionId"] = session_id
         return Call("importSession", params, _session_id)
 
+    # -- leases -------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, ttl: float | None = None, owner: str | None = None
+                      ) -> Call[p.Lease]:
+        """Take the lease ``name`` (its token is the revision of the acquisition), or
+        :class:`sessionmem.LeaseHeld` naming the holder. ``ttl``: seconds without a
+        renewal before it ends; None: it ends when this client's connection closes.
+        ``owner``: default ``$SESSIONMEM_AGENT``, else ``<hostname>:<pid>``. The lease
+        concerns the bound session (else the current one)."""
+        params: Params = {"name": name, "owner": owner or default_owner()}
+        if ttl is not None:
+            params["ttlMs"] = ttl_ms(ttl)
+        return Call("acquireLease", self._s(params))
+
+    def renew_lease(self, name: str, token: int, ttl: float | None = None) -> Call[p.Lease]:
+        params: Params = {"name": name, "token": token}
+        if ttl is not None:
+            params["ttlMs"] = ttl_ms(ttl)
+        return Call("renewLease", params)
+
+    def release_lease(self, name: str, token: int) -> Call[None]:
+        return Call("releaseLease", {"name": name, "token": token})
+
+    def list_leases(self, session: str | None = None) -> Call[list[p.Lease]]:
+        """The live leases (those concerning ``session`` only, when given)."""
+        return Call("listLeases", {"session": session} if session is not None else None)
+
     def any(self, method: str, params: Params | None = None) -> Call[Any]:
         """Any method by its wire name, params by name (``full: true`` reads decoded as
         FullMessages)."""
         if params and params.get("full") is True and method in ("getRecentMessages", "getAllMessages"):
             method = f"{method}:full"
         return Call(method, params)
+
+
+def default_owner() -> str:
+    """A lease's owner when none is given: ``$SESSIONMEM_AGENT``, else ``<hostname>:<pid>``."""
+    import os
+    import socket
+
+    return os.environ.get("SESSIONMEM_AGENT") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def ttl_ms(seconds: float) -> int:
+    ms = round(seconds * 1000)
+    if ms < 1:
+        raise ValueError(f"a lease's ttl must be at least 1 ms, not {seconds!r} s")
+    return ms
+
+
+def with_lease(call: Call[T], lease: p.LeaseRef) -> Call[T]:
+    """``call`` fenced by ``lease`` when it changes something (docs/protocol.md "Leases")."""
+    fence = {"name": lease.name, "token": lease.token}
+
+    def fenced(method: str, params: Params | None) -> Params | None:
+        spec = p.METHODS.get(method.partition(":")[0])
+        if spec is None or not spec.mutates or method in _UNFENCED:
+            return params
+        return {**(params or {}), "lease": fence}
+    if call.batch is not None:
+        return Call(call.method, call.params, call.then, [(m, fenced(m, ps)) for m, ps in call.batch])
+    return Call(call.method, fenced(call.method, call.params), call.then)
+
+
+# Mutating, but not fenced: the lease calls themselves, and restore (the daemon's).
+_UNFENCED = frozenset({"acquireLease", "renewLease", "releaseLease", "restore"})
 
 
 def _message(role: str, content: str, timestamp: int | None, message_id: str | None, data: Any) -> Params:

@@ -108,6 +108,14 @@ class SessionIsCurrent(SessionmemError):
 
 
 # Client-side failures that never travel on the wire.
+class LeaseHeld(SessionmemError):
+    """A lease is held by another owner, or not (any longer) with the token given:
+    nothing changed. ``data``: the holder now, ``{owner, expiresAt, token}`` (null
+    fields when nobody holds it)."""
+
+    code = p.LEASE_HELD
+
+
 class ConnectionFailed(SessionmemError):
     """No daemon answers (and autostart is off or failed)."""
 
@@ -147,6 +155,7 @@ _BY_CODE: dict[int, type[SessionmemError]] = {
         NoSuchSession,
         SessionExists,
         SessionIsCurrent,
+        LeaseHeld,
     )
 }
 

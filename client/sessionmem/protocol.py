@@ -34,12 +34,13 @@ COMPACTED: Final = -32010  # watch `since` older than the change log; data: {old
 NO_SUCH_SESSION: Final = -32011  # data: {sessionId}
 SESSION_EXISTS: Final = -32012  # data: {sessionId}
 SESSION_IS_CURRENT: Final = -32013  # deleteSession of the current one; data: {sessionId}
+LEASE_HELD: Final = -32014  # a lease is held by another, or not with that token; data: {owner, expiresAt, token}
 
 # What hello's `capabilities` lists; clients may test for each by name.
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
     "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
-    "transact",
+    "transact", "leases",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -56,6 +57,21 @@ SessionRef = SessionId | UnsetType
 RequestId = int | float | str | None
 # `expect`: absent (UNSET) = unconditional; any JSON value, null included, is compared.
 Expect = Raw | UnsetType
+LeaseName = Annotated[str, Meta(min_length=1, max_length=256)]
+LeaseOwner = Annotated[str, Meta(min_length=1, max_length=128)]
+TtlMs = Annotated[int, Meta(ge=1, le=2**53)]
+
+
+class LeaseRef(Struct, forbid_unknown_fields=True):
+    """``lease`` of a mutating call (fencing): the call applies only while this lease is
+    held with this token, else -32014 and nothing changes."""
+
+    name: LeaseName
+    token: Revision
+
+
+# `lease`: absent (UNSET) = not fenced.
+Fence = LeaseRef | UnsetType
 
 
 # -- envelope --------------------------------------------------------------------
@@ -140,6 +156,7 @@ class SetCurrentTaskParams(_Params):
     task: str | None
     expect: Expect = UNSET
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class AddMessageParams(_Params):
@@ -149,6 +166,7 @@ class AddMessageParams(_Params):
     id: MessageId | UnsetType = UNSET  # a repeat of an id the session holds adds nothing
     data: Raw | UnsetType = UNSET  # any JSON, kept with the message (read with full: true)
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class GetRecentMessagesParams(_Params):
@@ -165,12 +183,14 @@ class GetAllMessagesParams(_Params):
 class FilePathParams(_Params):
     filePath: str
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class SetActiveTicketParams(_Params):
     ticketId: str | None
     expect: Expect = UNSET
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class SetContextParams(_Params):
@@ -178,6 +198,7 @@ class SetContextParams(_Params):
     value: Raw
     expect: Expect = UNSET
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class KeyParams(_Params):
@@ -189,16 +210,19 @@ class DeleteContextParams(_Params):
     key: str
     expect: Expect = UNSET
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class PopMessageParams(_Params):
     expect: Expect = UNSET  # the newest message as {role, content, timestamp}, or null
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class TrimMessagesParams(_Params):
     keep: Count
     session: SessionRef = UNSET
+    lease: Fence = UNSET
 
 
 class TransactOp(_Params):
@@ -214,6 +238,7 @@ class TransactParams(_Params):
     session: SessionRef = UNSET
     # The addressed session's revision (of its last change) must be this, else -32009.
     expectRevision: Revision | UnsetType = UNSET
+    lease: Fence = UNSET
 
 
 class CreateSessionParams(_Params):
@@ -221,16 +246,46 @@ class CreateSessionParams(_Params):
     forkFrom: SessionId | UnsetType = UNSET  # absent: an empty session
     forkUpTo: Count | UnsetType = UNSET  # messages of forkFrom to copy; absent: all
     makeCurrent: bool = False
+    lease: Fence = UNSET
 
 
 class SessionIdParams(_Params):
     sessionId: SessionId
+    lease: Fence = UNSET
 
 
 class ImportSessionParams(_Params):
     records: list[Raw]  # exportSession's records, header first (see SessionRecord)
     sessionId: SessionId | UnsetType = UNSET  # absent: the header's
     makeCurrent: bool = False
+    lease: Fence = UNSET
+
+
+class ClearParams(_Params):
+    session: SessionRef = UNSET
+    lease: Fence = UNSET
+
+
+class AcquireLeaseParams(_Params):
+    name: LeaseName
+    owner: LeaseOwner
+    ttlMs: TtlMs | UnsetType = UNSET  # absent: ephemeral, ends with the connection
+    session: SessionRef = UNSET  # which session the lease concerns (absent: the current)
+
+
+class RenewLeaseParams(_Params):
+    name: LeaseName
+    token: Revision
+    ttlMs: TtlMs | UnsetType = UNSET  # absent: the ttl it was acquired with
+
+
+class ReleaseLeaseParams(_Params):
+    name: LeaseName
+    token: Revision
+
+
+class ListLeasesParams(_Params):
+    session: SessionRef = UNSET  # only the leases concerning this session; absent: all
 
 
 class WatchParams(_Params):
@@ -292,6 +347,18 @@ class FullMessage(Struct, omit_defaults=True, frozen=True):
     timestamp: int
     id: str | UnsetType = UNSET
     data: Any = UNSET
+
+
+class Lease(Struct, kw_only=True):
+    """A live lease (acquireLease's and renewLease's result, listLeases' items, and
+    the ``lease`` of a lease change)."""
+
+    name: str
+    owner: str
+    token: int  # the revision of its acquisition: a later holder's is larger
+    expiresAt: int | None  # epoch ms; null: ephemeral (ends when its connection closes)
+    sessionId: str
+    ttlMs: int | None = None
 
 
 class SessionIdResult(Struct):
@@ -375,6 +442,9 @@ class Change(Struct, omit_defaults=True, kw_only=True):
     # importSession with makeCurrent; restore): a follower of "the current session"
     # needs no other read to know it moved.
     current: str | UnsetType = UNSET
+    # acquireLease, renewLease (not a change: no notification), releaseLease,
+    # leaseExpired (its time passed, or its connection closed): the lease.
+    lease: Lease | UnsetType = UNSET
 
 
 class Notification(Struct, Generic[T], kw_only=True):
@@ -418,7 +488,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "getAllContext": MethodSpec(SessionParams, dict[str, Any], False),
     "snapshot": MethodSpec(NoParams, SnapshotResult, False),
     "restore": MethodSpec(NoParams, None, True),
-    "clear": MethodSpec(SessionParams, str, True),
+    "clear": MethodSpec(ClearParams, str, True),
     "getStats": MethodSpec(SessionParams, Stats, False),
     "hello": MethodSpec(HelloParams, HelloResult, False),
     "shutdown": MethodSpec(NoParams, None, False),
@@ -433,6 +503,11 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "exportSession": MethodSpec(SessionParams, list[Record], False),
     "importSession": MethodSpec(ImportSessionParams, SessionIdResult, True),
     "transact": MethodSpec(TransactParams, list[Any], True),
+    "acquireLease": MethodSpec(AcquireLeaseParams, Lease, True),
+    "renewLease": MethodSpec(RenewLeaseParams, Lease, True),
+    "releaseLease": MethodSpec(ReleaseLeaseParams, None, True),
+    "listLeases": MethodSpec(ListLeasesParams, list[Lease], False),
 }
 # Handlers of these also get the calling connection (the feed is per connection).
-CONNECTION_METHODS: Final = frozenset({"watch", "unwatch"})
+# acquireLease: an ephemeral lease ends when that connection closes.
+CONNECTION_METHODS: Final = frozenset({"watch", "unwatch", "acquireLease"})

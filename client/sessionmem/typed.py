@@ -11,7 +11,19 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import protocol as p
 from .api import NOT_GIVEN
-from .calls import Call, Calls, Transaction
+from .calls import Call, Calls, Transaction, with_lease
+from .lease import AsyncLease, Lease
+
+# What fences a call: a held lease, its wire shape, or {name, token}.
+LeaseLike = Lease | AsyncLease | p.Lease | p.LeaseRef
+
+
+def _ref(lease: LeaseLike) -> p.LeaseRef:
+    if isinstance(lease, p.LeaseRef):
+        return lease
+    if isinstance(lease, p.Lease):
+        return p.LeaseRef(lease.name, lease.token)
+    return lease.ref
 
 T = TypeVar("T")
 
@@ -34,23 +46,47 @@ class SessionMethods:
         (None: the project's current session), on this client's connection."""
         return _Bound(self, session_id)
 
+    def fenced(self, lease: LeaseLike) -> SessionMethods:
+        """This client's methods with ``lease`` attached to every call that changes
+        something (``transact`` included): each is refused (LeaseHeld), changing
+        nothing, unless the lease is still held with that token when it applies."""
+        return _Fenced(self, _ref(lease))
+
+    def acquire_lease(self, name: str, ttl: float | None = None, owner: str | None = None) -> Lease:
+        """See Calls.acquire_lease; ``with s.acquire_lease(...) as lease:`` renews it in
+        a thread every ttl/3 and releases it at the end."""
+        return Lease(self, self._run(self._calls.acquire_lease(name, ttl, owner)))
+
+    def renew_lease(self, name: str, token: int, ttl: float | None = None) -> p.Lease:
+        return self._run(self._calls.renew_lease(name, token, ttl))
+
+    def release_lease(self, name: str, token: int) -> None:
+        return self._run(self._calls.release_lease(name, token))
+
+    def list_leases(self, session: str | None = None) -> list[p.Lease]:
+        return self._run(self._calls.list_leases(session))
+
     def get_session_id(self) -> str:
         return self._run(self._calls.get_session_id())
 
     @contextlib.contextmanager
-    def transaction(self, expect_revision: int | None = None) -> Iterator[Transaction]:
+    def transaction(self, expect_revision: int | None = None, lease: LeaseLike | None = None
+                    ) -> Iterator[Transaction]:
         """``with s.transaction() as t: t.set_context(...); t.add_message(...)``: the ops
         go as one ``transact`` when the block ends (none when it raises), all or none;
         ``t.results`` then holds their results. ``expect_revision``: the session's
-        revision must still be this one (else Conflict)."""
+        revision must still be this one (else Conflict). ``lease``: the transaction is
+        fenced by it (else LeaseHeld, nothing applied)."""
         t = Transaction()
         yield t
         if t.ops:
-            t.results = self.transact(t, expect_revision)
+            t.results = self.transact(t, expect_revision, lease)
 
-    def transact(self, t: Transaction, expect_revision: int | None = None) -> list[Any]:
+    def transact(self, t: Transaction, expect_revision: int | None = None,
+                 lease: LeaseLike | None = None) -> list[Any]:
         """Send ``t``'s ops as one ``transact`` (what :meth:`transaction` does on exit)."""
-        return self._run(self._calls.transact(t, expect_revision))
+        call = self._calls.transact(t, expect_revision)
+        return self._run(call if lease is None else with_lease(call, _ref(lease)))
 
     def get_current_task(self) -> str | None:
         return self._run(self._calls.get_current_task())
@@ -180,22 +216,43 @@ class AsyncSessionMethods:
         """See SessionMethods.bound."""
         return _AsyncBound(self, session_id)
 
+    def fenced(self, lease: LeaseLike) -> AsyncSessionMethods:
+        """See SessionMethods.fenced."""
+        return _AsyncFenced(self, _ref(lease))
+
+    async def acquire_lease(self, name: str, ttl: float | None = None, owner: str | None = None) -> AsyncLease:
+        """See Calls.acquire_lease; ``async with await s.acquire_lease(...) as lease:``
+        renews it in a task every ttl/3 and releases it at the end."""
+        return AsyncLease(self, await self._run(self._calls.acquire_lease(name, ttl, owner)))
+
+    async def renew_lease(self, name: str, token: int, ttl: float | None = None) -> p.Lease:
+        return await self._run(self._calls.renew_lease(name, token, ttl))
+
+    async def release_lease(self, name: str, token: int) -> None:
+        return await self._run(self._calls.release_lease(name, token))
+
+    async def list_leases(self, session: str | None = None) -> list[p.Lease]:
+        return await self._run(self._calls.list_leases(session))
+
     async def get_session_id(self) -> str:
         return await self._run(self._calls.get_session_id())
 
     @contextlib.asynccontextmanager
-    async def transaction(self, expect_revision: int | None = None) -> AsyncIterator[Transaction]:
+    async def transaction(self, expect_revision: int | None = None, lease: LeaseLike | None = None
+                          ) -> AsyncIterator[Transaction]:
         """``async with s.transaction() as t: t.set_context(...); t.add_message(...)``
         (the ops are recorded, not awaited): one ``transact`` when the block ends (none
         when it raises), all or none; ``t.results`` then holds their results."""
         t = Transaction()
         yield t
         if t.ops:
-            t.results = await self.transact(t, expect_revision)
+            t.results = await self.transact(t, expect_revision, lease)
 
-    async def transact(self, t: Transaction, expect_revision: int | None = None) -> list[Any]:
+    async def transact(self, t: Transaction, expect_revision: int | None = None,
+                       lease: LeaseLike | None = None) -> list[Any]:
         """Send ``t``'s ops as one ``transact`` (what :meth:`transaction` does on exit)."""
-        return await self._run(self._calls.transact(t, expect_revision))
+        call = self._calls.transact(t, expect_revision)
+        return await self._run(call if lease is None else with_lease(call, _ref(lease)))
 
     async def get_current_task(self) -> str | None:
         return await self._run(self._calls.get_current_task())
@@ -324,3 +381,25 @@ class _AsyncBound(AsyncSessionMethods):
 
     async def _run(self, call: Call[T]) -> T:
         return await self._client._run(call)
+
+
+class _Fenced(SessionMethods):
+    """A client's methods with a lease attached to every mutating call (fenced())."""
+
+    def __init__(self, client: SessionMethods, lease: p.LeaseRef) -> None:
+        self._client = client
+        self._calls = client._calls
+        self._lease = lease
+
+    def _run(self, call: Call[T]) -> T:
+        return self._client._run(with_lease(call, self._lease))
+
+
+class _AsyncFenced(AsyncSessionMethods):
+    def __init__(self, client: AsyncSessionMethods, lease: p.LeaseRef) -> None:
+        self._client = client
+        self._calls = client._calls
+        self._lease = lease
+
+    async def _run(self, call: Call[T]) -> T:
+        return await self._client._run(with_lease(call, self._lease))

@@ -108,6 +108,25 @@ class App:
             self.host.log_loading = False
             self.feed.restoring = None
 
+    # -- leases --------------------------------------------------------------------------
+    def connection_closed(self, conn: object) -> None:
+        """The socket shell's on_close: the connection's watch ends, and so do the
+        ephemeral leases it took (the lease timer records their changes)."""
+        self.feed.unwatch(conn)  # type: ignore[arg-type]
+        self.host.connection_closed(conn)
+
+    def expire_leases(self) -> None:
+        """End the leases whose time passed (the lifecycle's lease timer). Under
+        durability=always their changes are committed now, not at the next snapshot
+        (their notifications wait for the commit)."""
+        try:
+            ended = self.host.expire_leases()
+        except errors.SessionmemError as e:  # no revision is reserved yet: the timer retries
+            log.warning("leases due to expire wait: %s", e.message)
+            return
+        if ended and self.durability == "always":
+            self.snapshot_soon()
+
     # -- methods.Shell: the calls that need more than the session host ----------------
     async def snapshot(self) -> p.SnapshotResult:
         return await self.persister.snapshot()

@@ -19,6 +19,7 @@ from .app import App
 from .changelog import ChangeLog
 from .feed import Feed
 from .host import BLOCK, SessionHost
+from .leases import Leases
 from .loader import Loader
 from .methods import build_handlers
 from .persist import Persister
@@ -85,6 +86,7 @@ class Config:
 
     def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:
         known, restored = store.take_opened()
+        lease_rows = store.take_leases()
         if restored is None:
             state = SessionState(new_session_id(), now_ms())
             log.info("new session %s in %s", state.session_id, store.location)
@@ -99,6 +101,7 @@ class Config:
         changes = ChangeLog(mark)  # the previous run's changes are put in front once read
         host = SessionHost(state, known, mark, changes, now_ms, new_session_id, self.max_messages)
         host.set_reserved(mark + BLOCK)
+        host.leases = Leases(lease_rows)
         always = self.durability == "always"
         feed = Feed(changes, publish_when_committed=always)
         host.on_change = feed.changed
@@ -118,7 +121,7 @@ class Config:
         dispatcher.durable = always
         replies = Replies(dispatcher, persister)
         app.attach(dispatcher, replies, Server(dispatcher, self.limits, on_activity, replies.later,
-                                               on_close=feed.unwatch, on_drained=feed.drained))
+                                               on_close=app.connection_closed, on_drained=feed.drained))
         # Half the revision block is used: write the next reservation now.
         host.on_reserve = app.snapshot_soon
         return app

@@ -23,7 +23,7 @@ from sessionmem import errors
 
 from . import heap
 from .app import App
-from .config import Config
+from .config import Config, now_ms
 from .listener import AlreadyRunning, Listener
 from .systemd import Notifier
 from .unsaved import dump_unsaved
@@ -62,6 +62,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
         self._tasks.append(asyncio.create_task(self._socket_watch()))
         self._tasks.append(asyncio.create_task(self._session_sweeper(cfg.session_idle)))
+        self._tasks.append(asyncio.create_task(self._lease_timer()))
         if cfg.idle_timeout:
             self._tasks.append(asyncio.create_task(self._idle_timer(cfg.idle_timeout)))
         wd = self.notifier.watchdog_interval()
@@ -157,6 +158,28 @@ class Daemon:
                 log.debug("dropped %d idle session(s) from memory", len(gone))
                 app.loader.shrink()
                 heap.release()
+
+    async def _lease_timer(self, most: float = 30.0, retry: float = 0.05) -> None:
+        """End leases when their time passes, whether or not anyone calls: sleeps until
+        the next expiry (at most ``most`` seconds: the wall clock may jump), woken early
+        whenever a lease is acquired, renewed, released or its connection closes."""
+        app = self.app
+        host = app.host
+        wake = asyncio.Event()
+        host.on_leases = wake.set
+        while True:
+            app.expire_leases()
+            nxt = host.leases.next_expiry()
+            if nxt is None:
+                delay = most
+            else:
+                # A lease still due after expire_leases waits for revisions: retry soon.
+                delay = min(most, max(retry, (nxt - now_ms()) / 1000 + 0.001))
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
 
     async def _idle_timer(self, idle: float) -> None:
         while True:

@@ -33,6 +33,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
+from .leases import Held, Leases, held_error
 from .state import Batch, SessionState
 from .transact import DryRun, Op, failed_at
 
@@ -108,6 +109,10 @@ class SessionHost:
         # Called once half the reserved block is used: the shell writes a batch now, which
         # carries the next reservation (drain), instead of waiting for the snapshot timer.
         self.on_reserve: Callable[[], None] = lambda: None
+        # The lease table (leases.py), and what is called when its next expiry may have
+        # moved (the lifecycle's lease timer re-arms).
+        self.leases = Leases()
+        self.on_leases: Callable[[], None] = lambda: None
 
     def set_reserved(self, mark: int) -> None:
         """The durable mark at start (store.reserve_revisions)."""
@@ -305,10 +310,13 @@ class SessionHost:
         """``n`` changes may take their revisions now (within the durable mark)."""
         return self.revision + n <= self.reserved
 
-    def transact(self, s: SessionState, ops: list[Op], expect_revision: int | None = None) -> list[Any]:
+    def transact(self, s: SessionState, ops: list[Op], expect_revision: int | None = None,
+                 lease: p.LeaseRef | p.UnsetType = UNSET) -> list[Any]:
         """Apply ``ops`` to ``s`` all or none (transact.py): decided on a dry run first,
         then applied, each op its own revision, none between them. One clock reading
-        for all of them: a condition checked on the dry run sees what is then applied."""
+        for all of them: a condition checked on the dry run sees what is then applied.
+        ``lease``: the whole transaction is fenced by it."""
+        self.fence(lease)
         if expect_revision is not None and s.revision != expect_revision:
             raise errors.Conflict(
                 f"conflict: session {s.session_id!r} is at revision {s.revision}, not {expect_revision}; "
@@ -354,6 +362,84 @@ class SessionHost:
         if m == "trimMessages":
             return self.trim_messages(s, a.keep)
         raise AssertionError(f"not an op: {m}")  # decode_ops admits only OPS
+
+    # -- leases ---------------------------------------------------------------------------
+    def now(self) -> int:
+        return self._now()
+
+    def fence(self, ref: p.LeaseRef | p.UnsetType) -> None:
+        """A mutating call's ``lease``: LeaseHeld unless that lease is held, now, with
+        that token. Checked when the call applies, before anything changes."""
+        if ref is not UNSET:
+            self.leases.check(ref, self._now())  # type: ignore[arg-type]
+
+    def _lease_change(self, op: str, h: Held) -> None:
+        change = self._next(op, h.session_id, lease=h.wire())
+        self.log.append(change.revision, h.session_id, b"%s%s}\n" % (_FRAME_HEAD, _encode(change)))
+        self.on_change()
+
+    def acquire_lease(self, name: str, owner: str, ttl: int | None, sid: str, conn: object) -> p.Lease:
+        """Take ``name`` for ``owner``: its token is this change's revision. Held by the
+        same owner: renewed, token kept (no change). A lease whose time passed but the
+        timer has not ended yet ends first (its own change)."""
+        now = self._now()
+        leases = self.leases
+        h = leases.live(name, now)
+        if h is not None:
+            if h.owner != owner:
+                until = "until its connection closes" if h.expires_at is None else f"until {h.expires_at}"
+                raise held_error(name, h, f"held by {h.owner!r} {until}")
+            leases.extend(h, ttl, now)
+            self.on_leases()
+            return h.wire()
+        if not self.room_for(2):
+            self._room()
+        if name in leases.held:
+            self._lease_change("leaseExpired", leases.remove(name))
+        h = Held(name, owner, self.revision + 1, None if ttl is None else now + ttl, ttl, sid,
+                 None if ttl is not None else conn)
+        leases.put(h)
+        self._lease_change("acquireLease", h)
+        self.on_leases()
+        return h.wire()
+
+    def renew_lease(self, name: str, token: int, ttl: int | None) -> p.Lease:
+        """A new expiry from now (not a change: no revision, no notification; written
+        with the next batch)."""
+        now = self._now()
+        h = self.leases.check(p.LeaseRef(name, token), now)
+        self.leases.extend(h, ttl, now)
+        self.on_leases()
+        return h.wire()
+
+    def release_lease(self, name: str, token: int) -> None:
+        self.leases.check(p.LeaseRef(name, token), self._now())
+        self._check_room()
+        self._lease_change("releaseLease", self.leases.remove(name))
+        self.on_leases()
+
+    def expire_leases(self) -> int:
+        """End every lease whose time has passed (the lease timer calls this): one
+        ``leaseExpired`` change each. How many ended."""
+        names = self.leases.due(self._now())
+        for name in names:
+            self._check_room()
+            self._lease_change("leaseExpired", self.leases.remove(name))
+        return len(names)
+
+    def connection_closed(self, conn: object) -> int:
+        """The ephemeral leases ``conn`` took end now: no longer held from this moment
+        (their expiry set to now), their ``leaseExpired`` changes recorded by the lease
+        timer, which this wakes."""
+        names = self.leases.of_connection(conn)
+        if names:
+            now = self._now()
+            for name in names:
+                h = self.leases.held[name]
+                h.expires_at = now
+                h.conn = None
+            self.on_leases()
+        return len(names)
 
     # -- sessions -------------------------------------------------------------------------
     def _check_free(self, sid: str) -> None:
@@ -467,7 +553,8 @@ class SessionHost:
     def pending_changes(self) -> int:
         loaded = self.loaded
         rows = sum(loaded[sid].pending_changes for sid in self._dirty if sid in loaded)
-        return rows + len(self._deleted) + self._current_moved + (self.revision != self._drained)
+        return (rows + len(self._deleted) + self._current_moved + (self.revision != self._drained)
+                + len(self.leases.dirty))
 
     @property
     def marks_pending(self) -> bool:
@@ -502,8 +589,9 @@ class SessionHost:
                     batch.log_floor = self.log.oldest
         self._deleted = []
         self._current_moved = False
+        batch.leases = self.leases.drain()
         if not batch.sessions and not batch.deleted and not batch.marks and batch.current is None \
-                and reserve is None and not batch.log_rows and self.revision == self._drained:
+                and not batch.leases and reserve is None and not batch.log_rows and self.revision == self._drained:
             return None
         batch.revision = self._drained = self.revision
         return batch

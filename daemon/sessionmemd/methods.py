@@ -54,6 +54,18 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
     def expect(a: Any) -> Any:
         return _checked(a.expect, max_depth, "params.expect")
 
+    # Fencing (``lease``): checked inside the op, so when the call applies (it may wait
+    # for its session to load), before anything changes.
+    def fenced(a: Any, op: Any) -> Any:
+        lease = a.lease
+        if lease is UNSET:
+            return op
+
+        def checked(*s: Any) -> Any:
+            host.fence(lease)
+            return op(*s)
+        return checked
+
     def add_message(a: p.AddMessageParams) -> Any:
         data = None
         if a.data is not UNSET:
@@ -66,25 +78,27 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         needs = _older_loading if msg_id is not None or host.max_messages is not None else None
         s = ready(a.session, needs, True)
         if s is not None:
+            if a.lease is not UNSET:
+                host.fence(a.lease)
             return host.add_message(s, a.role, a.content, ts, msg_id, data)  # type: ignore[arg-type]
-        return later(a.session, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data),  # type: ignore[arg-type]
+        return later(a.session, fenced(a, lambda s: host.add_message(s, a.role, a.content, ts, msg_id, data)),  # type: ignore[arg-type]
                      needs, True)
 
     def set_task(a: p.SetCurrentTaskParams) -> Any:
         exp = expect(a)
-        return write(a.session, lambda s: host.set_current_task(s, a.task, exp))
+        return write(a.session, fenced(a, lambda s: host.set_current_task(s, a.task, exp)))
 
     def set_ticket(a: p.SetActiveTicketParams) -> Any:
         exp = expect(a)
-        return write(a.session, lambda s: host.set_active_ticket(s, a.ticketId, exp))
+        return write(a.session, fenced(a, lambda s: host.set_active_ticket(s, a.ticketId, exp)))
 
     def delete_context(a: p.DeleteContextParams) -> Any:
         exp = expect(a)
-        return write(a.session, lambda s: host.delete_context(s, a.key, exp))
+        return write(a.session, fenced(a, lambda s: host.delete_context(s, a.key, exp)))
 
     def pop_message(a: p.PopMessageParams) -> Any:
         exp = expect(a)
-        return write(a.session, lambda s: host.pop_message(s, exp), _tail_empty)
+        return write(a.session, fenced(a, lambda s: host.pop_message(s, exp)), _tail_empty)
 
     def set_context(a: p.SetContextParams) -> Any:
         value = bytes(a.value)
@@ -92,8 +106,10 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         exp = expect(a)
         s = ready(a.session, None, True)
         if s is not None:
+            if a.lease is not UNSET:
+                host.fence(a.lease)
             return host.set_context(s, a.key, value, exp)
-        return later(a.session, lambda s: host.set_context(s, a.key, value, exp), None, True)
+        return later(a.session, fenced(a, lambda s: host.set_context(s, a.key, value, exp)), None, True)
 
     def get_context(a: p.KeyParams) -> Any:
         s = ready(a.session)
@@ -115,11 +131,11 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
             return call(a.session, lambda s: s.recent_full(s.messages_count), always)
         return call(a.session, SessionState.all_messages, always)
 
-    def clear(a: p.SessionParams) -> Any:
+    def clear(a: p.ClearParams) -> Any:
         if a.session is UNSET:
             # The original's: a new current session, the old one deleted.
-            return loader.session_op(UNSET, host.clear, switches=True)
-        return write(a.session, host.wipe, always)
+            return loader.session_op(UNSET, fenced(a, host.clear), switches=True)
+        return write(a.session, fenced(a, host.wipe), always)
 
     def create_session(a: p.CreateSessionParams) -> Any:
         sid = None if a.sessionId is UNSET else a.sessionId
@@ -127,26 +143,42 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         if a.forkFrom is UNSET:
             if a.forkUpTo is not UNSET:
                 raise errors.InvalidParams("`params.forkUpTo` is given without `params.forkFrom`")
-            return loader.session_op(sid, lambda: p.SessionIdResult(
-                host.create_session(sid, None, None, a.makeCurrent)), a.makeCurrent)  # type: ignore[arg-type]
+            return loader.session_op(sid, fenced(a, lambda: p.SessionIdResult(
+                host.create_session(sid, None, None, a.makeCurrent))), a.makeCurrent)  # type: ignore[arg-type]
         if sid is not None and sid in loader.busy():
             # The new id has calls waiting (a delete): after them, then the fork.
-            return loader.session_op(sid, lambda: write(a.forkFrom, lambda s: p.SessionIdResult(
-                host.create_session(sid, s, up_to, a.makeCurrent)), always, a.makeCurrent))  # type: ignore[arg-type]
-        return write(a.forkFrom, lambda s: p.SessionIdResult(
-            host.create_session(sid, s, up_to, a.makeCurrent)), always, a.makeCurrent)  # type: ignore[arg-type]
+            return loader.session_op(sid, lambda: write(a.forkFrom, fenced(a, lambda s: p.SessionIdResult(
+                host.create_session(sid, s, up_to, a.makeCurrent))), always, a.makeCurrent))  # type: ignore[arg-type]
+        return write(a.forkFrom, fenced(a, lambda s: p.SessionIdResult(
+            host.create_session(sid, s, up_to, a.makeCurrent))), always, a.makeCurrent)  # type: ignore[arg-type]
 
     def import_session(a: p.ImportSessionParams) -> Any:
         sid = None if a.sessionId is UNSET else a.sessionId
         state = import_state(a.records, sid, lambda v, f: check_json_value(v, max_depth, f))  # type: ignore[arg-type]
-        return loader.session_op(state.session_id, lambda: p.SessionIdResult(
-            host.import_session(state, a.makeCurrent)), a.makeCurrent)
+        return loader.session_op(state.session_id, fenced(a, lambda: p.SessionIdResult(
+            host.import_session(state, a.makeCurrent))), a.makeCurrent)
 
     def transact(a: p.TransactParams) -> Any:
         ops = decode_ops(a.ops, lambda v, f: check_json_value(v, max_depth, f))
         expected = None if a.expectRevision is UNSET else a.expectRevision
         needs = always if needs_history(ops, host.max_messages) else None
-        return call(a.session, lambda s: host.transact(s, ops, expected), needs, len(ops))  # type: ignore[arg-type]
+        return call(a.session, lambda s: host.transact(s, ops, expected, a.lease), needs, len(ops))  # type: ignore[arg-type]
+
+    # -- leases (host.py, leases.py) ------------------------------------------------------
+    def acquire_lease(a: p.AcquireLeaseParams, conn: Any) -> Any:
+        ttl = None if a.ttlMs is UNSET else a.ttlMs
+
+        def op(s: SessionState) -> p.Lease:
+            if ttl is None and getattr(conn, "closed", False):
+                # Gone while the call waited: an ephemeral lease would outlive it.
+                raise errors.InvalidRequest("acquireLease: the connection closed; no lease was taken")
+            return host.acquire_lease(a.name, a.owner, ttl, s.session_id, conn)  # type: ignore[arg-type]
+        # Up to two changes: a lease whose time passed ends, then the acquisition.
+        return call(a.session, op, None, 2)
+
+    def list_leases(a: p.ListLeasesParams) -> Any:
+        session = None if a.session is UNSET else host.resolve(a.session)
+        return host.leases.listed(session, host.now())
 
     def watch(a: p.WatchParams, conn: Watcher) -> Any:
         since = None if a.since is UNSET else a.since
@@ -174,8 +206,8 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "addMessage": add_message,
         "getRecentMessages": recent,
         "getAllMessages": all_messages,
-        "trackOpenFile": lambda a: write(a.session, lambda s: host.track_file(s, a.filePath)),
-        "untrackFile": lambda a: write(a.session, lambda s: host.untrack_file(s, a.filePath)),
+        "trackOpenFile": lambda a: write(a.session, fenced(a, lambda s: host.track_file(s, a.filePath))),
+        "untrackFile": lambda a: write(a.session, fenced(a, lambda s: host.untrack_file(s, a.filePath))),
         "getOpenFiles": lambda a: call(a.session, SessionState.open_files),
         "setActiveTicket": set_ticket,
         "getActiveTicket": lambda a: call(a.session, lambda s: s.active_ticket),
@@ -192,15 +224,20 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "watch": watch,
         "unwatch": unwatch,
         "popMessage": pop_message,
-        "trimMessages": lambda a: write(a.session, lambda s: host.trim_messages(s, a.keep), always),
+        "trimMessages": lambda a: write(a.session, fenced(a, lambda s: host.trim_messages(s, a.keep)), always),
         "createSession": create_session,
         "listSessions": lambda _: loader.list_sessions(),
-        "setCurrentSession": lambda a: write(a.sessionId, lambda s: host.set_current_session(s.session_id),
+        "setCurrentSession": lambda a: write(a.sessionId, fenced(a, lambda s: host.set_current_session(s.session_id)),
                                              switches=True),
-        "deleteSession": lambda a: loader.session_op(a.sessionId, lambda: host.delete_session(a.sessionId)),
+        "deleteSession": lambda a: loader.session_op(a.sessionId, fenced(a, lambda: host.delete_session(a.sessionId))),
         "exportSession": lambda a: call(a.session, export_records, always),
         "importSession": import_session,
         "transact": transact,
+        "acquireLease": acquire_lease,
+        "renewLease": lambda a: loader.session_op(None, lambda: host.renew_lease(
+            a.name, a.token, None if a.ttlMs is UNSET else a.ttlMs)),
+        "releaseLease": lambda a: loader.session_op(None, lambda: host.release_lease(a.name, a.token)),
+        "listLeases": list_leases,
     }
 
 

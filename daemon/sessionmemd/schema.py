@@ -18,6 +18,9 @@ Our additions (schema version 1 on):
   costs a second page write per committed message), and ``sessionmem_sessions
   (session_id, revision)``: the revision of each session's last change, for
   ``listSessions``' order.
+* (any version) ``sessionmem_leases``: the ttl leases (leases.py). Made at every open
+  when missing (:func:`ensure_leases`), without a version of its own: a table the
+  original tool and older sessionmemd never read.
 """
 
 from __future__ import annotations
@@ -88,3 +91,15 @@ def upgrade(c: sqlite3.Connection) -> None:
         if col not in have:
             c.execute(f"ALTER TABLE session_messages ADD COLUMN {col} TEXT")
     c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+LEASES = """
+CREATE TABLE IF NOT EXISTS sessionmem_leases (
+  name TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, session_id TEXT NOT NULL
+)
+"""
+
+
+def ensure_leases(c: sqlite3.Connection) -> None:
+    c.execute(LEASES)

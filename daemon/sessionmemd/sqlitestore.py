@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import storeread
 from .dbcheck import BadDatabase, check_writable, move_aside
+from .leases import LeaseRow
 from .listener import DaemonLock
 from .messages import MessageLog
 from .state import Batch, Restored
@@ -96,6 +97,10 @@ class SqliteStore:
 
     def take_opened(self) -> tuple[Catalogue, Restored | None]:
         return self._file.opened_known, self._file.take_opened_with()
+
+    def take_leases(self) -> list[LeaseRow]:
+        rows, self._file.opened_leases = self._file.opened_leases, []
+        return rows
 
     def reserve_revisions(self, block: int) -> tuple[int, bool]:
         return self._file.reserve_revisions(block)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import msgspec
 from msgspec import Raw
 
+from .leases import LeaseRow
 from .messages import MessageLog, MessageSlice
 
 _encode = msgspec.json.Encoder().encode
@@ -75,9 +76,12 @@ class Batch:
     log_rows: list[tuple[int, str, bytes]] = field(default_factory=list)
     log_floor: int | None = None
     final: bool = False  # a clean stop's last batch: ``reserve`` is the exact last revision
+    # Leases changed since the last batch (leases.py): name -> its row, or None (gone).
+    leases: list[tuple[str, LeaseRow | None]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(map(len, self.sessions)) + len(self.deleted) + len(self.marks) + (self.current is not None)
+        return (sum(map(len, self.sessions)) + len(self.deleted) + len(self.marks) + (self.current is not None)
+                + len(self.leases))
 
     @property
     def messages(self) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
+from .leases import LeaseRow
 from .messages import MessageLog
 from .state import Batch, Restored
 
@@ -88,6 +89,11 @@ class Storage(Protocol):
     def take_opened(self) -> tuple[Catalogue, Restored | None]:
         """What the open found, handed over once (the store keeps no reference): every
         session, and the current one tail-first (None in an empty store)."""
+        ...
+
+    def take_leases(self) -> list[LeaseRow]:
+        """The ttl leases the open found (leases.py; expired ones too: the daemon ends
+        those with a change once it serves). Batch.leases writes them."""
         ...
 
     def reserve_revisions(self, block: int) -> tuple[int, bool]:

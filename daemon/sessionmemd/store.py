@@ -37,6 +37,7 @@ from .dbcheck import (
 from sessionmem.paths import make_private_dirs
 
 from . import schema, storeread
+from .leases import LeaseRow
 from .state import Batch, Changes, Restored
 from .storage import TAIL
 
@@ -64,6 +65,10 @@ class Store:
         self._opened_feed: tuple[int, int | None]
         self.opened_with, self.opened_known, self._opened_feed = self._load_readonly(path, tail)
         self._conn = self._open(path, synchronous)
+        # The ttl leases (leases.py), read with the writer's connection: the table may
+        # have been made just now.
+        self.opened_leases: list[LeaseRow] = self._conn.execute(
+            "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases").fetchall()
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
 
@@ -124,6 +129,7 @@ class Store:
                     conn.execute("BEGIN IMMEDIATE")
                     schema.upgrade(conn)
                     conn.execute("COMMIT")
+            schema.ensure_leases(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise open_error(path, e) from None
@@ -232,6 +238,12 @@ class Store:
         if b.log_rows:
             c.executemany("INSERT OR REPLACE INTO sessionmem_changes (revision, session_id, frame) "
                           "VALUES (?, ?, ?)", b.log_rows)
+        for name, row in b.leases:
+            if row is None:
+                c.execute("DELETE FROM sessionmem_leases WHERE name = ?", (name,))
+            else:
+                c.execute("INSERT OR REPLACE INTO sessionmem_leases "
+                          "(name, owner, token, expires_at, ttl_ms, session_id) VALUES (?, ?, ?, ?, ?, ?)", row)
         if b.log_floor is not None:
             c.execute("DELETE FROM sessionmem_changes WHERE revision < ?", (b.log_floor,))
         return len(b)

@@ -70,6 +70,9 @@ def decode_ops(ops: list[p.TransactOp], check_value: Callable[[bytes, str], None
         if getattr(params, "session", UNSET) is not UNSET:
             raise errors.InvalidParams(f"`{where}.params.session`: the ops act on the transaction's "
                                        f"session; give `session` to transact instead", {"index": i})
+        if getattr(params, "lease", UNSET) is not UNSET:
+            raise errors.InvalidParams(f"`{where}.params.lease`: a transaction is fenced as a whole; "
+                                       f"give `lease` to transact instead", {"index": i})
         for field in ("value", "data", "expect"):
             value = getattr(params, field, UNSET)
             if value is not UNSET:

@@ -335,6 +335,8 @@ def _gist(ch: Any) -> str:
     if ch.key is not msgspec.UNSET:
         value = "" if ch.value is msgspec.UNSET else " = " + _json.encode(ch.value).decode()[:100]
         return f"{ch.key}{value}"
+    if ch.lease is not msgspec.UNSET:  # acquireLease, releaseLease, leaseExpired
+        return f"{ch.lease.name} owner={ch.lease.owner} token={ch.lease.token}"
     return ""
 
 

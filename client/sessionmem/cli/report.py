@@ -38,12 +38,15 @@ CLI_COMMANDS = {
     "deleteContext": "ctx del", "getAllContext": "ctx all", "getStats": "stats", "listSessions": "sessions list",
     "createSession": "sessions new", "setCurrentSession": "sessions use", "deleteSession": "sessions delete",
     "exportSession": "export", "importSession": "import",
+    "acquireLease": "lease acquire", "renewLease": "lease renew", "releaseLease": "lease release",
+    "listLeases": "lease list",
 }
 CLI_PARAMS = {
     "session": "--session", "forkFrom": "--fork-from", "forkUpTo": "--up-to", "makeCurrent": "--use", "keep": "--keep",
     "count": "COUNT", "task": "TEXT", "ticketId": "TICKET_ID", "role": "ROLE", "content": "CONTENT",
     "timestamp": "--timestamp", "key": "KEY", "value": "VALUE", "expect": "--expect", "filePath": "PATH",
     "records": "FILE", "since": "--since",
+    "name": "NAME", "owner": "--owner", "token": "--token", "ttlMs": "--ttl",
 }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar, get_args
@@ -33,6 +34,7 @@ try:
     from pydantic import Field
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+    from mcp.types import ToolAnnotations
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("`sessionmem mcp` needs the MCP SDK: pip install 'sessionmem[mcp]'") from None
 
@@ -42,16 +44,20 @@ from .. import errors
 from .. import protocol as p
 from .._version import __version__
 from ..aio import AsyncSession
+from ..calls import default_owner
 from ..typed import AsyncSessionMethods
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 INSTRUCTIONS = """\
 Shared short-term memory of this project, kept by a daemon that every agent working on
 the project (and the humans' CLI) talks to: the current task, the conversation history,
 the open files, the active ticket, context key-values. Read it before you start, write
 what others should know, claim a ticket before working on it (claim_ticket fails, naming
-the holder, when another agent has it), and wait_for_change instead of polling."""
+the holder, when another agent has it; release_ticket gives it back), claim anything else
+with a lease that ends by itself if you stop renewing it (acquire_lease), and
+wait_for_change instead of polling."""
 
 # Which resources a change of each op touches.
 _TOUCHES: dict[str, tuple[str, ...]] = {
@@ -67,6 +73,10 @@ SessionArg = Annotated[str | None, Field(description="A named session's id; omit
 Count = Annotated[int, Field(ge=0, le=10_000, description="How many of the newest messages.")]
 Path = Annotated[str, Field(description="The file's path, as you name it (relative to the project root is best).")]
 Key = Annotated[str, Field(description="The context key.")]
+LeaseName = Annotated[str, Field(min_length=1, max_length=256,
+                                 description="The lease's name: what it claims, e.g. 'file:src/parser.py' or 'deploy'.")]
+Token = Annotated[int, Field(ge=0, description="The token acquire_lease returned.")]
+_READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 
 def uri(part: str) -> str:
@@ -196,22 +206,30 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
     server = MCPServer("sessionmem", version=__version__, instructions=INSTRUCTIONS, subscriptions=bus,
                        lifespan=lifespan)
 
+    def tool(read_only: bool = False) -> Callable[[F], F]:
+        """server.tool with the docstring as the agent should read it (no source
+        indentation), and read-only tools annotated as such."""
+        def register(fn: F) -> F:
+            return server.tool(description=inspect.cleandoc(getattr(fn, "__doc__", None) or ""),
+                               annotations=_READ_ONLY if read_only else None)(fn)
+        return register
+
     # -- tools ------------------------------------------------------------------------------
-    @server.tool()
+    @tool(read_only=True)
     async def get_session(session: SessionArg = None) -> dict[str, Any]:
         """The shared session at a glance: its id, the current task, the active ticket, the
         open files, the context keys, how many messages, and the revision (pass it to
         wait_for_change). `session`: another named session's id (default: the current)."""
         return await bridge.call(lambda s: summary(s, session))
 
-    @server.tool()
+    @tool()
     async def set_task(task: Annotated[str | None, Field(description="The task, or null to clear it.")],
                        session: SessionArg = None) -> str:
         """Set the task everybody is working on now (null clears it)."""
         await bridge.call(lambda s: _in(s, session).set_current_task(task))
         return "task cleared" if task is None else f"task set: {task}"
 
-    @server.tool()
+    @tool()
     async def add_message(content: Annotated[str, Field(description="The message text.")],
                           role: Annotated[str, Field(description="user, assistant, system or tool.")] = "assistant",
                           session: SessionArg = None) -> str:
@@ -222,31 +240,31 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         await bridge.call(lambda s: _in(s, session).add_message(role, content))  # sent with a fresh id
         return "message added"
 
-    @server.tool()
+    @tool(read_only=True)
     async def recent_messages(count: Count = 20, session: SessionArg = None) -> list[dict[str, Any]]:
         """The newest `count` messages of the shared conversation, oldest first, each
         {role, content, timestamp (epoch ms)}."""
         msgs = await bridge.call(lambda s: _in(s, session).get_recent_messages(count))
         return [_message(m) for m in msgs]
 
-    @server.tool()
+    @tool()
     async def track_file(path: Path, session: SessionArg = None) -> str:
         """Record that you have a file open (others see it in get_session)."""
         await bridge.call(lambda s: _in(s, session).track_open_file(path))
         return f"tracking {path}"
 
-    @server.tool()
+    @tool()
     async def untrack_file(path: Path, session: SessionArg = None) -> str:
         """Record that you closed a file (it leaves the shared list of open files)."""
         await bridge.call(lambda s: _in(s, session).untrack_file(path))
         return f"not tracking {path}"
 
-    @server.tool()
+    @tool(read_only=True)
     async def get_context(key: Key, session: SessionArg = None) -> Any:
         """The value (any JSON) stored under a context key, or null when there is none."""
         return await bridge.call(lambda s: _in(s, session).get_context(key))
 
-    @server.tool()
+    @tool()
     async def set_context(key: Key, value: Annotated[Any, Field(description="Any JSON value.")],
                           expect: Annotated[Any, Field(description="With use_expect: the value you read.")] = None,
                           use_expect: Annotated[bool, Field(description="Only set it if the value is still `expect`.")] = False,
@@ -260,7 +278,7 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
             await bridge.call(lambda s: _in(s, session).set_context(key, value))
         return f"{key} set"
 
-    @server.tool()
+    @tool()
     async def claim_ticket(ticket_id: Annotated[str, Field(description="The ticket to take, e.g. T-7.")],
                            session: SessionArg = None) -> str:
         """Make `ticket_id` the active ticket only if none is active. Fails, naming the
@@ -270,7 +288,7 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
                                    "agent (revision {revision}); nothing was changed")
         return f"claimed {ticket_id}"
 
-    @server.tool()
+    @tool(read_only=True)
     async def wait_for_change(
         after_revision: Annotated[int, Field(ge=0, description="The revision you last saw (get_session's).")],
         timeout_seconds: Annotated[float, Field(ge=0, le=300, description="How long to wait at most.")] = 30.0,
@@ -301,6 +319,68 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         if not found.changes:
             return {"timedOut": True, "revision": after_revision}
         return {"timedOut": False, "revision": found.revision, "changes": found.changes}
+
+    @tool()
+    async def release_ticket(ticket_id: Annotated[str, Field(description="The ticket you claimed, e.g. T-7.")],
+                             session: SessionArg = None) -> str:
+        """Give back the ticket you claimed with claim_ticket: the active ticket is cleared
+        only if it is still `ticket_id` (else an error names the ticket that is active)."""
+        await bridge.call(lambda s: _in(s, session).set_active_ticket(None, ticket_id),
+                          conflict="not released: the active ticket is {current}, not yours (revision "
+                                   "{revision}); nothing was changed")
+        return f"released {ticket_id}"
+
+    @tool()
+    async def delete_context(key: Key, session: SessionArg = None) -> str:
+        """Remove a context key (nothing happens when there is none)."""
+        await bridge.call(lambda s: _in(s, session).delete_context(key))
+        return f"{key} deleted"
+
+    @tool(read_only=True)
+    async def list_sessions() -> list[dict[str, Any]]:
+        """Every session of the project, the most recently changed first: id, whether it is
+        the current one, its task, ticket, message count and revision."""
+        return [msgspec.to_builtins(x) for x in await bridge.call(lambda s: s.list_sessions())]
+
+    @tool()
+    async def acquire_lease(
+        name: LeaseName,
+        ttl_seconds: Annotated[float | None, Field(gt=0, le=86_400, description=(
+            "Seconds it stays yours without a renew_lease; omit to hold it until this MCP server "
+            "(your agent) exits."))] = 300.0,
+        owner: Annotated[str | None, Field(max_length=128, description=(
+            "Who holds it, as others will read it (default: $SESSIONMEM_AGENT, else host:pid)."))] = None,
+        session: SessionArg = None,
+    ) -> dict[str, Any]:
+        """Claim `name` (a file, a task, a role: any string) with a lease: a claim with an
+        owner that ends by itself when its time passes without renew_lease (so a crashed
+        agent's claim ends). Returns {name, owner, token, expiresAt (epoch ms)}: keep the
+        token for renew_lease and release_lease. Fails, naming the holder and when its
+        lease expires, when another owner holds it: then pick other work."""
+        got = await bridge.call(lambda s: _in(s, session).acquire_lease(name, ttl_seconds, owner or default_owner()))
+        return {"name": got.name, "owner": got.owner, "token": got.token, "expiresAt": got.expires_at}
+
+    @tool()
+    async def renew_lease(name: LeaseName, token: Token, ttl_seconds: Annotated[float | None, Field(
+            gt=0, le=86_400, description="A new ttl in seconds (default: the one it was acquired with).")] = None,
+            ) -> dict[str, Any]:
+        """Keep your lease: its expiry moves to now + its ttl. Fails when it is no longer
+        yours (it expired and someone else took it): stop working on what it claimed."""
+        got = await bridge.call(lambda s: s.renew_lease(name, token, ttl_seconds))
+        return {"name": got.name, "owner": got.owner, "token": got.token, "expiresAt": got.expiresAt}
+
+    @tool()
+    async def release_lease(name: LeaseName, token: Token) -> str:
+        """Give your lease back as soon as you are done, so another agent may take it."""
+        await bridge.call(lambda s: s.release_lease(name, token))
+        return f"released {name}"
+
+    @tool(read_only=True)
+    async def list_leases(session: SessionArg = None) -> list[dict[str, Any]]:
+        """Every live lease of the project (with `session`: those concerning that session):
+        name, owner, token, expiresAt (epoch ms; null: held until its holder's connection
+        closes)."""
+        return [msgspec.to_builtins(x) for x in await bridge.call(lambda s: s.list_leases(session))]
 
     # -- resources ------------------------------------------------------------------------------
     @server.resource(uri("session"), mime_type="application/json", description="The session at a glance.")

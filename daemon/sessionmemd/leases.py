@@ -1,0 +1,121 @@
+"""Leases: named claims with an owner, an expiry and a fencing token. Sans-I/O, like
+host.py: the clock is handed in (``now``, epoch ms, the daemon's wall clock, so a ttl
+lease's expiry is still counted across a restart), and the host turns what happens
+here into changes (acquireLease, releaseLease, leaseExpired: one revision each).
+
+One namespace per project: a lease's ``session`` only says which session it concerns
+(for listLeases and the change's sessionId).
+
+A lease is *held* while it is in the table and its time has not passed: an expired
+lease that the timer has not removed yet is no longer held (fencing and acquire see
+it as gone), so the timer's lateness never lets a stale holder write.
+
+Ephemeral leases (no ttl) end with the connection that took them; they are never
+written to disk, so a restart, clean or not, ends them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sessionmem import errors
+from sessionmem import protocol as p
+
+# What the store keeps of a ttl lease: name, owner, token, expiresAt, ttlMs, sessionId.
+LeaseRow = tuple[str, str, int, int, int, str]
+
+
+@dataclass(slots=True)
+class Held:
+    name: str
+    owner: str
+    token: int  # the revision of its acquisition
+    expires_at: int | None  # epoch ms; None: ephemeral
+    ttl_ms: int | None
+    session_id: str
+    conn: object | None = None  # the connection of an ephemeral lease
+
+    def wire(self) -> p.Lease:
+        return p.Lease(name=self.name, owner=self.owner, token=self.token, expiresAt=self.expires_at,
+                       sessionId=self.session_id, ttlMs=self.ttl_ms)
+
+    def row(self) -> LeaseRow | None:
+        if self.expires_at is None or self.ttl_ms is None:
+            return None
+        return (self.name, self.owner, self.token, self.expires_at, self.ttl_ms, self.session_id)
+
+
+def held_error(name: str, h: Held | None, why: str) -> errors.LeaseHeld:
+    data = {"name": name, "owner": None, "expiresAt": None, "token": None} if h is None else \
+        {"name": name, "owner": h.owner, "expiresAt": h.expires_at, "token": h.token}
+    return errors.LeaseHeld(f"lease {name!r}: {why}; nothing was changed", data)
+
+
+class Leases:
+    """The lease table and its rules; the host records the changes."""
+
+    def __init__(self, rows: list[LeaseRow] | None = None) -> None:
+        self.held: dict[str, Held] = {}
+        for name, owner, token, expires_at, ttl, sid in rows or ():
+            self.held[name] = Held(name, owner, token, expires_at, ttl, sid)
+        # Leases changed since the last drain: name -> its row to write, or None (delete).
+        self.dirty: dict[str, LeaseRow | None] = {}
+
+    def live(self, name: str, now: int) -> Held | None:
+        h = self.held.get(name)
+        if h is None or (h.expires_at is not None and h.expires_at <= now):
+            return None
+        return h
+
+    def check(self, ref: p.LeaseRef, now: int) -> Held:
+        """The lease ``ref`` names, held with its token, or LeaseHeld (fencing)."""
+        h = self.live(ref.name, now)
+        if h is None:
+            raise held_error(ref.name, None, f"not held (token {ref.token} is stale)")
+        if h.token != ref.token:
+            raise held_error(ref.name, h, f"held by {h.owner!r} with token {h.token}, not {ref.token}")
+        return h
+
+    def touched(self, h: Held) -> None:
+        self.dirty[h.name] = h.row()
+
+    def put(self, h: Held) -> None:
+        self.held[h.name] = h
+        self.touched(h)
+
+    def remove(self, name: str) -> Held:
+        h = self.held.pop(name)
+        self.dirty[name] = None
+        return h
+
+    def extend(self, h: Held, ttl: int | None, now: int) -> None:
+        """A renewal: a new expiry counted from now (a ttl given to an ephemeral lease
+        makes it a ttl lease: from then on it ends by its time, not its connection)."""
+        if ttl is not None:
+            h.ttl_ms = ttl
+        if h.ttl_ms is not None:
+            h.expires_at = now + h.ttl_ms
+            h.conn = None
+        self.touched(h)
+
+    def due(self, now: int) -> list[str]:
+        return [h.name for h in self.held.values() if h.expires_at is not None and h.expires_at <= now]
+
+    def of_connection(self, conn: object) -> list[str]:
+        return [h.name for h in self.held.values() if h.conn is conn and h.expires_at is None]
+
+    def next_expiry(self) -> int | None:
+        """Epoch ms of the soonest expiry, None when no lease has a ttl."""
+        return min((h.expires_at for h in self.held.values() if h.expires_at is not None), default=None)
+
+    def listed(self, session: str | None, now: int) -> list[p.Lease]:
+        return [h.wire() for h in self._live(now) if session is None or h.session_id == session]
+
+    def _live(self, now: int) -> Iterator[Held]:
+        return (h for h in self.held.values() if h.expires_at is None or h.expires_at > now)
+
+    def drain(self) -> list[tuple[str, LeaseRow | None]]:
+        out = list(self.dirty.items())
+        self.dirty = {}
+        return out
