@@ -93,3 +93,23 @@ def test_a_second_daemon_on_the_same_key_is_refused(make_daemon: Any, pg_url: st
     other = make_daemon("--store", pg_url, "--project-key", "two", root=tmp_path / "c", name="c")
     with other.session() as s:
         assert s.get_all_messages() == []
+
+
+def test_ttl_leases_survive_a_kill9_under_postgresql(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """Leases are persisted by the PostgreSQL store too (ttl ones, with their expiry)."""
+    d: Daemon = make_daemon("--store", pg_url, "--project-key", "leases", root=tmp_path / "proj")
+    c = d.conn()
+    held = c.result("acquireLease", {"name": "deploy\u00e9", "owner": "agent-1", "ttlMs": 600_000})
+    c.result("acquireLease", {"name": "gone", "owner": "agent-1", "ttlMs": 600_000})
+    gone = c.result("listLeases")
+    c.result("releaseLease", {"name": "gone", "token": next(x["token"] for x in gone if x["name"] == "gone")})
+    c.close()
+    d.kill9()
+    d.start()
+    c = d.conn()
+    leases = c.result("listLeases")
+    assert [(x["name"], x["owner"], x["token"], x["expiresAt"]) for x in leases] == [
+        ("deploy\u00e9", "agent-1", held["token"], held["expiresAt"])]
+    r = c.call("acquireLease", {"name": "deploy\u00e9", "owner": "agent-2", "ttlMs": 1000})
+    assert r["error"]["code"] == -32014 and r["error"]["data"]["owner"] == "agent-1"
+    c.close()

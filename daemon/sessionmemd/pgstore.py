@@ -52,12 +52,13 @@ import psycopg
 from .listener import AlreadyRunning
 from .messages import MessageLog
 from .state import Batch, Changes, Restored
+from .leases import LeaseRow
 from .storage import TAIL, Catalogue, ChangeRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each migration takes the schema from its index to the next; only ever appended to,
 # and each only adds (tables, columns with defaults, indexes).
@@ -109,6 +110,19 @@ _MIGRATIONS: list[str] = [
       session_id text NOT NULL,
       frame bytea NOT NULL,
       PRIMARY KEY (project_key, revision)
+    );
+    """,
+    # 2: leases with a ttl (ephemeral ones end with their daemon and are never written).
+    """
+    CREATE TABLE sessionmem_leases (
+      project_key text NOT NULL,
+      name bytea NOT NULL,
+      owner bytea NOT NULL,
+      token bigint NOT NULL,
+      expires_at bigint NOT NULL,
+      ttl_ms bigint NOT NULL,
+      session_id text NOT NULL,
+      PRIMARY KEY (project_key, name)
     );
     """,
 ]
@@ -301,6 +315,10 @@ class PgStore:
                     "WHERE c.project_key = p.project_key) FROM sessionmem_projects p "
                     "WHERE p.project_key = %s", (key,)).fetchone() or (0, None)
                 self._feed = (int(mark), None if last is None else int(last))
+                self._leases: list[LeaseRow] = [
+                    (_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in conn.execute(
+                        "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
+                        "WHERE project_key = %s", (key,))]
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot use {self._where}: {_reason(e, url)}") from None
@@ -334,6 +352,10 @@ class PgStore:
     def take_opened(self) -> tuple[Catalogue, Restored | None]:
         opened, self._opened = self._opened, ({}, None)
         return opened
+
+    def take_leases(self) -> list[LeaseRow]:
+        rows, self._leases = self._leases, []
+        return rows
 
     def _live(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -384,6 +406,18 @@ class PgStore:
             if b.log_floor is not None:
                 cur.execute("DELETE FROM sessionmem_changes WHERE project_key = %s AND revision < %s",
                             (key, b.log_floor))
+            for name, row in b.leases:
+                if row is None:
+                    cur.execute("DELETE FROM sessionmem_leases WHERE project_key = %s AND name = %s",
+                                (key, _b(name)))
+                else:
+                    n, owner, token, expires_at, ttl_ms, sid = row
+                    cur.execute(
+                        "INSERT INTO sessionmem_leases (project_key, name, owner, token, expires_at, ttl_ms, "
+                        "session_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_key, name) DO UPDATE "
+                        "SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at, "
+                        "ttl_ms = excluded.ttl_ms, session_id = excluded.session_id",
+                        (key, _b(n), _b(owner), token, expires_at, ttl_ms, sid))
         return len(b)
 
     def _apply_session(self, cur: psycopg.Cursor[Any], ch: Changes) -> None:
