@@ -20,6 +20,11 @@ from conftest import Daemon, Raw, wait_for
 HELD = p.LEASE_HELD
 
 
+# The same rules on both stores (the leases and transactions are decided by the daemon
+# serving the project; under PostgreSQL, the one daemon its project key admits).
+pytestmark = pytest.mark.both_stores
+
+
 def _error(reply: dict[str, Any], code: int = HELD) -> dict[str, Any]:
     assert "error" in reply, reply
     assert reply["error"]["code"] == code, reply
@@ -206,6 +211,7 @@ def _rows(daemon: Daemon) -> list[tuple[Any, ...]]:
         return db.execute("SELECT name, owner, token, expires_at FROM sessionmem_leases ORDER BY name").fetchall()
 
 
+@pytest.mark.sqlite_only("reads the SQLite file; PostgreSQL: test_pg_daemon.py::test_ttl_leases_survive_a_kill9_under_postgresql")
 @pytest.mark.parametrize("stop", ["clean", "kill9"])
 def test_leases_survive_a_restart_ephemeral_ones_end(make_daemon: Any, stop: str) -> None:
     d = make_daemon()
@@ -241,6 +247,7 @@ def test_leases_survive_a_restart_ephemeral_ones_end(make_daemon: Any, stop: str
     assert {r[0] for r in _rows(d)} == {"long", "soon"}
 
 
+@pytest.mark.sqlite_only("reads the SQLite file; PostgreSQL: test_pg_daemon.py::test_ttl_leases_survive_a_kill9_under_postgresql")
 def test_under_always_an_acquire_is_acknowledged_only_once_committed(make_daemon: Any) -> None:
     d = make_daemon("--durability", "always")
     c = d.conn()
