@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import storeread
+from . import searchindex, storeread
 from .dbcheck import BadDatabase, check_writable, move_aside
 from .listener import DaemonLock
 from .messages import MessageLog
 from .state import Batch, Restored
-from .storage import TAIL, Catalogue, ChangeRow, Reader, SessionRow, Storage, StoreError, StoreFault
+from .searchquery import Query
+from .storage import TAIL, Catalogue, ChangeRow, HitRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
@@ -47,6 +48,12 @@ class SqliteReader:
     def session_rows(self) -> dict[str, SessionRow]:
         return storeread.session_rows(self._conn)
 
+    def search(self, query: Query) -> tuple[list[HitRow], bool]:
+        try:
+            return searchindex.search(self._conn, query)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(str(e)) from e
+
     def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
         return storeread.change_rows(self._conn, since, upto)
 
@@ -71,11 +78,22 @@ class SqliteStore:
         self._tail = tail
         check_writable(path)  # before the lock file is made there
         self._lock: DaemonLock | None = DaemonLock(path)
+        self._builder: searchindex.Builder | None = None
         try:
             self._file = self._open()
         except BaseException:
             self._lock.release()
             raise
+        self._build_search_index()
+
+    def _build_search_index(self) -> None:
+        if self._file.search_to_build:
+            self._builder = searchindex.Builder(self._file.open_builder)
+
+    def _stop_builder(self) -> None:
+        if self._builder is not None:
+            builder, self._builder = self._builder, None
+            builder.stop()
 
     def _open(self) -> Store:
         assert self._lock is not None
@@ -137,10 +155,12 @@ class SqliteStore:
             # close of a file removes "<path>-wal" by name, which must not be the new
             # file's.
             before_reopen()
+            self._stop_builder()
             self._file.close()
             assert self._lock is not None
             self._lock.renew()  # the folder may have gone too: lock its path again
             self._file = self._open()
+            self._build_search_index()
         except Exception as e:
             raise StoreFault(f"the database {path} was deleted and a new one cannot be made: {e}; "
                              f"the changes are kept in memory and retried", e) from e
@@ -150,6 +170,7 @@ class SqliteStore:
             self._lock.announce(socket_path)
 
     def close(self) -> None:
+        self._stop_builder()
         self._file.close()
         if self._lock is not None:
             # Once only: a second close of its descriptors could close another file's.

@@ -1,0 +1,214 @@
+"""The SQLite store's full-text index of message content (searchMessages).
+
+An FTS5 *external-content* table over ``session_messages`` (the text is not stored
+twice), kept by triggers on that table, so every writer, the original tool included,
+keeps it right: appends, imports, pops, trims, deleted sessions, ``clear``. It is an
+addition like those of schema.py, made at every open when missing (idempotent, so it
+needs no schema version of its own; the original tool never reads it, and its
+better-sqlite3 has FTS5 built in, so its writes fire the triggers as ours do).
+
+A database that already holds messages (written by the original or an older
+sessionmemd) gets its index built after the start, in the background, in chunks of
+short transactions on a thread and connection of its own (:class:`Builder`): the first
+answers do not wait, and the writer waits at most one chunk. Meanwhile the triggers
+already index every new row, the delete trigger removes a row only when it is indexed
+(an FTS5 'delete' of a row that is not corrupts the index), and the builder adds only
+rows not indexed yet, so the order in which rows are written and built does not
+matter. Until it is done meta ``search_index`` is ``building`` and searches answer
+with ``complete: false``.
+
+Checked at every open: the index must hold as many rows as the table and the same
+highest rowid (cheap: two counts over b-trees); found otherwise, it is emptied and
+built again (in the background, as above).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from .storage import HitRow
+from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, substring_snippet
+
+log = logging.getLogger("sessionmemd")
+
+TABLE = "sessionmem_fts"
+CHUNK = 5000  # rows per build transaction: ~20 ms of the writer's lock
+
+_DDL = [f"""
+CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5(
+  content, content='session_messages', content_rowid='rowid',
+  tokenize='unicode61 remove_diacritics 2'
+)""", f"""
+CREATE TRIGGER IF NOT EXISTS {TABLE}_ai AFTER INSERT ON session_messages BEGIN
+  INSERT INTO {TABLE}(rowid, content) VALUES (new.rowid, new.content);
+END""", f"""
+CREATE TRIGGER IF NOT EXISTS {TABLE}_ad AFTER DELETE ON session_messages BEGIN
+  INSERT INTO {TABLE}({TABLE}, rowid, content) SELECT 'delete', old.rowid, old.content
+    WHERE EXISTS (SELECT 1 FROM {TABLE}_docsize WHERE id = old.rowid);
+END""", f"""
+CREATE TRIGGER IF NOT EXISTS {TABLE}_au AFTER UPDATE OF content ON session_messages BEGIN
+  INSERT INTO {TABLE}({TABLE}, rowid, content) SELECT 'delete', old.rowid, old.content
+    WHERE EXISTS (SELECT 1 FROM {TABLE}_docsize WHERE id = old.rowid);
+  INSERT INTO {TABLE}(rowid, content) VALUES (new.rowid, new.content);
+END"""]
+
+
+def _meta(c: sqlite3.Connection, value: str) -> None:
+    c.execute("INSERT INTO sessionmem_meta (key, value) VALUES ('search_index', ?) "
+              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,))
+
+
+def state(c: sqlite3.Connection) -> str | None:
+    """``complete``, ``building``, or None (no index yet)."""
+    row = c.execute("SELECT value FROM sessionmem_meta WHERE key = 'search_index'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def consistent(c: sqlite3.Connection) -> bool:
+    """The index holds one entry per row (count and highest rowid agree)."""
+    n, top = c.execute("SELECT count(*), max(rowid) FROM session_messages").fetchone()
+    i, itop = c.execute(f"SELECT count(*), max(id) FROM {TABLE}_docsize").fetchone()
+    return bool(n == i and top == itop)
+
+
+def ensure(c: sqlite3.Connection) -> bool:
+    """Make the index and its triggers when missing and check it; True when it must be
+    built (in the background: :class:`Builder`). On the writer's connection at open."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _DDL:  # one by one: executescript would commit
+            c.execute(statement)
+        now = state(c)
+        if now == "complete" and consistent(c):
+            c.execute("COMMIT")
+            return False
+        if now is None and c.execute("SELECT 1 FROM session_messages LIMIT 1").fetchone() is None:
+            _meta(c, "complete")  # a new database: nothing to build
+            c.execute("COMMIT")
+            return False
+        if now != "building":
+            if now == "complete":
+                log.warning("search index: found inconsistent with the messages; building it again")
+            # Start from empty: whatever it holds may be stale. New rows are indexed by
+            # the triggers from this commit on; the builder adds the rest. (A build cut
+            # short by a stop goes on where it was: what it indexed is right.)
+            c.execute(f"INSERT INTO {TABLE}({TABLE}) VALUES ('delete-all')")
+            _meta(c, "building")
+        c.execute("COMMIT")
+    except BaseException:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+        raise
+    return True
+
+
+def build_step(c: sqlite3.Connection, after: int, chunk: int = CHUNK) -> int | None:
+    """Index the not yet indexed rows among the next ``chunk`` rowids after ``after``,
+    in one transaction; the last rowid looked at, or None when none is left (then the
+    index is marked complete)."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        row = c.execute("SELECT max(rowid) FROM (SELECT rowid FROM session_messages WHERE rowid > ? "
+                        "ORDER BY rowid LIMIT ?)", (after, chunk)).fetchone()
+        last = row[0]
+        if last is None:
+            _meta(c, "complete")
+            c.execute("COMMIT")
+            return None
+        c.execute(f"INSERT INTO {TABLE}(rowid, content) SELECT rowid, content FROM session_messages m "
+                  f"WHERE rowid > ? AND rowid <= ? "
+                  f"AND NOT EXISTS (SELECT 1 FROM {TABLE}_docsize d WHERE d.id = m.rowid)", (after, last))
+        c.execute("COMMIT")
+        return int(last)
+    except BaseException:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+        raise
+
+
+class Builder:
+    """Builds the index in the background on a connection of its own; ``stop()`` ends
+    it between chunks (the next open goes on where it stopped: rows already indexed
+    are skipped)."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="search-index", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            c = self._connect()
+        except Exception as e:
+            log.error("search index: cannot build it: %s", e)
+            return
+        try:
+            after: int | None = 0
+            while after is not None and not self._stop.is_set():
+                after = build_step(c, after)
+            if after is None:
+                log.info("search index: built")
+                self.done.set()
+        except Exception as e:  # a busy or lost file: the next start tries again
+            log.error("search index: building stopped: %s", e)
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+
+def search(c: sqlite3.Connection, q: Query) -> tuple[list[HitRow], bool]:
+    """The page of hits ``q`` asks for (``limit + 1`` rows, so the caller knows whether
+    there is a next page), best first, each with its index in its session; and whether
+    the index was complete. One read transaction: the hits and their indexes agree."""
+    where, args = [], []
+    if q.sessions is not None:
+        where.append(f"m.session_id IN ({','.join('?' * len(q.sessions))})")
+        args += q.sessions
+    if q.roles is not None:
+        where.append(f"CAST(m.role AS TEXT) IN ({','.join('?' * len(q.roles))})")
+        args += q.roles
+    if q.since is not None:
+        where.append("COALESCE(m.timestamp, 0) >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("COALESCE(m.timestamp, 0) < ?")
+        args.append(q.until)
+    cols = ("m.rowid, CAST(m.session_id AS TEXT), CAST(m.role AS TEXT), "
+            "CAST(COALESCE(m.timestamp, 0) AS INTEGER), ")
+    c.execute("BEGIN")
+    try:
+        complete = state(c) == "complete"
+        if q.match is not None:
+            sql = (f"SELECT {cols} snippet({TABLE}, 0, ?, ?, '…', {SNIPPET_TOKENS}), bm25({TABLE}), "
+                   f"CAST(m.message_id AS TEXT) FROM {TABLE} JOIN session_messages m ON m.rowid = {TABLE}.rowid "
+                   f"WHERE {TABLE} MATCH ? {''.join(' AND ' + w for w in where)} "
+                   f"ORDER BY bm25({TABLE}), m.rowid DESC LIMIT ? OFFSET ?")
+            rows = c.execute(sql, (MARK_OPEN, MARK_CLOSE, q.match, *args, q.limit + 1, q.offset)).fetchall()
+        else:
+            # substring: a LIKE scan, newest first (searchquery.py: why not an index).
+            sql = (f"SELECT {cols} CAST(m.content AS TEXT), 0.0, CAST(m.message_id AS TEXT) "
+                   f"FROM session_messages m WHERE CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' "
+                   f"{''.join(' AND ' + w for w in where)} ORDER BY m.rowid DESC LIMIT ? OFFSET ?")
+            rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:])
+                    for r in c.execute(sql, (q.like, *args, q.limit + 1, q.offset))]
+            complete = True  # a scan of the table itself misses nothing
+        hits = [(sid, _index(c, sid, rowid), role, ts, snip, -float(score), mid)
+                for rowid, sid, role, ts, snip, score, mid in rows]
+    finally:
+        c.execute("COMMIT")
+    return hits, complete
+
+
+def _index(c: sqlite3.Connection, sid: str, rowid: int) -> int:
+    """A message's position in its session: getAllMessages orders them by rowid."""
+    return int(c.execute("SELECT count(*) FROM session_messages WHERE session_id = ? AND rowid < ?",
+                         (sid, rowid)).fetchone()[0])
