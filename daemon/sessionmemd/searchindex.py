@@ -169,7 +169,8 @@ def search(c: sqlite3.Connection, q: Query) -> tuple[list[HitRow], bool]:
     """The page of hits ``q`` asks for (``limit + 1`` rows, so the caller knows whether
     there is a next page), best first, each with its index in its session; and whether
     the index was complete. One read transaction: the hits and their indexes agree."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[object] = []
     if q.sessions is not None:
         where.append(f"m.session_id IN ({','.join('?' * len(q.sessions))})")
         args += q.sessions
