@@ -9,7 +9,7 @@ better-sqlite3 has FTS5 built in, so its writes fire the triggers as ours do).
 
 A database that already holds messages (written by the original or an older
 sessionmemd) gets its index built after the start, in the background, in chunks of
-short transactions on a thread and connection of its own (:class:`Builder`): the first
+short transactions on a thread and connection of its own (:class:`Indexer`): the first
 answers do not wait, and the writer waits at most one chunk. Meanwhile the triggers
 already index every new row, the delete trigger removes a row only when it is indexed
 (an FTS5 'delete' of a row that is not corrupts the index), and the builder adds only
@@ -42,17 +42,21 @@ CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5(
   content, content='session_messages', content_rowid='rowid',
   tokenize='unicode61 remove_diacritics 2'
 )""", f"""
-CREATE TRIGGER IF NOT EXISTS {TABLE}_ai AFTER INSERT ON session_messages BEGIN
-  INSERT INTO {TABLE}(rowid, content) VALUES (new.rowid, new.content);
+CREATE TABLE IF NOT EXISTS {TABLE}_pending (id INTEGER PRIMARY KEY)
+""", f"DROP TRIGGER IF EXISTS {TABLE}_ai", f"DROP TRIGGER IF EXISTS {TABLE}_ad",
+    f"DROP TRIGGER IF EXISTS {TABLE}_au", f"""
+CREATE TRIGGER {TABLE}_ai AFTER INSERT ON session_messages BEGIN
+  INSERT OR IGNORE INTO {TABLE}_pending (id) VALUES (new.rowid);
 END""", f"""
-CREATE TRIGGER IF NOT EXISTS {TABLE}_ad AFTER DELETE ON session_messages BEGIN
+CREATE TRIGGER {TABLE}_ad AFTER DELETE ON session_messages BEGIN
+  DELETE FROM {TABLE}_pending WHERE id = old.rowid;
   INSERT INTO {TABLE}({TABLE}, rowid, content) SELECT 'delete', old.rowid, old.content
     WHERE EXISTS (SELECT 1 FROM {TABLE}_docsize WHERE id = old.rowid);
 END""", f"""
-CREATE TRIGGER IF NOT EXISTS {TABLE}_au AFTER UPDATE OF content ON session_messages BEGIN
+CREATE TRIGGER {TABLE}_au AFTER UPDATE OF content ON session_messages BEGIN
   INSERT INTO {TABLE}({TABLE}, rowid, content) SELECT 'delete', old.rowid, old.content
     WHERE EXISTS (SELECT 1 FROM {TABLE}_docsize WHERE id = old.rowid);
-  INSERT INTO {TABLE}(rowid, content) VALUES (new.rowid, new.content);
+  INSERT OR IGNORE INTO {TABLE}_pending (id) VALUES (new.rowid);
 END"""]
 
 
@@ -68,15 +72,41 @@ def state(c: sqlite3.Connection) -> str | None:
 
 
 def consistent(c: sqlite3.Connection) -> bool:
-    """The index holds one entry per row (count and highest rowid agree)."""
+    """Each row is indexed or pending, once (counts and highest rowid agree)."""
     n, top = c.execute("SELECT count(*), max(rowid) FROM session_messages").fetchone()
     i, itop = c.execute(f"SELECT count(*), max(id) FROM {TABLE}_docsize").fetchone()
-    return bool(n == i and top == itop)
+    q, qtop = c.execute(f"SELECT count(*), max(id) FROM {TABLE}_pending").fetchone()
+    return bool(n == i + q and top == max(itop or 0, qtop or 0) or n == 0 and i == q == 0)
+
+
+def flush(c: sqlite3.Connection, chunk: int = CHUNK) -> int:
+    """Index the rows the triggers queued (``_pending``), in transactions of ``chunk``
+    rows; how many. Many rows per transaction: FTS5 writes a segment per transaction,
+    which costs a small commit several times its own work (benchmarks/search_bench.py)."""
+    done = 0
+    while True:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            last = c.execute(f"SELECT max(id) FROM (SELECT id FROM {TABLE}_pending ORDER BY id LIMIT ?)",
+                             (chunk,)).fetchone()[0]
+            if last is None:
+                c.execute("COMMIT")
+                return done
+            cur = c.execute(f"INSERT INTO {TABLE}(rowid, content) SELECT m.rowid, m.content "
+                            f"FROM {TABLE}_pending p JOIN session_messages m ON m.rowid = p.id WHERE p.id <= ? "
+                            f"AND NOT EXISTS (SELECT 1 FROM {TABLE}_docsize d WHERE d.id = p.id)", (last,))
+            done += max(cur.rowcount, 0)
+            c.execute(f"DELETE FROM {TABLE}_pending WHERE id <= ?", (last,))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
 
 
 def ensure(c: sqlite3.Connection) -> bool:
     """Make the index and its triggers when missing and check it; True when it must be
-    built (in the background: :class:`Builder`). On the writer's connection at open."""
+    built (in the background: :class:`Indexer`). On the writer's connection at open."""
     c.execute("BEGIN IMMEDIATE")
     try:
         for statement in _DDL:  # one by one: executescript would commit
@@ -96,6 +126,7 @@ def ensure(c: sqlite3.Connection) -> bool:
             # the triggers from this commit on; the builder adds the rest. (A build cut
             # short by a stop goes on where it was: what it indexed is right.)
             c.execute(f"INSERT INTO {TABLE}({TABLE}) VALUES ('delete-all')")
+            c.execute(f"DELETE FROM {TABLE}_pending")
             _meta(c, "building")
         c.execute("COMMIT")
     except BaseException:
@@ -121,6 +152,7 @@ def build_step(c: sqlite3.Connection, after: int, chunk: int = CHUNK) -> int | N
         c.execute(f"INSERT INTO {TABLE}(rowid, content) SELECT rowid, content FROM session_messages m "
                   f"WHERE rowid > ? AND rowid <= ? "
                   f"AND NOT EXISTS (SELECT 1 FROM {TABLE}_docsize d WHERE d.id = m.rowid)", (after, last))
+        c.execute(f"DELETE FROM {TABLE}_pending WHERE id > ? AND id <= ?", (after, last))  # indexed now
         c.execute("COMMIT")
         return int(last)
     except BaseException:
@@ -129,43 +161,68 @@ def build_step(c: sqlite3.Connection, after: int, chunk: int = CHUNK) -> int | N
         raise
 
 
-class Builder:
-    """Builds the index in the background on a connection of its own; ``stop()`` ends
-    it between chunks (the next open goes on where it stopped: rows already indexed
-    are skipped)."""
+class Indexer:
+    """The index's writer, on a thread and connection of its own: first the build of
+    an existing database's index (when ``build``), then, every ``interval`` seconds, the
+    rows the triggers queued. :meth:`flush_now` indexes the queue at once (a search
+    calls it first, so what was written is found). ``stop()`` ends it between chunks
+    (the next open goes on where it stopped: rows already indexed are skipped)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], build: bool, interval: float = 1.0) -> None:
         self._connect = connect
+        self._build = build
+        self._interval = interval
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # the connection is used by this thread and by searches
         self._stop = threading.Event()
-        self.done = threading.Event()
+        self.built = threading.Event()
+        if not build:
+            self.built.set()
         self._thread = threading.Thread(target=self._run, name="search-index", daemon=True)
         self._thread.start()
 
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
     def _run(self) -> None:
         try:
-            c = self._connect()
-        except Exception as e:
-            log.error("search index: cannot build it: %s", e)
-            return
-        try:
             after: int | None = 0
-            while after is not None and not self._stop.is_set():
-                after = build_step(c, after)
-            if after is None:
+            while self._build and after is not None and not self._stop.is_set():
+                with self._lock:
+                    after = build_step(self._connection(), after)
+            if self._build and after is None:
                 log.info("search index: built")
-                self.done.set()
-        except Exception as e:  # a busy or lost file: the next start tries again
-            log.error("search index: building stopped: %s", e)
-        finally:
-            c.close()
+                self.built.set()
+            while not self._stop.wait(self._interval):
+                self.flush_now()
+        except Exception as e:  # a lost file: the next start builds again
+            log.error("search index: stopped: %s", e)
+
+    def flush_now(self) -> bool:
+        """Index what is queued; False when that failed (a search then says it may be
+        incomplete)."""
+        try:
+            with self._lock:
+                if self._stop.is_set():
+                    return False
+                flush(self._connection())
+            return True
+        except sqlite3.Error as e:
+            log.warning("search index: queued rows not indexed yet: %s", e)
+            return False
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
-
-def search(c: sqlite3.Connection, q: Query) -> tuple[list[HitRow], bool]:
+def search(c: sqlite3.Connection, q: Query, flushed: bool = True) -> tuple[list[HitRow], bool]:
     """The page of hits ``q`` asks for (``limit + 1`` rows, so the caller knows whether
     there is a next page), best first, each with its index in its session; and whether
     the index was complete. One read transaction: the hits and their indexes agree."""
@@ -187,7 +244,7 @@ def search(c: sqlite3.Connection, q: Query) -> tuple[list[HitRow], bool]:
             "CAST(COALESCE(m.timestamp, 0) AS INTEGER), ")
     c.execute("BEGIN")
     try:
-        complete = state(c) == "complete"
+        complete = flushed and state(c) == "complete"
         if q.match is not None:
             sql = (f"SELECT {cols} snippet({TABLE}, 0, ?, ?, '…', {SNIPPET_TOKENS}), bm25({TABLE}), "
                    f"CAST(m.message_id AS TEXT) FROM {TABLE} JOIN session_messages m ON m.rowid = {TABLE}.rowid "

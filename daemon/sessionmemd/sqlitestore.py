@@ -32,8 +32,9 @@ class SqliteReader:
     """storage.Reader on a connection of its own (WAL: it reads while the writer
     writes, each read a consistent snapshot)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, flush_index: Callable[[], bool]) -> None:
         self._conn = conn
+        self._flush_index = flush_index  # the search index's queue, indexed before a search
 
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         return storeread.load_session(self._conn, sid, revision, tail)
@@ -50,7 +51,7 @@ class SqliteReader:
 
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
         try:
-            return searchindex.search(self._conn, query)
+            return searchindex.search(self._conn, query, self._flush_index())
         except sqlite3.DatabaseError as e:
             raise StoreError(str(e)) from e
 
@@ -78,7 +79,7 @@ class SqliteStore:
         self._tail = tail
         check_writable(path)  # before the lock file is made there
         self._lock: DaemonLock | None = DaemonLock(path)
-        self._builder: searchindex.Builder | None = None
+        self._indexer: searchindex.Indexer | None = None
         try:
             self._file = self._open()
         except BaseException:
@@ -87,13 +88,16 @@ class SqliteStore:
         self._build_search_index()
 
     def _build_search_index(self) -> None:
-        if self._file.search_to_build:
-            self._builder = searchindex.Builder(self._file.open_builder)
+        self._indexer = searchindex.Indexer(self._file.open_builder, self._file.search_to_build)
 
     def _stop_builder(self) -> None:
-        if self._builder is not None:
-            builder, self._builder = self._builder, None
-            builder.stop()
+        if self._indexer is not None:
+            indexer, self._indexer = self._indexer, None
+            indexer.stop()
+
+    def _flush_index(self) -> bool:
+        indexer = self._indexer
+        return indexer is not None and indexer.flush_now()
 
     def _open(self) -> Store:
         assert self._lock is not None
@@ -125,7 +129,7 @@ class SqliteStore:
         return self._file.reload()
 
     def reader(self) -> SqliteReader:
-        return SqliteReader(self._file.open_reader())
+        return SqliteReader(self._file.open_reader(), self._flush_index)
 
     def fault(self) -> str | None:
         """SQLite would go on writing into an unlinked file, losing everything: writes
