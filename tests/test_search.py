@@ -206,3 +206,15 @@ def test_cli_search(daemon: Daemon) -> None:
     bad = run_cli(["--project", str(daemon.root), "--socket", str(daemon.socket), "search", "***"], env)
     assert bad.returncode != 0 and "word" in bad.stderr
     s.close()
+
+
+def test_a_substring_scan_past_its_budget_says_incomplete() -> None:
+    from sessionmemd import searchindex
+
+    c = sqlite3.connect(":memory:")
+    c.execute("CREATE TABLE t(x TEXT)")
+    c.executemany("INSERT INTO t VALUES (?)", [(f"row {i}",) for i in range(200_000)])
+    rows, complete = searchindex._bounded(c, "SELECT x FROM t WHERE x LIKE '%nothing%'", (), budget=0.0)
+    assert rows == [] and complete is False
+    rows, complete = searchindex._bounded(c, "SELECT x FROM t WHERE x LIKE '%row 1999%'", (), budget=30)
+    assert complete is True and len(rows) == 111  # row 1999, 19990-19999, 199900-199999

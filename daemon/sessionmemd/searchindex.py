@@ -27,7 +27,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from .storage import HitRow
 from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, substring_snippet
@@ -36,6 +38,10 @@ log = logging.getLogger("sessionmemd")
 
 TABLE = "sessionmem_fts"
 CHUNK = 5000  # rows per build transaction: ~20 ms of the writer's lock
+# substring mode scans the table (LIKE) newest first, for at most this long; cut short,
+# the page holds what was found and says complete: false. Why a scan and not a second
+# (trigram) index: it would cost every write again, for the rarest mode.
+SUBSTRING_BUDGET_S = 2.0
 
 _DDL = [f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5(
@@ -256,14 +262,33 @@ def search(c: sqlite3.Connection, q: Query, flushed: bool = True) -> tuple[list[
             sql = (f"SELECT {cols} CAST(m.content AS TEXT), 0.0, CAST(m.message_id AS TEXT) "
                    f"FROM session_messages m WHERE CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' "
                    f"{''.join(' AND ' + w for w in where)} ORDER BY m.rowid DESC LIMIT ? OFFSET ?")
-            rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:])
-                    for r in c.execute(sql, (q.like, *args, q.limit + 1, q.offset))]
-            complete = True  # a scan of the table itself misses nothing
+            rows, complete = _bounded(c, sql, (q.like, *args, q.limit + 1, q.offset))
+            rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:]) for r in rows]
         hits = [(sid, _index(c, sid, rowid), role, ts, snip, -float(score), mid)
                 for rowid, sid, role, ts, snip, score, mid in rows]
     finally:
         c.execute("COMMIT")
     return hits, complete
+
+
+def _bounded(c: sqlite3.Connection, sql: str, args: tuple[object, ...],
+             budget: float = SUBSTRING_BUDGET_S) -> tuple[list[Any], bool]:
+    """The rows of a scan, read for at most ``budget`` seconds: what was found by then,
+    and False when the scan was cut short (the reader thread serves session loads too,
+    and a LIKE scan of a million messages takes about a second)."""
+    deadline = time.monotonic() + budget
+    c.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    rows: list[Any] = []
+    try:
+        for row in c.execute(sql, args):
+            rows.append(row)
+        return rows, True
+    except sqlite3.OperationalError as e:
+        if "interrupt" not in str(e):
+            raise
+        return rows, False
+    finally:
+        c.set_progress_handler(None, 0)
 
 
 def _index(c: sqlite3.Connection, sid: str, rowid: int) -> int:
