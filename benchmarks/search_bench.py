@@ -51,7 +51,10 @@ def make_db(path: Path, messages: int) -> list[str]:
     Store(path).close()  # schema (with an empty, complete index)
     words = vocabulary()
     rng = random.Random(11)
-    weights = [1 / (i + 1) for i in range(len(words))]
+    cum, total = [], 0.0
+    for i in range(len(words)):
+        total += 1 / (i + 1)
+        cum.append(total)  # cumulative: choices() would sum 20,000 weights per message
     c = sqlite3.connect(path, isolation_level=None)
     for t in ("ai", "ad", "au"):
         c.execute(f"DROP TRIGGER sessionmem_fts_{t}")
@@ -63,7 +66,7 @@ def make_db(path: Path, messages: int) -> list[str]:
     c.execute("INSERT OR REPLACE INTO sessionmem_meta (key, value) VALUES ('current_session', 's0')")
     batch = []
     for i in range(messages):
-        text = " ".join(rng.choices(words, weights, k=WORDS_PER_MESSAGE))
+        text = " ".join(rng.choices(words, cum_weights=cum, k=WORDS_PER_MESSAGE))
         batch.append((f"s{i % SESSIONS}", "user" if i % 2 else "assistant", text, 1_700_000_000_000 + i))
         if len(batch) == 50_000:
             c.executemany("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES (?,?,?,?)", batch)
