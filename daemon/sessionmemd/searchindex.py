@@ -38,6 +38,9 @@ log = logging.getLogger("sessionmemd")
 
 TABLE = "sessionmem_fts"
 CHUNK = 5000  # rows per build transaction: ~20 ms of the writer's lock
+# Rows per transaction when indexing the queue: a few ms of the write lock at a time, so
+# a durable write that finds it taken waits little (SQLite's busy handler sleeps in steps).
+FLUSH_CHUNK = 1000
 # substring mode scans the table (LIKE) newest first, for at most this long; cut short,
 # the page holds what was found and says complete: false. Why a scan and not a second
 # (trigram) index: it would cost every write again, for the rarest mode.
@@ -85,7 +88,7 @@ def consistent(c: sqlite3.Connection) -> bool:
     return bool(n == i + q and top == max(itop or 0, qtop or 0) or n == 0 and i == q == 0)
 
 
-def flush(c: sqlite3.Connection, chunk: int = CHUNK) -> int:
+def flush(c: sqlite3.Connection, chunk: int = FLUSH_CHUNK) -> int:
     """Index the rows the triggers queued (``_pending``), in transactions of ``chunk``
     rows; how many. Many rows per transaction: FTS5 writes a segment per transaction,
     which costs a small commit several times its own work (benchmarks/search_bench.py)."""
