@@ -267,7 +267,8 @@ def search(c: sqlite3.Connection, q: Query, flushed: bool = True) -> tuple[list[
                    f"{''.join(' AND ' + w for w in where)} ORDER BY m.rowid DESC LIMIT ? OFFSET ?")
             rows, complete = _bounded(c, sql, (q.like, *args, q.limit + 1, q.offset))
             rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:]) for r in rows]
-        hits = [(sid, _index(c, sid, rowid), role, ts, snip, -float(score), mid)
+        index = _indexes(c, [(r[1], r[0]) for r in rows])
+        hits = [(sid, index[sid, rowid], role, ts, snip, -float(score), mid)
                 for rowid, sid, role, ts, snip, score, mid in rows]
     finally:
         c.execute("COMMIT")
@@ -294,7 +295,15 @@ def _bounded(c: sqlite3.Connection, sql: str, args: tuple[object, ...],
         c.set_progress_handler(None, 0)
 
 
-def _index(c: sqlite3.Connection, sid: str, rowid: int) -> int:
-    """A message's position in its session: getAllMessages orders them by rowid."""
-    return int(c.execute("SELECT count(*) FROM session_messages WHERE session_id = ? AND rowid < ?",
-                         (sid, rowid)).fetchone()[0])
+def _indexes(c: sqlite3.Connection, hits: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Each hit's position in its session (getAllMessages orders by rowid): per session,
+    its hits in rowid order, each counted on from the one before, so a page costs one
+    walk of the session's index up to its last hit, not one per hit."""
+    out: dict[tuple[str, int], int] = {}
+    for sid, rowid in sorted(set(hits)):
+        prev = next(((r, i) for (s, r), i in reversed(out.items()) if s == sid), None)
+        lo, base = (prev[0], prev[1]) if prev is not None else (-(2**63), 0)
+        n = c.execute("SELECT count(*) FROM session_messages WHERE session_id = ? AND rowid >= ? AND rowid < ?",
+                      (sid, lo, rowid)).fetchone()[0]
+        out[sid, rowid] = base + int(n)
+    return out
