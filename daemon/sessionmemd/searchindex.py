@@ -2,7 +2,11 @@
 
 An FTS5 *external-content* table over ``session_messages`` (the text is not stored
 twice), kept by triggers on that table, so every writer, the original tool included,
-keeps it right: appends, imports, pops, trims, deleted sessions, ``clear``. It is an
+keeps it right: appends, imports, pops, trims, deleted sessions, ``clear``. The insert
+trigger only queues the new rowid (``_pending``: one small row; FTS5 writes a segment
+per transaction, which made every durable commit cost ~3x); the :class:`Indexer`
+thread indexes the queue every second in batches, and at once before a search; the
+delete trigger drops a row from the queue or from the index, wherever it is. It is an
 addition like those of schema.py, made at every open when missing (idempotent, so it
 needs no schema version of its own; the original tool never reads it, and its
 better-sqlite3 has FTS5 built in, so its writes fire the triggers as ours do).
@@ -11,14 +15,14 @@ A database that already holds messages (written by the original or an older
 sessionmemd) gets its index built after the start, in the background, in chunks of
 short transactions on a thread and connection of its own (:class:`Indexer`): the first
 answers do not wait, and the writer waits at most one chunk. Meanwhile the triggers
-already index every new row, the delete trigger removes a row only when it is indexed
+already queue every new row, the delete trigger removes a row only when it is indexed
 (an FTS5 'delete' of a row that is not corrupts the index), and the builder adds only
 rows not indexed yet, so the order in which rows are written and built does not
 matter. Until it is done meta ``search_index`` is ``building`` and searches answer
 with ``complete: false``.
 
-Checked at every open: the index must hold as many rows as the table and the same
-highest rowid (cheap: two counts over b-trees); found otherwise, it is emptied and
+Checked at every open: the index and the queue must hold as many rows as the table and
+the same highest rowid (cheap: counts over b-trees); found otherwise, it is emptied and
 built again (in the background, as above).
 """
 
