@@ -68,3 +68,11 @@ def test_sessions_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
     assert b["bigFirstAnswerS"] > 0 and b["bigAllMessagesS"] >= b["bigFirstAnswerS"]
     g = sessions_bench.change_log_start(tmp_path, 300, 100, 1)
     assert g["logRows"] == 300 and g["fullLogStartS"] > 0 and g["emptyLogStartS"] > 0
+
+
+def test_search_benchmark_runs_tiny() -> None:
+    import search_bench
+
+    f = search_bench.run(messages=2000, queries=4, writes=20)
+    assert f["wordsP50Ms"] > 0 and f["likeScanP50Ms"] > 0 and f["buildIndexS"] > 0 and f["loadHistoryS"] > 0
+    assert f["alwaysWithIndexPerS"] > 0 and f["alwaysWithoutIndexPerS"] > 0

@@ -171,3 +171,23 @@ def test_several_sessions_with_data_the_original_opens_the_current_one(make_daem
         with d.session(session_id="later") as x:  # the sessions the original did not touch keep their data
             [m] = x.get_all_messages(full=True)
             assert (m.content, m.data) == ("in later", ["later"]) and x.get_context("k") == "later"
+
+
+def test_the_originals_writes_keep_the_search_index_right(make_daemon, node_dir: Path) -> None:
+    """The original rewrites the session (deletes its rows, inserts them again) on the
+    index's triggers: the next start finds its rows, at their positions, without a
+    rebuild."""
+    d: Daemon = make_daemon()
+    with d.session() as s:
+        s.add_message("user", "written by sessionmem first", timestamp=1)
+        s.add_message("assistant", "second from sessionmem", timestamp=2)
+    assert d.stop() == 0
+    node(node_dir, "append.mjs", d.root)  # the original's snapshot: a full rewrite
+    d.start()
+    c = d.conn()
+    r = c.result("searchMessages", {"query": "appended node"})
+    assert r["complete"] and [(h["index"], h["role"]) for h in r["hits"]] == [(2, "user")]
+    r = c.result("searchMessages", {"query": "sessionmem"})
+    assert sorted(h["index"] for h in r["hits"]) == [0, 1]
+    c.close()
+    assert "inconsistent" not in d.read_log()

@@ -49,7 +49,9 @@ def test_tools_and_resources_through_the_official_client(daemon: Daemon, env) ->
             assert set(tools) == {"get_session", "set_task", "add_message", "recent_messages", "track_file",
                                   "untrack_file", "get_context", "set_context", "claim_ticket", "wait_for_change",
                                   "release_ticket", "delete_context", "list_sessions", "acquire_lease",
-                                  "renew_lease", "release_lease", "list_leases"}
+                                  "renew_lease", "release_lease", "list_leases",
+                                  "search_messages"}
+            assert tools["search_messages"].annotations.read_only_hint is True
             for t in tools.values():  # every tool and param says what it is for
                 assert t.description and len(t.description) > 30, t.name
                 for name, schema in t.input_schema.get("properties", {}).items():
@@ -73,6 +75,10 @@ def test_tools_and_resources_through_the_official_client(daemon: Daemon, env) ->
             ok(await c.call_tool("claim_ticket", {"ticket_id": "T-7"}))
             msgs = data(await c.call_tool("recent_messages", {"count": 2}))
             assert [(m["role"], m["content"]) for m in msgs] == [("assistant", "parser: found the bug ✓"), ("user", "thanks")]
+            hits = data(await c.call_tool("search_messages", {"query": "BUG parser"}))
+            assert [(h["index"], h["role"]) for h in hits] == [(0, "assistant")] and "[bug]" in hits[0]["snippet"]
+            bad_query = await c.call_tool("search_messages", {"query": "***"})
+            assert bad_query.is_error and "word" in text(bad_query)
             summary = data(await c.call_tool("get_session", {}))
             assert summary["currentTask"] == "Fix the parser" and summary["activeTicket"] == "T-7"
             assert summary["openFiles"] == ["src/parser.py"] and summary["contextKeys"] == ["plan"]

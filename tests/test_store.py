@@ -127,7 +127,9 @@ def test_snapshots_are_incremental(db: Path) -> None:
     before = store.total_changes
     s.add_message("user", "one more", 1)
     save(store, s)
-    assert store.total_changes - before == 1  # one row, not a rewrite of 2001
+    # One row, not a rewrite of 2001 (total_changes also counts the few rows the search
+    # index's trigger writes into its FTS5 tables for that one message).
+    assert store.total_changes - before < 20
     before = store.total_changes
     assert s.drain() is None  # nothing changed: nothing to write
     assert store.total_changes == before

@@ -97,7 +97,8 @@ def cli(daemon: Daemon, env: dict[str, str], *args: str) -> str:
 
 # -- the gate: token, Host, Origin ------------------------------------------------------
 def test_refuses_without_the_token_another_origin_or_host(ui: UI) -> None:
-    for path in ("/", "/api/state", "/api/sessions", "/api/messages?session=x", "/events", "/static/app.js"):
+    for path in ("/", "/api/state", "/api/sessions", "/api/messages?session=x", "/api/search?q=x", "/events",
+                 "/static/app.js"):
         assert ui.get(path, token=False)[0] == 403, path
         status, body = ui.get(path + ("&" if "?" in path else "?") + "token=wrong" + ui.token[5:], token=False)
         assert status == 403, path
@@ -353,6 +354,23 @@ def test_page_pages_older_messages(daemon: Daemon, ui: UI, browser: Browser) -> 
         wait_for(lambda n=shown: len(messages(browser)) == n, 5, f"{shown} messages")
     assert messages(browser) == [f"m{i}" for i in range(119, -1, -1)]
     assert browser.eval("document.getElementById('older').hidden") is True
+
+
+@needs_chromium
+def test_page_search_finds_a_message(daemon: Daemon, ui: UI, browser: Browser) -> None:
+    s = daemon.session()
+    s.add_message("user", "nothing here")
+    s.add_message("assistant", "the <b>flaky</b> test was the clock")
+    show(browser, ui.url)
+    browser.eval("document.getElementById('search-input').value = 'flaky clock';"
+                 "document.getElementById('search').requestSubmit()")
+    wait_for(lambda: browser.eval("document.querySelectorAll('#hits li.hit').length") == 1, 5, "one hit")
+    assert browser.eval("document.querySelector('#hits mark').textContent") == "flaky"
+    assert "<b>flaky</b>" in browser.eval("document.querySelector('#hits .hit-snippet').textContent")  # text, not HTML
+    assert browser.eval("document.querySelector('#hits .hit-head').textContent").count("#1") == 1
+    browser.eval("document.getElementById('search-input').value = '***';"
+                 "document.getElementById('search').requestSubmit()")
+    wait_for(lambda: "word" in browser.eval("document.getElementById('hits').textContent"), 5, "the reason")
 
 
 @needs_chromium

@@ -231,6 +231,28 @@ class Calls:
             params["forkUpTo"] = up_to
         return Call("createSession", params, _session_id)
 
+    def search_messages(self, query: str, *, all_sessions: bool = False, session: str | None = None,
+                        mode: str = "words", roles: Iterable[str] | None = None, since: int | None = None,
+                        until: int | None = None, limit: int | None = None,
+                        cursor: str | None = None) -> Call[p.SearchResult]:
+        """Messages whose content matches ``query`` (``mode``: words, phrase, prefix,
+        substring), best first: in ``session`` (else the bound one, else the current),
+        or in every session with ``all_sessions``. Page on with the result's
+        ``nextCursor`` as ``cursor``."""
+        params: Params = {"query": query, "mode": mode}
+        if roles is not None:
+            params["roles"] = list(roles)
+        for name, value in (("since", since), ("until", until), ("limit", limit), ("cursor", cursor)):
+            if value is not None:
+                params[name] = value
+        if all_sessions:
+            params["sessions"] = "*"
+        elif session is not None:
+            params["session"] = session
+        else:
+            params = self._s(params) or params
+        return Call("searchMessages", params)
+
     def list_sessions(self) -> Call[list[p.SessionInfo]]:
         """Every session, the most recently changed first."""
         return Call("listSessions")

@@ -40,7 +40,7 @@ LEASE_HELD: Final = -32014  # a lease is held by another, or not with that token
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
     "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
-    "transact", "leases",
+    "transact", "leases", "search",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -361,6 +361,45 @@ class Lease(Struct, kw_only=True):
     ttlMs: int | None = None
 
 
+SearchMode = Literal["words", "phrase", "prefix", "substring"]
+
+
+class SearchMessagesParams(_Params):
+    """searchMessages: ``session`` (absent: the current) or ``sessions: "*"`` (every
+    session). Limits: docs/protocol.md (the daemon's searchquery.py checks them)."""
+
+    query: str
+    session: SessionRef = UNSET
+    sessions: Literal["*"] | UnsetType = UNSET
+    mode: SearchMode = "words"
+    roles: list[str] | UnsetType = UNSET
+    since: EpochMs | UnsetType = UNSET  # timestamp >= since
+    until: EpochMs | UnsetType = UNSET  # timestamp < until
+    limit: Annotated[int, Meta(ge=1)] = 20
+    cursor: str | UnsetType = UNSET  # a previous result's nextCursor
+
+
+class SearchHit(Struct, omit_defaults=True):
+    """One message found. ``index``: its position in its session (getAllMessages'
+    order). ``snippet``: its text around the match, each match between U+0002 and
+    U+0003. ``score``: higher is better (0 in substring mode, which is newest first)."""
+
+    sessionId: str
+    index: int
+    role: str
+    timestamp: int
+    snippet: str
+    score: float
+    id: str | UnsetType = UNSET
+
+
+class SearchResult(Struct):
+    hits: list[SearchHit]
+    nextCursor: str | None  # the next page's cursor; null on the last page
+    revision: int  # every change up to this revision is in what was searched
+    complete: bool  # false: some messages may be missing (the index is still being built)
+
+
 class SessionIdResult(Struct):
     sessionId: str
 
@@ -507,6 +546,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "renewLease": MethodSpec(RenewLeaseParams, Lease, True),
     "releaseLease": MethodSpec(ReleaseLeaseParams, None, True),
     "listLeases": MethodSpec(ListLeasesParams, list[Lease], False),
+    "searchMessages": MethodSpec(SearchMessagesParams, SearchResult, False),
 }
 # Handlers of these also get the calling connection (the feed is per connection).
 # acquireLease: an ephemeral lease ends when that connection closes.

@@ -179,6 +179,15 @@ class SessionMethods:
                        up_to: int | None = None, make_current: bool = False) -> str:
         return self._run(self._calls.create_session(session_id, fork_from, up_to, make_current))
 
+    def search_messages(self, query: str, *, all_sessions: bool = False, session: str | None = None,
+                        mode: str = "words", roles: Iterable[str] | None = None, since: int | None = None,
+                        until: int | None = None, limit: int | None = None,
+                        cursor: str | None = None) -> p.SearchResult:
+        """Search message content (calls.Calls.search_messages)."""
+        return self._run(self._calls.search_messages(query, all_sessions=all_sessions, session=session, mode=mode,
+                                                     roles=roles, since=since, until=until, limit=limit,
+                                                     cursor=cursor))
+
     def list_sessions(self) -> list[p.SessionInfo]:
         return self._run(self._calls.list_sessions())
 
@@ -342,6 +351,15 @@ class AsyncSessionMethods:
     async def create_session(self, session_id: str | None = None, fork_from: str | None = None,
                              up_to: int | None = None, make_current: bool = False) -> str:
         return await self._run(self._calls.create_session(session_id, fork_from, up_to, make_current))
+
+    async def search_messages(self, query: str, *, all_sessions: bool = False, session: str | None = None,
+                              mode: str = "words", roles: Iterable[str] | None = None, since: int | None = None,
+                              until: int | None = None, limit: int | None = None,
+                              cursor: str | None = None) -> p.SearchResult:
+        """Search message content (calls.Calls.search_messages)."""
+        return await self._run(self._calls.search_messages(
+            query, all_sessions=all_sessions, session=session, mode=mode, roles=roles, since=since, until=until,
+            limit=limit, cursor=cursor))
 
     async def list_sessions(self) -> list[p.SessionInfo]:
         return await self._run(self._calls.list_sessions())

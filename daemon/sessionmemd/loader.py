@@ -37,7 +37,8 @@ from sessionmem import protocol as p
 
 from .host import SessionHost, no_such_session
 from .state import SessionState
-from .storage import TAIL, ChangeRow, Reader, StoreError
+from .searchquery import Query
+from .storage import TAIL, ChangeRow, HitRow, Reader, StoreError
 
 log = logging.getLogger("sessionmemd")
 T = TypeVar("T")
@@ -284,6 +285,13 @@ class Loader:
                 out.append(p.SessionInfo(sid, start, task, ticket, m, f, c, rev, sid == host.current_id))
         out.sort(key=lambda i: (i.revision, i.startTime), reverse=True)
         return out
+
+    async def search(self, query: Query) -> tuple[list[HitRow], bool]:
+        """searchMessages' page, read by the store (storage.Reader.search)."""
+        try:
+            return await self._read(lambda reader: reader.search(query))
+        except StoreError as e:
+            raise errors.InternalError(f"searchMessages: the store could not search: {e}") from None
 
     async def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
         """The changes the store's log holds after ``since`` up to ``upto``."""

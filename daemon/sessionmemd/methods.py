@@ -19,6 +19,7 @@ from .feed import Feed, Watcher
 from .host import SessionHost
 from .loader import Loader, always
 from .records import export_records, import_state
+from .searchquery import QueryError, build, encode_cursor
 from .rpc import Handler, check_json_value
 from .state import SessionState
 from .transact import decode_ops, needs_history
@@ -180,6 +181,35 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         session = None if a.session is UNSET else host.resolve(a.session)
         return host.leases.listed(session, host.now())
 
+    def search(a: p.SearchMessagesParams) -> Any:
+        if a.sessions is not UNSET and a.session is not UNSET:
+            raise errors.InvalidParams("give `params.session` or `params.sessions`, not both")
+        sessions = None if a.sessions is not UNSET else (host.resolve(a.session),)
+        try:
+            q = build(a.query, a.mode, sessions, None if a.roles is UNSET else tuple(a.roles),
+                      None if a.since is UNSET else a.since, None if a.until is UNSET else a.until,  # type: ignore[arg-type]
+                      a.limit, None if a.cursor is UNSET else a.cursor)  # type: ignore[arg-type]
+        except QueryError as e:
+            raise errors.InvalidParams(f"searchMessages: {e}") from None
+        return search_saved(q)
+
+    async def search_saved(q: Any) -> p.SearchResult:
+        # The store searches what is on disk: write what is not yet (usually nothing,
+        # or the last second's changes) first, so unsaved messages are found too and
+        # `index` agrees with the sessions in memory.
+        saved = True
+        try:
+            await shell.snapshot()
+        except errors.SessionmemError:
+            saved = False  # kept in memory and retried: the answer says it may miss them
+        revision = host.revision
+        rows, complete = await loader.search(q)
+        hits = [p.SearchHit(sid, i, role, ts, snip, score, UNSET if mid is None else mid)
+                for sid, i, role, ts, snip, score, mid in rows[:q.limit]]
+        more = len(rows) > q.limit
+        return p.SearchResult(hits, encode_cursor(q.offset + q.limit) if more else None, revision,
+                              complete and saved)
+
     def watch(a: p.WatchParams, conn: Watcher) -> Any:
         since = None if a.since is UNSET else a.since
         session = None if a.session is UNSET else a.session
@@ -238,6 +268,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
             a.name, a.token, None if a.ttlMs is UNSET else a.ttlMs)),
         "releaseLease": lambda a: loader.session_op(None, lambda: host.release_lease(a.name, a.token)),
         "listLeases": list_leases,
+        "searchMessages": search,
     }
 
 

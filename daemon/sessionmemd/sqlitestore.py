@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import storeread
+from . import searchindex, storeread
 from .dbcheck import BadDatabase, check_writable, move_aside
 from .leases import LeaseRow
 from .listener import DaemonLock
 from .messages import MessageLog
 from .state import Batch, Restored
-from .storage import TAIL, Catalogue, ChangeRow, Reader, SessionRow, Storage, StoreError, StoreFault
+from .searchquery import Query
+from .storage import TAIL, Catalogue, ChangeRow, HitRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .store import Store
 
 log = logging.getLogger("sessionmemd")
@@ -32,8 +33,9 @@ class SqliteReader:
     """storage.Reader on a connection of its own (WAL: it reads while the writer
     writes, each read a consistent snapshot)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, flush_index: Callable[[], bool]) -> None:
         self._conn = conn
+        self._flush_index = flush_index  # the search index's queue, indexed before a search
 
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         return storeread.load_session(self._conn, sid, revision, tail)
@@ -47,6 +49,12 @@ class SqliteReader:
 
     def session_rows(self) -> dict[str, SessionRow]:
         return storeread.session_rows(self._conn)
+
+    def search(self, query: Query) -> tuple[list[HitRow], bool]:
+        try:
+            return searchindex.search(self._conn, query, self._flush_index())
+        except sqlite3.DatabaseError as e:
+            raise StoreError(str(e)) from e
 
     def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
         return storeread.change_rows(self._conn, since, upto)
@@ -72,11 +80,25 @@ class SqliteStore:
         self._tail = tail
         check_writable(path)  # before the lock file is made there
         self._lock: DaemonLock | None = DaemonLock(path)
+        self._indexer: searchindex.Indexer | None = None
         try:
             self._file = self._open()
         except BaseException:
             self._lock.release()
             raise
+        self._build_search_index()
+
+    def _build_search_index(self) -> None:
+        self._indexer = searchindex.Indexer(self._file.open_builder, self._file.search_to_build)
+
+    def _stop_builder(self) -> None:
+        if self._indexer is not None:
+            indexer, self._indexer = self._indexer, None
+            indexer.stop()
+
+    def _flush_index(self) -> bool:
+        indexer = self._indexer
+        return indexer is not None and indexer.flush_now()
 
     def _open(self) -> Store:
         assert self._lock is not None
@@ -112,7 +134,7 @@ class SqliteStore:
         return self._file.reload()
 
     def reader(self) -> SqliteReader:
-        return SqliteReader(self._file.open_reader())
+        return SqliteReader(self._file.open_reader(), self._flush_index)
 
     def fault(self) -> str | None:
         """SQLite would go on writing into an unlinked file, losing everything: writes
@@ -142,10 +164,12 @@ class SqliteStore:
             # close of a file removes "<path>-wal" by name, which must not be the new
             # file's.
             before_reopen()
+            self._stop_builder()
             self._file.close()
             assert self._lock is not None
             self._lock.renew()  # the folder may have gone too: lock its path again
             self._file = self._open()
+            self._build_search_index()
         except Exception as e:
             raise StoreFault(f"the database {path} was deleted and a new one cannot be made: {e}; "
                              f"the changes are kept in memory and retried", e) from e
@@ -155,6 +179,7 @@ class SqliteStore:
             self._lock.announce(socket_path)
 
     def close(self) -> None:
+        self._stop_builder()
         self._file.close()
         if self._lock is not None:
             # Once only: a second close of its descriptors could close another file's.

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from .leases import LeaseRow
 from .messages import MessageLog
+from .searchquery import Query
 from .state import Batch, Restored
 
 TAIL = 1000  # a start loads the current session's newest messages first, the rest behind
@@ -31,6 +32,9 @@ TAIL = 1000  # a start loads the current session's newest messages first, the re
 SessionRow = tuple[int, str | None, str | None, int, int, int]
 # One change of the log on disk: its revision, its session, its `changed` frame.
 ChangeRow = tuple[int, str, bytes]
+# One search hit: session, index in it, role, timestamp, snippet (matches between
+# searchquery.MARK_OPEN and MARK_CLOSE), score (higher is better), message id.
+HitRow = tuple[str, int, str, int, str, float, str | None]
 # Every session's id and its last revision.
 Catalogue = dict[str, int]
 
@@ -64,6 +68,15 @@ class Reader(Protocol):
 
     def session_rows(self) -> dict[str, SessionRow]:
         """Every session as the store holds it (listSessions)."""
+        ...
+
+    def search(self, query: Query) -> tuple[list[HitRow], bool]:
+        """searchMessages' page of hits: up to ``query.limit + 1`` (one more than asked
+        says a next page exists) after ``query.offset``, best first; and whether the
+        store's index covered every message (False while it is still being built).
+        ``query`` is checked and escaped already (searchquery.py): ``match`` is an FTS5
+        expression, which a store without FTS5 may read back from ``text`` and ``mode``.
+        Raises StoreError when the store cannot read them."""
         ...
 
     def change_rows(self, since: int, upto: int) -> list[ChangeRow]:

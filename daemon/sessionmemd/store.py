@@ -36,7 +36,7 @@ from .dbcheck import (
 )
 from sessionmem.paths import make_private_dirs
 
-from . import schema, storeread
+from . import schema, searchindex, storeread
 from .leases import LeaseRow
 from .state import Batch, Changes, Restored
 from .storage import TAIL
@@ -130,6 +130,8 @@ class Store:
                     schema.upgrade(conn)
                     conn.execute("COMMIT")
             schema.ensure_leases(conn)
+            # The full-text index: made when missing, checked (searchindex.py).
+            self.search_to_build = searchindex.ensure(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise open_error(path, e) from None
@@ -194,6 +196,13 @@ class Store:
         writer writes, each read a consistent snapshot)."""
         conn = self._connect(self.path)
         conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def open_builder(self) -> sqlite3.Connection:
+        """A connection of its own for the search index's builder (searchindex.Builder):
+        it writes, in short transactions of its own, beside the writer."""
+        conn = self._connect(self.path)
+        conn.execute("PRAGMA synchronous = NORMAL")  # a lost chunk is built again
         return conn
 
     # -- writing ------------------------------------------------------------------

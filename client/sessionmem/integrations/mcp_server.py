@@ -32,9 +32,9 @@ from typing import Annotated, Any, TypeVar, get_args
 try:
     from mcp.server.mcpserver import MCPServer
     from pydantic import Field
+    from mcp.types import ToolAnnotations
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-    from mcp.types import ToolAnnotations
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("`sessionmem mcp` needs the MCP SDK: pip install 'sessionmem[mcp]'") from None
 
@@ -246,6 +246,26 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
         {role, content, timestamp (epoch ms)}."""
         msgs = await bridge.call(lambda s: _in(s, session).get_recent_messages(count))
         return [_message(m) for m in msgs]
+
+    @tool(read_only=True)
+    async def search_messages(
+            query: Annotated[str, Field(description="What to look for: words (all of them, any order), "
+                                        "or per `mode`.")],
+            mode: Annotated[str, Field(description="words (default), phrase (in this order), prefix (words "
+                                       "starting so) or substring (anywhere in the text).")] = "words",
+            all_sessions: Annotated[bool, Field(description="Search every session, not only this one.")] = False,
+            role: Annotated[str | None, Field(description="Only messages of this role.")] = None,
+            limit: Annotated[int, Field(ge=1, le=100, description="How many hits, best first.")] = 10,
+            session: SessionArg = None) -> list[dict[str, Any]]:
+        """Search the shared conversation history (did anyone already try X?): the best
+        matching messages first, each {sessionId, index (its position in the session),
+        role, timestamp (epoch ms), snippet (the match in [brackets])}."""
+        if mode not in get_args(p.SearchMode):
+            raise ToolError(f"mode must be {', '.join(get_args(p.SearchMode))}, not {mode!r}")
+        r = await bridge.call(lambda s: _in(s, session).search_messages(
+            query, all_sessions=all_sessions, mode=mode, roles=None if role is None else [role], limit=limit))
+        return [{"sessionId": h.sessionId, "index": h.index, "role": h.role, "timestamp": h.timestamp,
+                 "snippet": h.snippet.replace("\x02", "[").replace("\x03", "]")} for h in r.hits]
 
     @tool()
     async def track_file(path: Path, session: SessionArg = None) -> str:

@@ -38,6 +38,7 @@ from ..aio import AsyncSession
 
 PAGE = 50  # messages per page of the conversation
 MAX_PAGE = 500
+SEARCH_HITS = 50  # hits the page's search shows (the best first)
 CONSISTENT_TRIES = 8  # reads of a session retried while it changes under them
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = [
@@ -129,6 +130,7 @@ class UI:
             Route("/api/state", self.state),
             Route("/api/sessions", self.sessions),
             Route("/api/messages", self.messages),
+            Route("/api/search", self.search),
             Route("/events", self.events),
         ]
 
@@ -195,6 +197,17 @@ class UI:
                 page = recent[: max(0, len(recent) - skip)]
                 return _json({"revision": info.revision, "messages": page, "messagesCount": after.messagesCount})
         return _json({"error": "the session changes too fast to read; try again"}, 503)
+
+    async def search(self, request: Request) -> Response:
+        """searchMessages over every session: ``q`` (and ``mode``), best first. A query the
+        daemon refuses is 400 with its reason."""
+        q = request.query_params.get("q", "")
+        mode = request.query_params.get("mode", "words")
+        try:
+            r = await self.client.search_messages(q, all_sessions=True, mode=mode, limit=SEARCH_HITS)
+        except errors.InvalidParams as e:
+            return _json({"error": str(e)}, 400)
+        return _json(r)
 
     async def events(self, request: Request) -> Response:
         since = _revision(request.headers.get("last-event-id")) or _revision(request.query_params.get("since"))

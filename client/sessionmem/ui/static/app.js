@@ -257,8 +257,54 @@ async function older() {
   }
 }
 
+// Search (searchMessages over every session). The daemon marks each match in a
+// snippet between U+0002 and U+0003: split on them and build <mark>s with textContent.
+function snippetNodes(snippet) {
+  const out = [];
+  String(snippet).split("\u0002").forEach((part, i) => {
+    if (i === 0) { out.push(document.createTextNode(part)); return; }
+    const end = part.indexOf("\u0003");
+    const hit = end < 0 ? part : part.slice(0, end);
+    out.push(el("mark", null, hit));
+    if (end >= 0) out.push(document.createTextNode(part.slice(end + 1)));
+  });
+  return out;
+}
+
+function hitItem(h) {
+  const li = el("li", "hit");
+  const head = el("div", "hit-head");
+  head.append(el("span", "mono", h.sessionId), el("span", "muted", " #" + h.index + " "),
+              el("span", "role", h.role), el("span", "muted", " " + new Date(h.timestamp).toLocaleString()));
+  const body = el("div", "hit-snippet");
+  body.append(...snippetNodes(h.snippet));
+  li.append(head, body);
+  return li;
+}
+
+async function search(q) {
+  const box = $("results"), list = $("hits");
+  if (!q.trim()) { box.hidden = true; return; }
+  const r = await fetch("api/search?q=" + encodeURIComponent(q),
+                        { headers: { "X-Sessionmem-Token": TOKEN }, cache: "no-store" });
+  const body = await r.json();
+  box.hidden = false;
+  if (!r.ok) {
+    list.replaceChildren(el("li", "empty", body.error || ("HTTP " + r.status)));
+    $("results-count").textContent = "";
+    return;
+  }
+  list.replaceChildren(...(body.hits.length ? body.hits.map(hitItem) : [el("li", "empty", "no message matches")]));
+  $("results-count").textContent = body.hits.length + (body.nextCursor ? "+" : "") +
+    (body.complete ? "" : " (index still being built: some may be missing)");
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("older").addEventListener("click", () => { older().catch((e) => console.error(e)); });
-  $("search").addEventListener("submit", (e) => e.preventDefault());
+  $("search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search($("search-input").value).catch((err) => console.error(err));
+  });
+  $("results-close").addEventListener("click", () => { $("results").hidden = true; });
   loadSoon(null);
 });

@@ -1,0 +1,195 @@
+"""searchMessages benchmarks (issue 20): ratios measured in one run, on one machine.
+
+    python benchmarks/search_bench.py            # 1,000,000 messages (a few minutes)
+    python benchmarks/search_bench.py --quick    # 50,000 messages (~20 s)
+
+1. Search latency: p50 of `words` queries through a real daemon (socket, JSON, the
+   snapshot check, FTS5, snippets, indexes) ÷ p50 of a `LIKE '%term%'` scan of the same
+   table for the same terms (every matching row: what a search without an index must read
+   to rank). Aim ≤ 0.02.
+2. Index build at first start (searchindex.build_step in chunks, as the daemon's
+   background builder runs it) ÷ loading the whole history (storeread.load_session of
+   every session, all messages).
+3. The index's cost to sequential `--durability always` writes: addMessage/s with the
+   index's triggers ÷ without them (dropped by another connection while the daemon runs).
+   Aim ≥ 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench import sessionmemd  # noqa: E402
+
+SESSIONS = 10
+WORDS_PER_MESSAGE = 20
+
+
+def vocabulary(n: int = 20_000) -> list[str]:
+    rng = random.Random(7)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(4, 9))) for _ in range(n)})
+
+
+def make_db(path: Path, messages: int) -> list[str]:
+    """A database an older sessionmemd could have written: ``messages`` rows over
+    SESSIONS sessions, words Zipf-distributed, and no search index yet."""
+    from sessionmemd.store import Store
+
+    Store(path).close()  # schema (with an empty, complete index)
+    words = vocabulary()
+    rng = random.Random(11)
+    cum, total = [], 0.0
+    for i in range(len(words)):
+        total += 1 / (i + 1)
+        cum.append(total)  # cumulative: choices() would sum 20,000 weights per message
+    c = sqlite3.connect(path, isolation_level=None)
+    for t in ("ai", "ad", "au"):
+        c.execute(f"DROP TRIGGER sessionmem_fts_{t}")
+    c.execute("DROP TABLE sessionmem_fts")
+    c.execute("DELETE FROM sessionmem_meta WHERE key = 'search_index'")
+    c.execute("BEGIN")
+    for s in range(SESSIONS):
+        c.execute("INSERT INTO sessions (id, start_time) VALUES (?, 0)", (f"s{s}",))
+    c.execute("INSERT OR REPLACE INTO sessionmem_meta (key, value) VALUES ('current_session', 's0')")
+    batch = []
+    for i in range(messages):
+        text = " ".join(rng.choices(words, cum_weights=cum, k=WORDS_PER_MESSAGE))
+        batch.append((f"s{i % SESSIONS}", "user" if i % 2 else "assistant", text, 1_700_000_000_000 + i))
+        if len(batch) == 50_000:
+            c.executemany("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES (?,?,?,?)", batch)
+            batch.clear()
+    c.executemany("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES (?,?,?,?)", batch)
+    c.execute("COMMIT")
+    c.close()
+    return words
+
+
+def build_vs_load(path: Path) -> dict[str, float]:
+    from sessionmemd import searchindex, storeread
+
+    c = sqlite3.connect(path, isolation_level=None)
+    t = time.perf_counter()
+    for s in range(SESSIONS):
+        storeread.load_session(c, f"s{s}", 0, None)
+    load = time.perf_counter() - t
+    t = time.perf_counter()
+    assert searchindex.ensure(c)
+    after: int | None = 0
+    while after is not None:
+        after = searchindex.build_step(c, after)
+    build = time.perf_counter() - t
+    assert searchindex.consistent(c)
+    c.close()
+    return {"loadHistoryS": load, "buildIndexS": build, "buildOverLoad": build / load}
+
+
+def search_vs_like(tmp: Path, path: Path, words: list[str], queries: int) -> dict[str, float]:
+    from sessionmem import Session
+
+    rng = random.Random(5)
+    # Terms of every frequency: common, middling, rare (Zipf ranks).
+    ranks = [5, 50, 500, 5000]
+    terms = [words[rng.choice(ranks) + rng.randint(0, 3)] for _ in range(queries)]
+    like_ms = []
+    c = sqlite3.connect(path)
+    for term in terms[: max(5, queries // 4)]:  # each is a full scan: fewer are enough for a stable p50
+        t = time.perf_counter()
+        c.execute("SELECT rowid, session_id, role, timestamp, content FROM session_messages "
+                  "WHERE content LIKE ?", (f"%{term}%",)).fetchall()
+        like_ms.append((time.perf_counter() - t) * 1000)
+    c.close()
+    d = sessionmemd(tmp, "search", db=path)
+    try:
+        with Session(socket=d.sock, project=tmp, autostart=False) as s:
+            assert s.search_messages("warmup", all_sessions=True).complete
+            fts_ms = []
+            for term in terms:
+                t = time.perf_counter()
+                s.search_messages(term, all_sessions=True)
+                fts_ms.append((time.perf_counter() - t) * 1000)
+            two = []
+            for a, b in zip(terms[::2], terms[1::2]):
+                t = time.perf_counter()
+                s.search_messages(f"{a} {b}", all_sessions=True)
+                two.append((time.perf_counter() - t) * 1000)
+    finally:
+        d.stop()
+    p50, like = statistics.median(fts_ms), statistics.median(like_ms)
+    return {"wordsP50Ms": p50, "twoWordsP50Ms": statistics.median(two), "likeScanP50Ms": like,
+            "wordsOverLike": p50 / like}
+
+
+def write_cost(tmp: Path, n: int) -> dict[str, float]:
+    from sessionmem import Session
+
+    out = {}
+    for name, drop in (("with", False), ("without", True)):
+        db = tmp / f"writes-{name}.db"
+        d = sessionmemd(tmp, f"w{name}", "--durability", "always", db=db)
+        try:
+            if drop:
+                c = sqlite3.connect(db, isolation_level=None)
+                for t in ("ai", "ad", "au"):
+                    c.execute(f"DROP TRIGGER sessionmem_fts_{t}")
+                c.close()
+            with Session(socket=d.sock, project=tmp, autostart=False) as s:
+                for i in range(50):
+                    s.add_message("user", f"warm up {i}")
+                t = time.perf_counter()
+                for i in range(n):
+                    s.add_message("user", f"a sequential durable write number {i} with a few words")
+                out[name] = n / (time.perf_counter() - t)
+        finally:
+            d.stop()
+    return {"alwaysWithIndexPerS": out["with"], "alwaysWithoutIndexPerS": out["without"],
+            "withOverWithout": out["with"] / out["without"]}
+
+
+def run(messages: int, queries: int, writes: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="smsearch-") as td:
+        tmp = Path(td)
+        db = tmp / "history.db"
+        t = time.perf_counter()
+        words = make_db(db, messages)
+        made = time.perf_counter() - t
+        figures: dict[str, Any] = {"messages": messages, "makeDbS": made}
+        figures.update(build_vs_load(db))
+        figures.update(search_vs_like(tmp, db, words, queries))
+        figures.update(write_cost(tmp, writes))
+        return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="50,000 messages, fewer queries and writes")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    f = run(50_000, 40, 300) if a.quick else run(1_000_000, 100, 1000)
+    print(f"messages: {f['messages']:,}")
+    print(f"words query p50 (daemon, end to end): {f['wordsP50Ms']:.2f} ms; two words: {f['twoWordsP50Ms']:.2f} ms")
+    print(f"LIKE '%term%' scan p50:                {f['likeScanP50Ms']:.2f} ms")
+    print(f"  ratio words/LIKE: {f['wordsOverLike']:.4f} (aim <= 0.02)")
+    print(f"index build: {f['buildIndexS']:.2f} s; loading the history: {f['loadHistoryS']:.2f} s; "
+          f"ratio {f['buildOverLoad']:.2f}")
+    print(f"--durability always addMessage/s: with index {f['alwaysWithIndexPerS']:.0f}, without "
+          f"{f['alwaysWithoutIndexPerS']:.0f}; ratio {f['withOverWithout']:.2f} (aim >= 0.8)")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(f, indent=2))
+
+
+if __name__ == "__main__":
+    main()
