@@ -16,7 +16,7 @@ from mcp import Client  # noqa: E402
 from conftest import Daemon  # noqa: E402
 from test_mcp import data, server, text  # noqa: E402
 
-READ_ONLY = {"get_session", "recent_messages", "get_context", "wait_for_change", "list_sessions", "list_leases"}
+READ_ONLY = {"get_session", "recent_messages", "get_context", "wait_for_change", "list_sessions", "list_leases", "search_messages"}
 
 
 def test_lease_and_ticket_tools_through_the_official_client(daemon: Daemon, env: dict[str, str]) -> None:
