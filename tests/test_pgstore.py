@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from sessionmemd.messages import MessageLog
 from sessionmemd.state import Batch, SessionState
 from sessionmemd.storage import Storage, StoreError
 from sessionmemd.storeurl import StoreChoiceError, choose, mask, normalise_origin
@@ -20,16 +19,7 @@ pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not ins
 
 from sessionmemd.pgstore import SCHEMA_VERSION, NewerSchema, PgStore, ProjectBusy  # noqa: E402
 
-
-def contents(log: MessageLog) -> list[str]:
-    return [m["content"] for m in json.loads(log.all())]
-
-
-def session(sid: str, n: int) -> SessionState:
-    s = SessionState(sid, 1)
-    for i in range(n):
-        s.add_message("user", f"m{i}", i)
-    return s
+from test_seam import contents, session  # noqa: E402  (one home for the store tests' helpers)
 
 
 def test_pg_store_through_the_interface(pg_url: str) -> None:
