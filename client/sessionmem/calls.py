@@ -202,6 +202,22 @@ class Calls:
             params["reverse"] = True
         return Call("listContext", self._s(params))
 
+    def list_contexts(self, queries: Iterable[Mapping[str, Any]]) -> Call[list[p.ContextPage]]:
+        """Several ``listContext`` pages in one JSON-RPC batch (one round trip), each
+        query a mapping of :meth:`list_context`'s arguments (``prefix``, ``after``,
+        ``limit``, ``reverse``); the pages in query order. Reads only: retried as one."""
+        batch: list[tuple[str, Params | None]] = []
+        for q in queries:
+            unknown = set(q) - {"prefix", "after", "limit", "reverse"}
+            if unknown:
+                raise TypeError(f"list_contexts: unknown argument(s) {sorted(unknown)}")
+            c = self.list_context(q.get("prefix", ""), after=q.get("after"), limit=q.get("limit"),
+                                  reverse=bool(q.get("reverse", False)))
+            batch.append((c.method, c.params))
+        if not batch:
+            return Call("getSessionId", self._s(), lambda _r: [])  # nothing to list; still checks the session
+        return Call("listContext", None, None, batch)
+
     def transact(self, t: Transaction, expect_revision: int | None = None) -> Call[list[Any]]:
         """``t``'s ops, all or none (see Transaction)."""
         params: Params = {"ops": t.ops}

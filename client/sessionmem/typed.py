@@ -161,6 +161,9 @@ class SessionMethods:
                      reverse: bool = False) -> p.ContextPage:
         return self._run(self._calls.list_context(prefix, after=after, limit=limit, reverse=reverse))
 
+    def list_contexts(self, queries: Iterable[Mapping[str, Any]]) -> list[p.ContextPage]:
+        return self._run(self._calls.list_contexts(queries))
+
     def clear(self) -> str:
         return self._run(self._calls.clear())
 
@@ -337,6 +340,9 @@ class AsyncSessionMethods:
     async def list_context(self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
                            reverse: bool = False) -> p.ContextPage:
         return await self._run(self._calls.list_context(prefix, after=after, limit=limit, reverse=reverse))
+
+    async def list_contexts(self, queries: Iterable[Mapping[str, Any]]) -> list[p.ContextPage]:
+        return await self._run(self._calls.list_contexts(queries))
 
     async def clear(self) -> str:
         return await self._run(self._calls.clear())
