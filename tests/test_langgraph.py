@@ -28,6 +28,7 @@ from lg_graph import build  # noqa: E402
 from sessionmem.integrations.langgraph import SessionmemSaver  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.both_stores
 
 
 def saver_for(daemon: Daemon) -> SessionmemSaver:

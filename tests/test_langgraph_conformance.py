@@ -23,6 +23,7 @@ from conftest import Daemon  # noqa: E402
 from sessionmem.integrations.langgraph import SessionmemSaver  # noqa: E402
 
 CONFORMANCE_VERSION = "0.0.2"
+pytestmark = pytest.mark.both_stores
 
 
 def test_the_suite_is_the_version_named() -> None:
