@@ -176,3 +176,80 @@ def test_racing_writers_of_one_task_store_its_writes_once(daemon: Daemon) -> Non
     finally:
         for s in savers:
             s.close()
+
+
+def readme_snippet() -> str:
+    text = (HERE.parent / "README.md").read_text()
+    body = text[text.index("\n### LangGraph"):]
+    return body.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_readme_example_runs_and_a_second_run_continues(daemon: Daemon, env: dict[str, str]) -> None:
+    e = dict(env, SESSIONMEM_PROJECT=str(daemon.root), SESSIONMEM_SOCKET=str(daemon.socket))
+    outs = []
+    for _ in range(2):  # two processes
+        r = subprocess.run([sys.executable, "-c", readme_snippet()], env=e, cwd=daemon.root, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.strip())
+    assert outs == ["['step 0']", "['step 0', 'step 1']"]
+
+
+def test_a_checkpoint_past_the_frame_limit_fails_clearly_and_stores_nothing(make_daemon: Any) -> None:
+    from sessionmem.errors import FrameTooLargeError
+
+    d = make_daemon("--max-frame", "65536")
+    with saver_for(d) as saver:
+        conf = {"configurable": {"thread_id": "big", "checkpoint_ns": ""}}
+        small = saver.put(conf, empty_checkpoint(), {"source": "loop", "step": 0}, {})
+        big = empty_checkpoint()
+        big["channel_values"] = {"blob": "x" * 60_000}  # ~80 KB once base64
+        with pytest.raises(FrameTooLargeError):
+            saver.put(conf, big, {"source": "loop", "step": 1}, {})
+        # The saver (and the daemon) keep working; nothing of the failed put is stored.
+        saver.put_writes(small, [("ch", 1)], "t")
+        tup = saver.get_tuple(conf)
+        assert tup is not None and tup.checkpoint["id"] == small["configurable"]["checkpoint_id"]
+        assert tup.pending_writes == [("t", "ch", 1)] and len(list(saver.list(conf))) == 1
+
+
+def test_more_writes_than_a_transact_takes_are_refused_whole(daemon: Daemon) -> None:
+    from sessionmem.errors import InvalidParams
+
+    with saver_for(daemon) as saver:
+        conf = {"configurable": {"thread_id": "many", "checkpoint_ns": ""}}
+        stored = saver.put(conf, empty_checkpoint(), {"source": "loop", "step": 0}, {})
+        with pytest.raises(InvalidParams, match="at most 10000"):
+            saver.put_writes(stored, [(f"c{i}", i) for i in range(10_001)], "huge")
+        saver.put_writes(stored, [(f"c{i}", i) for i in range(10_000)], "most")
+        tup = saver.get_tuple(conf)
+        assert tup is not None and len(tup.pending_writes) == 10_000
+        assert {w[0] for w in tup.pending_writes} == {"most"}
+        assert [w[2] for w in tup.pending_writes] == list(range(10_000))  # in index order
+
+
+def test_the_async_twins_on_one_event_loop(daemon: Daemon) -> None:
+    from sessionmem.integrations.langgraph import SessionmemStore
+
+    async def main() -> None:
+        with saver_for(daemon) as saver, SessionmemStore(project=daemon.root, socket=daemon.socket,
+                                                         autostart=False) as store:
+            conf = {"configurable": {"thread_id": "async", "checkpoint_ns": ""}}
+            cps = [empty_checkpoint() for _ in range(5)]
+            # Many in flight at once on one saver: each lands.
+            await asyncio.gather(*(saver.aput(conf, cp, {"source": "loop", "step": i}, {})
+                                   for i, cp in enumerate(cps)))
+            listed = [t async for t in saver.alist(conf, limit=3)]
+            assert [t.checkpoint["id"] for t in listed] == sorted((c["id"] for c in cps), reverse=True)[:3]
+            await saver.aput_writes(listed[0].config, [("ch", 1)], "t")
+            got = await saver.aget_tuple(conf)
+            assert got is not None and got.pending_writes == [("t", "ch", 1)]
+            await store.aput(("docs",), "a", {"text": "hello"})
+            item = await store.aget(("docs",), "a")
+            assert item is not None and item.value == {"text": "hello"}
+            assert [i.key for i in await store.asearch(("docs",))] == ["a"]
+            assert await store.alist_namespaces() == [("docs",)]
+            await saver.adelete_thread("async")
+            assert await saver.aget_tuple(conf) is None
+
+    asyncio.run(main())

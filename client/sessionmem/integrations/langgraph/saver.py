@@ -47,6 +47,7 @@ from . import keys as k
 
 PAGE = 100  # checkpoints per listContext page (each carries its whole checkpoint)
 WRITES_PAGE = 1000  # pending writes per page (the daemon's default and a fair reply size)
+PendingWrites = list[tuple[str, str, Any]]  # (module level: the class's ``list`` method shadows the builtin)
 RETRIES = 20  # optimistic put_writes rounds before giving up (another writer kept winning)
 
 
@@ -190,7 +191,7 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
                     continue
                 if before_id is not None and rec["id"] >= before_id:
                     continue
-                if filter and not k.metadata_matches(self._metadata(rec), filter):
+                if filter and not k.metadata_matches(dict(self._metadata(rec)), filter):
                     continue
                 chosen.append(e)
             if chosen:
@@ -203,7 +204,7 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
                 return
             after = page.entries[-1].key
 
-    def _all_writes(self, s: SessionMethods, prefix: str, first: ContextPage) -> list[Any]:
+    def _all_writes(self, s: SessionMethods, prefix: str, first: ContextPage) -> PendingWrites:
         """A checkpoint's pending writes (``first``: their first page, read already), in
         ``writes_sort_key`` order, as LangGraph replays them."""
         entries, more = list(first.entries), first.more
@@ -218,7 +219,7 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
         md: CheckpointMetadata = self.serde.loads_typed(k.untyped(rec["metadata"]))
         return md
 
-    def _tuple(self, thread_id: str, entry: ContextEntry, pending: list[Any]) -> CheckpointTuple:
+    def _tuple(self, thread_id: str, entry: ContextEntry, pending: PendingWrites) -> CheckpointTuple:
         rec = entry.value
         ns, cid, parent = rec["ns"], rec["id"], rec["parent"]
         return CheckpointTuple(
