@@ -253,3 +253,15 @@ def test_the_async_twins_on_one_event_loop(daemon: Daemon) -> None:
             assert await saver.aget_tuple(conf) is None
 
     asyncio.run(main())
+
+
+def test_the_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/langgraph_bench.py's work, small: both savers do it and it checks
+    what they read back (its figures are not checked: tests never assert speed)."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import langgraph_bench
+
+    figures = langgraph_bench.run(tmp_path, 30)
+    assert figures["checkpoints"] == 30
+    for who in ("sqliteSaver", "sessionmem_periodic", "sessionmem_always"):
+        assert figures[who]["totalS"] > 0

@@ -93,13 +93,10 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
 
     def _ensure(self, thread_id: str) -> None:
         """Make the thread's session (another process may be making it too)."""
-        sid = k.thread_session(thread_id)
         try:
-            self.client.create_session(sid)
+            self.client.create_session(k.thread_session(thread_id))
         except errors.SessionExists:
-            return
-        if k.thread_of(sid) is None:  # a hashed name: say which thread it holds
-            self.client.bound(sid).set_context(k.THREAD_KEY, thread_id)
+            pass
 
     # -- reads -----------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -243,11 +240,23 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
         key = k.checkpoint_key(ns, checkpoint["id"])
         s = self._thread(thread_id)
         try:
-            s.set_context(key, rec)
+            self._put(s, thread_id, key, rec)
         except errors.NoSuchSession:
             self._ensure(thread_id)
-            s.set_context(key, rec)
+            self._put(s, thread_id, key, rec)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+
+    @staticmethod
+    def _put(s: SessionMethods, thread_id: str, key: str, rec: dict[str, Any]) -> None:
+        if k.thread_of(s.session_id or "") is not None:
+            s.set_context(key, rec)
+            return
+        # A session named by the thread id's hash says which thread it holds, in the
+        # same transaction as each checkpoint (setting it again changes nothing), so
+        # no checkpoint is ever stored where list(None) could not name its thread.
+        with s.transaction() as t:
+            t.set_context(k.THREAD_KEY, thread_id)
+            t.set_context(key, rec)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                    task_path: str = "") -> None:
