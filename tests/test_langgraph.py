@@ -265,3 +265,41 @@ def test_the_benchmark_runs(tmp_path: Path) -> None:
     assert figures["checkpoints"] == 30
     for who in ("sqliteSaver", "sessionmem_periodic", "sessionmem_always"):
         assert figures[who]["totalS"] > 0
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_copy_thread_forks_or_merges(daemon: Daemon, long: bool) -> None:
+    """Into a new thread: a fork of the source's session; into an existing one (or one
+    named by its hash): the records copied, and the copy names its own thread."""
+    pad = "p" * 200 if long else ""
+    src, new, old = f"src{pad}", f"new{pad}", f"old{pad}"
+    with saver_for(daemon) as saver:
+        mine = empty_checkpoint()  # older than the source's: the copy's latest is the source's
+        saver.put({"configurable": {"thread_id": old, "checkpoint_ns": ""}}, mine, {"source": "input", "step": -1}, {})
+        ids = []
+        parent = None
+        for step in range(3):
+            cp = empty_checkpoint()
+            conf = {"configurable": {"thread_id": src, "checkpoint_ns": ""}}
+            if parent:
+                conf["configurable"]["checkpoint_id"] = parent
+            stored = saver.put(conf, cp, {"source": "loop", "step": step}, {})
+            saver.put_writes(stored, [("ch", step)], "t")
+            parent = cp["id"]
+            ids.append(cp["id"])
+        saver.copy_thread(src, new)
+        saver.copy_thread(src, old)
+        saver.copy_thread("no-such-thread", "nothing")
+        for thread, extra in ((new, []), (old, [mine["id"]])):
+            listed = list(saver.list({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}))
+            assert [t.checkpoint["id"] for t in listed] == sorted(ids + extra, reverse=True)
+            assert {t.config["configurable"]["thread_id"] for t in listed} == {thread}
+            tup = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+            assert tup is not None and tup.pending_writes == [("t", "ch", 2)]
+        everywhere = {t.config["configurable"]["thread_id"] for t in saver.list(None)}
+        assert everywhere == {src, new, old}
+        # The source is untouched, and a later change to it does not show in the copy.
+        saver.delete_thread(src)
+        assert len(list(saver.list({"configurable": {"thread_id": new}}))) == 3
+    with daemon.session() as s:
+        assert "lg:nothing" not in [i.sessionId for i in s.list_sessions()]

@@ -299,6 +299,42 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
         except errors.NoSuchSession:
             pass
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Every checkpoint and pending write of one thread, into another. A new target
+        is a fork of the source's session, made by the daemon in one step
+        (``createSession`` with ``forkFrom``: all of it or nothing); into a thread that
+        already exists (or one named by its hash), the source's records are copied a
+        page at a time, each page one ``transact``. An unknown source copies nothing."""
+        src, dst = k.thread_session(str(source_thread_id)), k.thread_session(str(target_thread_id))
+        if src == dst:
+            return
+        if k.thread_of(dst) is not None:
+            try:
+                self.client.create_session(dst, fork_from=src)
+                return
+            except errors.NoSuchSession:
+                return  # no source: nothing to copy
+            except errors.SessionExists:
+                pass  # copy into it, below
+        source, target = self.client.bound(src), self.client.bound(dst)
+        after: str | None = None
+        while True:
+            try:
+                page = source.list_context("", after=after, limit=WRITES_PAGE)
+            except errors.NoSuchSession:
+                return
+            records = [e for e in page.entries if e.key != k.THREAD_KEY]
+            if records:
+                self._ensure(str(target_thread_id))
+                with target.transaction() as t:
+                    if k.thread_of(dst) is None:
+                        t.set_context(k.THREAD_KEY, str(target_thread_id))
+                    for e in records:
+                        t.set_context(e.key, e.value)
+            if not page.more:
+                return
+            after = page.entries[-1].key
+
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions as InMemorySaver and the SQLite saver make them: a zero-padded
         counter (they order as strings) and a random tail."""
@@ -335,3 +371,6 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
