@@ -263,7 +263,7 @@ def test_the_benchmark_runs(tmp_path: Path) -> None:
 
     figures = langgraph_bench.run(tmp_path, 30)
     assert figures["checkpoints"] == 30
-    for who in ("sqliteSaver", "sessionmem_periodic", "sessionmem_always"):
+    for who in ("sqliteSaver", "sessionmem_periodic", "sessionmem_always", "sessionmem_fsync"):
         assert figures[who]["totalS"] > 0
 
 
