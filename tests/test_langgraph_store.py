@@ -147,3 +147,15 @@ def test_public_methods_and_the_namespace_index(daemon: Daemon) -> None:
     with pytest.raises(Exception, match="period"):
         SessionmemStore(project=daemon.root, socket=daemon.socket, autostart=False).batch(
             [GetOp(("a.b",), "k")])
+
+
+def test_a_batch_past_one_transaction_lands_whole(daemon: Daemon) -> None:
+    """More puts than one transact takes (4,000 per transaction): applied in several,
+    every item stored and counted."""
+    with SessionmemStore(project=daemon.root, socket=daemon.socket, autostart=False) as store:
+        store.batch([PutOp(("bulk",), f"k{i:05d}", {"i": i}) for i in range(4_001)])
+        assert [i.value["i"] for i in store.search(("bulk",), offset=3_998, limit=10)] == [3_998, 3_999, 4_000]
+        with daemon.session("lg-store") as s:
+            assert s.get_context("n/bulk/") == 4_001
+        store.batch([PutOp(("bulk",), f"k{i:05d}", None) for i in range(4_001)])
+        assert store.list_namespaces() == []
