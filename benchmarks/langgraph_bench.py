@@ -3,16 +3,18 @@
     python benchmarks/langgraph_bench.py             # 10,000 checkpoints
     python benchmarks/langgraph_bench.py --n 500     # smaller (the smoke test's size)
 
-The work, on each saver in turn (one thread, root namespace): put N checkpoints as a
-graph does (each the child of the last, its channel values a counter and a 200-byte
-text, then ``put_writes`` of its task's two writes); then read them back: ``list`` the
-whole thread (newest first, each with its pending writes), ``get_tuple`` of every
-checkpoint by id, and the latest. Ours runs against a real sessionmemd three times:
+The work, on each saver (one thread, root namespace): put N checkpoints as a graph
+does (each the child of the last, its channel values a counter and a 200-byte text,
+then ``put_writes`` of its task's two writes); then read them back: ``list`` the whole
+thread (newest first, each with its pending writes), ``get_tuple`` of every checkpoint
+by id, and the latest after each 500. Ours runs against three real sessionmemds:
 ``--durability periodic`` (the default: a change is on disk within a second),
 ``always`` (acknowledged once committed; SQLite ``synchronous=NORMAL``: survives a
 crash of any process, not a power loss) and ``always --fsync`` (every commit fsynced:
 what SqliteSaver's commits are, WAL with SQLite's default ``synchronous=FULL``).
-SqliteSaver on a file, with its ``setup()``'s settings. Figures are seconds per phase
+SqliteSaver on a file, with its ``setup()``'s settings. The four take turns, 500
+checkpoints at a time (all put, then each lists, then all get), so that a load that
+comes and goes on the machine falls on them alike. Figures are seconds per phase
 and the ratio ours ÷ SqliteSaver, all in this run.
 """
 
@@ -49,40 +51,44 @@ def checkpoints(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def work(saver: Any, cps: list[dict[str, Any]], thread: str) -> dict[str, float]:
-    """The same calls on any BaseCheckpointSaver; seconds per phase."""
-    t0 = time.perf_counter()
-    parent: str | None = None
-    for i, cp in enumerate(cps):
-        conf: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-        if parent:
-            conf["configurable"]["checkpoint_id"] = parent
-        stored = saver.put(conf, cp, {"source": "loop", "step": i, "parents": {}}, {"n": i + 1, "text": i + 1})
-        saver.put_writes(stored, [("n", i + 1), ("text", "y" * 50)], f"task-{i}")
-        parent = cp["id"]
-    t1 = time.perf_counter()
-    listed = list(saver.list({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}))
-    t2 = time.perf_counter()
-    for cp in cps:
-        tup = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": cp["id"]}})
-        assert tup is not None and len(tup.pending_writes) == 2
-    latest = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    t3 = time.perf_counter()
-    assert len(listed) == len(cps) and listed[0].checkpoint["id"] == cps[-1]["id"]
-    assert len(listed[-1].pending_writes) == 2 and latest is not None and latest.checkpoint["id"] == cps[-1]["id"]
-    return {"putS": t1 - t0, "listS": t2 - t1, "getS": t3 - t2, "totalS": t3 - t0}
+BLOCK = 500  # checkpoints per turn: the savers take turns, so a load that comes and goes hits them alike
 
 
-def sqlite_saver(tmp: Path, cps: list[dict[str, Any]]) -> dict[str, float]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
+class Work:
+    """The same calls on any BaseCheckpointSaver, a block at a time; seconds per phase."""
 
-    conn = sqlite3.connect(tmp / "lg-sqlite.db", check_same_thread=False)
-    try:
-        saver = SqliteSaver(conn)
-        saver.setup()
-        return work(saver, cps, "bench")
-    finally:
-        conn.close()
+    def __init__(self, saver: Any, thread: str = "bench") -> None:
+        self.saver, self.thread = saver, thread
+        self.parent: str | None = None
+        self.times = {"putS": 0.0, "listS": 0.0, "getS": 0.0}
+
+    def put(self, block: list[dict[str, Any]], first_step: int) -> None:
+        t = time.perf_counter()
+        for i, cp in enumerate(block, first_step):
+            conf: dict[str, Any] = {"configurable": {"thread_id": self.thread, "checkpoint_ns": ""}}
+            if self.parent:
+                conf["configurable"]["checkpoint_id"] = self.parent
+            stored = self.saver.put(conf, cp, {"source": "loop", "step": i, "parents": {}}, {"n": i + 1, "text": i + 1})
+            self.saver.put_writes(stored, [("n", i + 1), ("text", "y" * 50)], f"task-{i}")
+            self.parent = cp["id"]
+        self.times["putS"] += time.perf_counter() - t
+
+    def list(self, cps: list[dict[str, Any]]) -> None:
+        t = time.perf_counter()
+        listed = list(self.saver.list({"configurable": {"thread_id": self.thread, "checkpoint_ns": ""}}))
+        self.times["listS"] += time.perf_counter() - t
+        assert len(listed) == len(cps) and listed[0].checkpoint["id"] == cps[-1]["id"]
+        assert len(listed[-1].pending_writes) == 2
+
+    def get(self, block: list[dict[str, Any]]) -> None:
+        t = time.perf_counter()
+        for cp in block:
+            tup = self.saver.get_tuple({"configurable": {"thread_id": self.thread, "checkpoint_ns": "",
+                                                         "checkpoint_id": cp["id"]}})
+            assert tup is not None and len(tup.pending_writes) == 2
+        latest = self.saver.get_tuple({"configurable": {"thread_id": self.thread, "checkpoint_ns": ""}})
+        self.times["getS"] += time.perf_counter() - t
+        assert latest is not None and latest.checkpoint["id"] == self.parent
 
 
 MODES = {  # label: sessionmemd's options
@@ -92,25 +98,41 @@ MODES = {  # label: sessionmemd's options
 }
 
 
-def sessionmem_saver(tmp: Path, cps: list[dict[str, Any]], mode: str) -> dict[str, float]:
+def run(tmp: Path, n: int) -> dict[str, Any]:
+    """Every saver does the whole work; they take turns block by block (put, then
+    list, then get), so each phase's ratio compares the same minutes of the machine."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
     from sessionmem.integrations.langgraph import SessionmemSaver
 
-    d = bench.sessionmemd(tmp, f"lg-{mode}", *MODES[mode])
-    try:
-        with SessionmemSaver(project=tmp, socket=d.sock, autostart=False) as saver:
-            return work(saver, cps, "bench")
-    finally:
-        d.stop()
-
-
-def run(tmp: Path, n: int) -> dict[str, Any]:
     cps = checkpoints(n)
-    base = sqlite_saver(tmp, cps)
-    out: dict[str, Any] = {"checkpoints": n, "sqliteSaver": base}
-    for mode in MODES:
-        ours = sessionmem_saver(tmp, cps, mode)
-        out[f"sessionmem_{mode}"] = ours
-        out[f"ratio_{mode}"] = {k: ours[k] / base[k] for k in base}
+    conn = sqlite3.connect(tmp / "lg-sqlite.db", check_same_thread=False)
+    base = SqliteSaver(conn)
+    base.setup()
+    daemons = {m: bench.sessionmemd(tmp, f"lg-{m}", *opts) for m, opts in MODES.items()}
+    ours = {m: SessionmemSaver(project=tmp, socket=d.sock, autostart=False) for m, d in daemons.items()}
+    works = {"sqliteSaver": Work(base), **{f"sessionmem_{m}": Work(s) for m, s in ours.items()}}
+    try:
+        blocks = [(i, cps[i:i + BLOCK]) for i in range(0, n, BLOCK)]
+        for i, block in blocks:
+            for w in works.values():
+                w.put(block, i)
+        for w in works.values():
+            w.list(cps)
+        for _, block in blocks:
+            for w in works.values():
+                w.get(block)
+    finally:
+        for s in ours.values():
+            s.close()
+        for d in daemons.values():
+            d.stop()
+        conn.close()
+    out: dict[str, Any] = {"checkpoints": n, "block": BLOCK}
+    for name, w in works.items():
+        out[name] = {**w.times, "totalS": sum(w.times.values())}
+    for m in MODES:
+        out[f"ratio_{m}"] = {k: out[f"sessionmem_{m}"][k] / out["sqliteSaver"][k] for k in out["sqliteSaver"]}
     return out
 
 
