@@ -20,6 +20,7 @@ blocks, and one saver serves any number of threads and event loops.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import threading
@@ -354,12 +355,13 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
                     before: RunnableConfig | None = None, limit: int | None = None
                     ) -> AsyncIterator[CheckpointTuple]:
         it = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
         while True:
-            tup = await asyncio.to_thread(next, it, done)
-            if tup is done:
+            # A page's worth per trip to the worker thread, not one tuple per trip.
+            chunk = await asyncio.to_thread(lambda: [*itertools.islice(it, PAGE)])
+            for tup in chunk:
+                yield tup
+            if len(chunk) < PAGE:
                 return
-            yield tup  # type: ignore[misc]
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
