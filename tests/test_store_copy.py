@@ -1,0 +1,177 @@
+"""`sessionmem store copy --to URL` / `--from URL` (design §12, "Moving"): real daemons on
+real SQLite files and a real PostgreSQL server, the CLI as users run it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionmem import Session
+
+from conftest import Daemon, run_cli
+
+pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
+
+SECRET = "s3cret-pw"
+KEY = "example.com/me/proj"
+
+
+def with_password(url: str) -> str:
+    # The throwaway cluster trusts its socket: the password is carried, never checked.
+    return url.replace("postgresql:///", f"postgresql://sessionmem:{SECRET}@/", 1)
+
+
+def copy(root: Path, env: dict[str, str], *args: str) -> Any:
+    return run_cli(["--project", str(root), "store", "copy", *args], env)
+
+
+def populate(s: Session) -> None:
+    """Three sessions (the daemon's first, empty one too) with everything a session holds."""
+    s.create_session("planner")
+    s.create_session("coder")
+    p = s.bound("planner")
+    p.set_current_task("plan the parser")
+    p.set_active_ticket("T-7")
+    for i in range(5):
+        p.add_message("user" if i % 2 else "assistant", f"plan {i}", timestamp=1_700_000_000_000 + i,
+                      message_id=f"plan-{i}", data={"i": i, "nested": [i, {"x": None}]})
+    p.add_message("tool", "no id, no data")
+    for f in ("src/a.py", "src/b.py", "src/c.py"):
+        p.track_open_file(f)
+    p.untrack_file("src/b.py")
+    p.track_open_file("src/b.py")  # now last: files keep their tracking order
+    for k in ("zeta", "alpha", "mid"):
+        p.set_context(k, {"key": k})
+    p.set_context("zeta", [1, 2, 3])  # an update keeps its place
+    c = s.bound("coder")
+    c.add_message("assistant", "ünïcödé \u0000 and a NUL", message_id="nul-1")
+    c.set_context("plain", "text")
+    s.set_current_session("coder")
+    s.acquire_lease("file:src/a.py", ttl=3600, owner="agent-a")  # not renewed: `with` would
+
+
+def snapshot_of(s: Session) -> dict[str, Any]:
+    """Everything a client sees of a project, session by session, for comparison."""
+    out: dict[str, Any] = {}
+    for info in s.list_sessions():
+        b = s.bound(info.sessionId)
+        out[info.sessionId] = {
+            "task": b.get_current_task(),
+            "ticket": b.get_active_ticket(),
+            "messages": [(m.role, m.content, m.timestamp, m.id, m.data) for m in b.get_all_messages(full=True)],
+            "files": b.get_open_files(),
+            "context": list(b.get_all_context().items()),
+            "startTime": info.startTime,
+            "revision": info.revision,  # listSessions' order
+        }
+    return out
+
+
+def leases_of(s: Session) -> list[Any]:
+    return [(x.name, x.owner, x.token, x.expiresAt, x.ttlMs, x.sessionId) for x in s.list_leases()]
+
+
+def test_sqlite_to_postgresql_to_a_fresh_sqlite_keeps_every_field(
+        make_daemon: Any, env: dict[str, str], pg_url: str, tmp_path: Path) -> None:
+    # The source daemon runs throughout, its changes only in memory (a long snapshot
+    # interval): the copy must ask it for a snapshot.
+    src: Daemon = make_daemon("--snapshot-interval", "3600", root=tmp_path / "src", name="src")
+    with src.session() as s:
+        populate(s)
+        want = snapshot_of(s)
+        want_current = s.get_session_id()
+        leases = leases_of(s)
+        revision = s.get_stats().revision
+    assert len(want) == 3 and want_current == "coder" and leases
+    url = with_password(pg_url)
+    r = copy(src.root, env, "--to", url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout + r.stderr and "sessionmem:***@" in r.stdout
+    assert "copied 3 session(s) (7 messages, 3 files, 4 context keys, 1 lease(s))" in r.stdout, r.stdout
+    assert f"sessionmemd (pid {src.pid}) still serves" in r.stderr  # it said what stays behind
+    # A daemon on PostgreSQL under the key serves exactly what the SQLite daemon served.
+    pg: Daemon = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "pg", name="pg")
+    with pg.session() as s:
+        assert snapshot_of(s) == want
+        assert s.get_session_id() == want_current
+        assert leases_of(s) == leases
+        assert s.get_stats().revision >= revision  # revisions (and lease tokens) never go back
+        s.bound("planner").add_message("user", "written on postgresql", message_id="pg-1")
+        s.bound("planner").add_message("user", "written on postgresql", message_id="pg-1")  # a retry: no second one
+        s.bound("planner").add_message("user", "again", message_id="plan-0")  # a copied id: known
+        got = snapshot_of(s)
+        assert got["planner"]["messages"][:-1] == want["planner"]["messages"]
+        assert got["planner"]["messages"][-1][3] == "pg-1"
+        assert got["planner"]["revision"] > revision
+        want = got
+    pg.stop()
+    # ... and back, into a fresh project's SQLite file, with no daemon on it yet
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    r = copy(fresh, env, "--from", url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout + r.stderr
+    back: Daemon = make_daemon(root=fresh, name="back")
+    with back.session() as s:
+        assert snapshot_of(s) == want
+        assert s.get_session_id() == want_current
+        assert leases_of(s) == leases
+        assert s.get_stats().revision >= want["planner"]["revision"]
+        s.bound("planner").add_message("user", "again", message_id="pg-1")  # known id: not added twice
+        assert snapshot_of(s)["planner"]["messages"] == want["planner"]["messages"]
+    # field by field in the files themselves: the source's rows, and the fresh copy's rows
+    # but the one message written on PostgreSQL
+    src.stop()
+    back.stop()
+    got, had = rows(back.db), rows(src.db)
+    assert [m for m in got["messages"] if m[4] != "pg-1"] == had["messages"]
+    assert {k: v for k, v in got.items() if k != "messages"} == {k: v for k, v in had.items() if k != "messages"}
+
+
+def rows(db: Path) -> dict[str, Any]:
+    c = sqlite3.connect(db)
+    try:
+        return {
+            "sessions": c.execute("SELECT id, start_time, current_task, active_ticket FROM sessions "
+                                  "ORDER BY id").fetchall(),
+            "messages": c.execute("SELECT session_id, role, content, timestamp, message_id, data FROM "
+                                  "session_messages ORDER BY session_id, rowid").fetchall(),
+            "files": c.execute("SELECT session_id, file_path FROM session_files ORDER BY session_id, rowid").fetchall(),
+            "context": c.execute("SELECT session_id, key, value FROM session_context "
+                                 "ORDER BY session_id, rowid").fetchall(),
+            "current": c.execute("SELECT value FROM sessionmem_meta WHERE key = 'current_session'").fetchall(),
+            "leases": c.execute("SELECT name, owner, token, expires_at, ttl_ms, session_id FROM "
+                                "sessionmem_leases").fetchall(),
+        }
+    finally:
+        c.close()
+
+
+def pg_count(pg_cluster: Any, url: str, table: str, key: str = KEY) -> int:
+    db = url.split("/")[3].split("?")[0]
+    return int(pg_cluster.psql(f"SELECT count(*) FROM {table} WHERE project_key = '{key}'", database=db))
+
+
+def test_a_key_that_holds_sessions_is_refused_and_left_as_it_was(
+        make_daemon: Any, env: dict[str, str], pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        s.add_message("user", "first copy")
+    assert copy(src.root, env, "--to", pg_url, "--project-key", KEY).returncode == 0
+    before = pg_count(pg_cluster, pg_url, "sessionmem_messages")
+    with src.session() as s:
+        s.add_message("user", "second copy")
+    r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"project key '{KEY}'" in r.stderr and "already holds 1 session(s) with content" in r.stderr
+    assert "nothing was copied" in r.stderr
+    assert pg_count(pg_cluster, pg_url, "sessionmem_messages") == before == 1
+    # another key in the same database is another project: it takes the copy
+    r = copy(src.root, env, "--to", pg_url, "--project-key", "example.com/me/other")
+    assert r.returncode == 0, r.stderr
+    assert pg_count(pg_cluster, pg_url, "sessionmem_messages", "example.com/me/other") == 2
