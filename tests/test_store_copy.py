@@ -175,3 +175,132 @@ def test_a_key_that_holds_sessions_is_refused_and_left_as_it_was(
     r = copy(src.root, env, "--to", pg_url, "--project-key", "example.com/me/other")
     assert r.returncode == 0, r.stderr
     assert pg_count(pg_cluster, pg_url, "sessionmem_messages", "example.com/me/other") == 2
+
+
+def test_from_refuses_a_sqlite_file_that_holds_sessions_or_is_served(
+        make_daemon: Any, env: dict[str, str], pg_url: str, tmp_path: Path) -> None:
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        s.add_message("user", "in postgresql")
+    assert copy(src.root, env, "--to", pg_url, "--project-key", KEY).returncode == 0
+    # a daemon serves the target file: refused, saying to stop it; the daemon serves on
+    other: Daemon = make_daemon(root=tmp_path / "other", name="other")
+    r = copy(other.root, env, "--from", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"a sessionmemd serves {other.db}: stop it first" in r.stderr and "nothing was copied" in r.stderr
+    with other.session() as s:
+        assert s.get_all_messages() == []
+        s.add_message("user", "the other's own")
+    other.stop()
+    # stopped, it holds a session with content: refused, and left as it was
+    before = rows(other.db)
+    r = copy(other.root, env, "--from", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"{other.db} already holds 1 session(s) with content" in r.stderr
+    assert "move that file aside" in r.stderr
+    assert rows(other.db) == before
+    # a file holding only the empty session a daemon's start made takes the copy, which replaces it
+    empty: Daemon = make_daemon(root=tmp_path / "empty", name="empty")
+    with empty.session() as s:
+        first = s.get_session_id()
+    empty.stop()
+    r = copy(empty.root, env, "--json", "--from", pg_url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["replaced"] == [first]
+    empty.start()
+    with empty.session() as s:
+        assert [m.content for m in s.get_all_messages()] == ["in postgresql"]
+        assert first not in [i.sessionId for i in s.list_sessions()]
+
+
+def test_to_refuses_a_key_a_daemon_serves(make_daemon: Any, env: dict[str, str], pg_url: str, pg_cluster: Any,
+                                          tmp_path: Path) -> None:
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        s.add_message("user", "to copy")
+    pg: Daemon = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "pg", name="pg")
+    r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"a sessionmemd serves the PostgreSQL store {pg_url} (project key '{KEY}'): stop it first" in r.stderr
+    assert pg_count(pg_cluster, pg_url, "sessionmem_messages") == 0
+    with pg.session() as s:
+        first = s.get_session_id()  # the empty session its start made
+    pg.stop()
+    r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert f"replaced the target's empty session(s) {first}" in r.stdout
+    pg.start()
+    with pg.session() as s:
+        assert [m.content for m in s.get_all_messages()] == ["to copy"]
+
+
+def test_a_failure_half_way_leaves_nothing_behind(make_daemon: Any, env: dict[str, str], pg_url: str,
+                                                  pg_cluster: Any, tmp_path: Path) -> None:
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        s.create_session("second")
+        s.add_message("user", "fine")
+        s.bound("second").add_message("user", "poison")  # changed last: copied last
+        s.bound("second").set_context("k", 1)
+    db = pg_url.split("/")[3].split("?")[0]
+    # PostgreSQL refuses the last session's message half way through the copy
+    pg_cluster.psql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF convert_from(NEW.content, 'UTF8') = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; "
+                    "RETURN NEW; END $$; CREATE TABLE IF NOT EXISTS sessionmem_schema (version integer NOT NULL)",
+                    database=db)
+    r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)  # no trigger yet: all of it, into KEY
+    assert r.returncode == 0, r.stderr
+    pg_cluster.psql("CREATE TRIGGER poison BEFORE INSERT ON sessionmem_messages FOR EACH ROW "
+                    "EXECUTE FUNCTION refuse()", database=db)
+    r = copy(src.root, env, "--to", with_password(pg_url), "--project-key", "k2")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "poisoned row" in r.stderr and "nothing was copied" in r.stderr and SECRET not in r.stderr
+    for table in ("sessionmem_sessions", "sessionmem_messages", "sessionmem_files", "sessionmem_context",
+                  "sessionmem_leases"):
+        assert pg_count(pg_cluster, pg_url, table, "k2") == 0, table
+    assert pg_cluster.psql("SELECT count(*) FROM sessionmem_projects WHERE project_key = 'k2' "
+                           "AND (current_session IS NOT NULL OR revisions_reserved > 0)", database=db) == "0"
+    # and back: the source's second session made unreadable half way (a message that is
+    # not UTF-8): the SQLite file the copy created is removed again
+    pg_cluster.psql("DROP TRIGGER poison ON sessionmem_messages", database=db)
+    pg_cluster.psql(f"UPDATE sessionmem_messages SET content = '\\xff'::bytea WHERE project_key = '{KEY}' "
+                    f"AND convert_from(content, 'UTF8') = 'poison'", database=db)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    r = copy(fresh, env, "--from", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "nothing was copied" in r.stderr
+    made = fresh / ".arela" / "memory"
+    assert not [p.name for p in made.iterdir() if p.name.startswith("session.db")], list(made.iterdir())
+    # a SQLite target that was there stays exactly as it was
+    empty: Daemon = make_daemon(root=tmp_path / "empty", name="empty")
+    empty.stop()
+    before = rows(empty.db)
+    r = copy(empty.root, env, "--from", pg_url, "--project-key", KEY)
+    assert r.returncode == 1 and "nothing was copied" in r.stderr
+    assert rows(empty.db) == before and empty.db.exists()
+
+
+def test_the_store_and_key_come_as_the_daemon_finds_them(make_daemon: Any, env: dict[str, str], pg_url: str,
+                                                         pg_cluster: Any, tmp_path: Path) -> None:
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        s.add_message("user", "keyed by the toml")
+    # no key anywhere (no option, variable, toml entry or git origin): refused, saying how
+    r = copy(src.root, env, "--to", pg_url)
+    assert r.returncode == 1 and "needs a project key" in r.stderr and "--project-key" in r.stderr
+    # `--to` alone: the URL and the key of the project's sessionmem.toml
+    (src.root / "sessionmem.toml").write_text(f'[store]\nurl = "{with_password(pg_url)}"\n'
+                                              f'project_key = "from/the/toml"\n')
+    r = copy(src.root, env, "--to")
+    assert r.returncode == 0, r.stderr
+    assert "project key 'from/the/toml'" in r.stdout and SECRET not in r.stdout + r.stderr
+    assert pg_count(pg_cluster, pg_url, "sessionmem_messages", "from/the/toml") == 1
+    # $SESSIONMEM_PROJECT_KEY comes before the toml, --project-key before both
+    r = copy(src.root, dict(env, SESSIONMEM_PROJECT_KEY="from/the/env"), "--to")
+    assert r.returncode == 0 and pg_count(pg_cluster, pg_url, "sessionmem_messages", "from/the/env") == 1
+    r = copy(src.root, dict(env, SESSIONMEM_PROJECT_KEY="from/the/env"), "--to", "--project-key", "from/argv")
+    assert r.returncode == 0 and pg_count(pg_cluster, pg_url, "sessionmem_messages", "from/argv") == 1
+    # neither or both directions: a usage error
+    assert copy(src.root, env).returncode == 2
+    assert copy(src.root, env, "--to", "--from").returncode == 2

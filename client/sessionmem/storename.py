@@ -90,16 +90,16 @@ def check_store(hello: p.HelloResult, environ: Mapping[str, str]) -> None:
     if not hello.store:
         raise errors.StoreMismatch(
             f"$SESSIONMEM_STORE names {mask(told)}, and {where} does not say which store it serves "
-            f"(an older daemon): run `sessionmem daemon restart`; nothing was sent",
+            f"(an older daemon): run `sessionmem daemon restart`; no call was sent",
             {"expected": mask(told)})
     if identity(told) != identity(hello.store):
         raise errors.StoreMismatch(
             f"$SESSIONMEM_STORE names {mask(told) if told != SQLITE else 'the SQLite file (sqlite)'}, "
             f"but {where} serves {shown(hello)}: refusing to write to another store; stop that daemon "
-            f"(`sessionmem daemon stop`) or unset $SESSIONMEM_STORE; nothing was sent",
+            f"(`sessionmem daemon stop`) or unset $SESSIONMEM_STORE; no call was sent",
             {"expected": mask(told), "served": hello.store})
     if key is not None and hello.store != SQLITE and key != hello.projectKey:
         raise errors.StoreMismatch(
             f"$SESSIONMEM_PROJECT_KEY is {key!r}, but {where} serves project key {hello.projectKey!r} "
-            f"in {hello.store}: refusing to write to another project; nothing was sent",
+            f"in {hello.store}: refusing to write to another project; no call was sent",
             {"expected": key, "served": hello.projectKey})
