@@ -30,7 +30,7 @@ def copy(root: Path, env: dict[str, str], *args: str) -> Any:
 
 
 def populate(s: Session) -> None:
-    """Three sessions (the daemon's first, empty one too) with everything a session holds."""
+    """Four sessions (the daemon's first, empty one too) with everything a session holds."""
     s.create_session("planner")
     s.create_session("coder")
     p = s.bound("planner")
@@ -50,6 +50,10 @@ def populate(s: Session) -> None:
     c = s.bound("coder")
     c.add_message("assistant", "ünïcödé \u0000 and a NUL", message_id="nul-1")
     c.set_context("plain", "text")
+    long = s.bound(s.create_session("long"))
+    with long.transaction() as t:  # more than a start loads at once (1,000) and than a write chunk
+        for i in range(2500):
+            t.add_message("user", f"long {i}", message_id=f"long-{i}")
     s.set_current_session("coder")
     s.acquire_lease("file:src/a.py", ttl=3600, owner="agent-a")  # not renewed: `with` would
 
@@ -86,12 +90,12 @@ def test_sqlite_to_postgresql_to_a_fresh_sqlite_keeps_every_field(
         want_current = s.get_session_id()
         leases = leases_of(s)
         revision = s.get_stats().revision
-    assert len(want) == 3 and want_current == "coder" and leases
+    assert len(want) == 4 and want_current == "coder" and leases and len(want["long"]["messages"]) == 2500
     url = with_password(pg_url)
     r = copy(src.root, env, "--to", url, "--project-key", KEY)
     assert r.returncode == 0, r.stderr
     assert SECRET not in r.stdout + r.stderr and "sessionmem:***@" in r.stdout
-    assert "copied 3 session(s) (7 messages, 3 files, 4 context keys, 1 lease(s))" in r.stdout, r.stdout
+    assert "copied 4 session(s) (2507 messages, 3 files, 4 context keys, 1 lease(s))" in r.stdout, r.stdout
     assert f"sessionmemd (pid {src.pid}) still serves" in r.stderr  # it said what stays behind
     # A daemon on PostgreSQL under the key serves exactly what the SQLite daemon served.
     pg: Daemon = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "pg", name="pg")
