@@ -308,3 +308,13 @@ def test_the_store_and_key_come_as_the_daemon_finds_them(make_daemon: Any, env: 
     # neither or both directions: a usage error
     assert copy(src.root, env).returncode == 2
     assert copy(src.root, env, "--to", "--from").returncode == 2
+
+
+def test_the_copy_benchmark_runs_tiny() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import storecopy_bench
+
+    r = storecopy_bench.run(2000, 2)
+    assert r["messages"] == 2000 and r["to_s"] > 0 and r["from_s"] > 0 and r["to_floor_s"] > 0
