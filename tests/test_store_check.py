@@ -126,10 +126,18 @@ def test_store_names_compare_without_passwords() -> None:
     url = "postgresql://agents:pw@db.internal:5432/sm?sslmode=require&password=pw2"
     assert mask(url) == "postgresql://agents:***@db.internal:5432/sm?sslmode=require&password=***"
     assert identity(url) == identity(mask(url)) == "postgresql://agents@db.internal:5432/sm?sslmode=require"
+    assert identity("postgresql://agents:pw@db.internal:5432/sm?sslmode=require") == identity(url)
     assert identity("postgres://agents@db.internal:5432/sm?sslmode=require") == identity(url)
     assert identity("postgresql://agents@db.internal:5432/other") != identity(url)
     assert identity("postgresql://other@db.internal:5432/sm?sslmode=require") != identity(url)
     assert identity("sqlite") == "sqlite" != identity(url)
+    # the parts libpq takes from the URL or from its parameters name the same server
+    assert identity("postgresql://sessionmem:pw@/db?host=/tmp/pg&user=sessionmem") == \
+        identity("postgresql:///db?host=/tmp/pg&user=sessionmem") == \
+        identity("postgresql://%2Ftmp%2Fpg/db?user=sessionmem") == identity("postgresql:///?dbname=db&host=/tmp/pg&user=sessionmem")
+    assert identity("postgresql://h:5433/db") != identity("postgresql://h/db") != identity("postgresql://h2/db")
+    assert identity("postgresql://h/db?sslmode=require&application_name=x") == \
+        identity("postgresql://h/db?application_name=x&sslmode=require")
 
 
 def test_unknown_store_names_are_refused_by_the_daemon(tmp_path: Path, env: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ same store. Pure: no I/O, no driver.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from . import errors
 from . import protocol as p
@@ -57,18 +57,25 @@ def mask(text: str, url: str | None = None) -> str:
 
 
 def identity(store: str) -> str:
-    """What names a store, whoever gives its password how: the URL without any password
-    (a masked one included), ``postgres://`` spelled ``postgresql://``; ``sqlite`` as is."""
+    """What names a store, whoever gives its password how: user, host, port and database
+    (from the URL's parts or its ``user``/``host``/``port``/``dbname`` parameters, as libpq
+    reads them) and the other parameters in order, without any password (a masked one
+    included); ``postgres://`` is ``postgresql://``. ``sqlite`` stays as it is."""
     if not is_postgres(store):
         return store
-    parts = urlsplit(store)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}@{host}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"],
-                      safe="/*")
-    return f"postgresql://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    try:
+        parts = urlsplit(store)
+        port = parts.port
+    except ValueError:
+        return store  # not a URL libpq would take either: compared as written
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    params.pop("password", None)
+    user = params.pop("user", None) or unquote(parts.username or "")
+    host = params.pop("host", None) or unquote(parts.hostname or "")
+    port_ = params.pop("port", None) or (str(port) if port is not None else "")
+    dbname = params.pop("dbname", None) or unquote(parts.path.lstrip("/"))
+    rest = urlencode(sorted(params.items()), safe="/*")
+    return f"postgresql://{user}@{host}:{port_}/{dbname}" + (f"?{rest}" if rest else "")
 
 
 def shown(hello: p.HelloResult) -> str:
