@@ -318,3 +318,71 @@ def test_the_copy_benchmark_runs_tiny() -> None:
 
     r = storecopy_bench.run(2000, 2)
     assert r["messages"] == 2000 and r["to_s"] > 0 and r["from_s"] > 0 and r["to_floor_s"] > 0
+
+
+def test_a_file_the_original_tool_wrote_is_copied_too(make_daemon: Any, env: dict[str, str], pg_url: str,
+                                                      tmp_path: Path) -> None:
+    from sessionmemd.schema import ORIGINAL_SCHEMA
+
+    root = tmp_path / "old"
+    (root / ".arela" / "memory").mkdir(parents=True)
+    c = sqlite3.connect(root / ".arela" / "memory" / "session.db")
+    c.executescript(ORIGINAL_SCHEMA)  # the original's four tables, nothing of ours
+    c.execute("INSERT INTO sessions (id, start_time, current_task, created_at) VALUES ('older', 1, 'old task', 10)")
+    c.execute("INSERT INTO sessions (id, start_time, current_task, created_at) VALUES ('latest', 2, 'task', 20)")
+    c.executemany("INSERT INTO session_messages (session_id, role, content, timestamp) VALUES ('latest', ?, ?, ?)",
+                  [("user", "one", 100), ("assistant", "two", 101), ("user", "three", 102)])
+    c.executemany("INSERT INTO session_files (session_id, file_path) VALUES ('latest', ?)", [("b.py",), ("a.py",)])
+    c.executemany("INSERT INTO session_context (session_id, key, value) VALUES ('latest', ?, ?)",
+                  [("plan", '{"step": 1}'), ("note", "plain text, not JSON")])
+    c.commit()
+    c.close()
+    r = copy(root, env, "--to", pg_url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert "copied 2 session(s) (3 messages, 2 files, 2 context keys, 0 lease(s))" in r.stdout
+    pg: Daemon = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "pg", name="pg")
+    with pg.session() as s:
+        assert s.get_session_id() == "latest"  # the original's current: the latest created
+        assert [(m.role, m.content, m.timestamp) for m in s.get_all_messages()] == [
+            ("user", "one", 100), ("assistant", "two", 101), ("user", "three", 102)]
+        assert s.get_open_files() == ["b.py", "a.py"]
+        assert list(s.get_all_context().items()) == [("plan", {"step": 1}), ("note", "plain text, not JSON")]
+        assert s.bound("older").get_current_task() == "old task"
+
+
+def test_a_copy_while_an_agent_writes_is_one_moment_of_the_source(make_daemon: Any, env: dict[str, str],
+                                                                   pg_url: str, tmp_path: Path) -> None:
+    import threading
+
+    src: Daemon = make_daemon("--snapshot-interval", "0.05", root=tmp_path / "src", name="src")
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def agent() -> None:
+        with src.session() as s:
+            i = 0
+            while not stop.is_set():
+                s.add_message("user", f"m{i}", message_id=f"m{i}")
+                acked.append(f"m{i}")
+                i += 1
+
+    t = threading.Thread(target=agent)
+    t.start()
+    try:
+        while len(acked) < 200:
+            stop.wait(0.01)
+        before = len(acked)
+        r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
+        after = len(acked)
+    finally:
+        stop.set()
+        t.join(30)
+    assert r.returncode == 0, r.stderr
+    pg: Daemon = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "pg", name="pg")
+    with pg.session() as s:
+        got = [m.id for m in s.get_all_messages(full=True)]
+    # every message acknowledged before the copy began, in order, and then a gapless
+    # prefix of what came during it: one moment of the source, nothing torn (the agent
+    # has at most one call in flight, applied perhaps before its reply was counted)
+    assert before <= len(got) <= after + 1, (before, len(got), after)
+    assert got == [f"m{i}" for i in range(len(got))]
