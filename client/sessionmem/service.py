@@ -10,7 +10,7 @@ The store (design §12): the daemon of the service finds it as any daemon does, 
 ``sessionmem.toml`` at the project root when the project has one. What the installing
 shell adds to that (``$SESSIONMEM_STORE``, ``$SESSIONMEM_PROJECT_KEY``, and for a
 PostgreSQL store ``$PGPASSWORD``/``$PGPASSFILE``) is recorded in that env file (mode 0600,
-in a 0700 folder: it may hold a password, which never goes into a unit, a plist's
+whatever the umask: it may hold a password, which never goes into a unit, a plist's
 arguments or argv), so the service serves the store a daemon started from that shell
 would. A PostgreSQL store also gets a drop-in, ``sessionmem@<key>.service.d/store.conf``,
 that lets the daemon open network sockets (the template allows Unix sockets only).
