@@ -306,7 +306,18 @@ def _driver() -> Any:
     return psycopg
 
 
-def _reason(e: Exception, url: str | None) -> str:
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a store, its driver or a row it cannot decode raise: reported in one line."""
+    kinds: tuple[type[BaseException], ...] = (StoreError, OSError, sqlite3.Error, UnicodeError, BadDatabase,
+                                              DatabaseUnusable)
+    try:
+        import psycopg
+    except ImportError:
+        return kinds
+    return (*kinds, psycopg.Error)
+
+
+def _reason(e: BaseException, url: str | None) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return mask(text, url or None)
 
@@ -352,9 +363,7 @@ def copy(source: Source, target: Target) -> Report:
             report.replaced = sorted(found)
             report.revision = max(mark, source.mark())
             store.write(_batches(source, known, report))
-        except CopyError:
-            raise
-        except Exception as e:
+        except _failures() as e:  # a store's refusal or fault, an unreadable row; a bug keeps its traceback
             raise CopyError(f"copying into {target.where} failed: {_reason(e, url)}; "
                             f"nothing was copied") from None
         finally:
