@@ -88,6 +88,14 @@ def test_a_toml_store_is_left_to_the_daemon_and_a_sqlite_one_has_no_dropin(tmp_p
     assert r.returncode == 0 and f"removed {dropin}" in r.stdout, r.stderr
     assert not dropin.exists() and env_file.read_text() == f"SESSIONMEM_PROJECT={root}\n"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    # whatever the umask of the shell that installs
+    env_file.unlink()
+    r = subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", *DAEMON[:1], "-m", "sessionmem", "--project",
+                        str(root), "service", "install", "--no-start"], env=dict(e, SESSIONMEM_STORE="sqlite"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert env_file.read_text() == f"SESSIONMEM_PROJECT={root}\nSESSIONMEM_STORE=sqlite\n"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
 
 
 def test_what_cannot_be_recorded_or_started_is_refused_and_nothing_written(tmp_path: Path,
