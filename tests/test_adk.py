@@ -276,3 +276,53 @@ def test_one_service_on_several_event_loops(daemon: Daemon) -> None:
 
     asyncio.run(write())
     assert asyncio.run(read()) == 1
+
+
+def test_the_readme_snippet_runs(daemon: Daemon, env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    body = text[text.index("\n### Google ADK"):]
+    code = body.split("```python\n", 1)[1].split("\n```", 1)[0]
+    e = dict(env, SESSIONMEM_PROJECT=str(daemon.root), SESSIONMEM_SOCKET=str(daemon.socket))
+    done = subprocess.run([sys.executable, "-c", code], env=e, cwd=daemon.root, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 {'step': 1, 'user:lang': 'en'}"
+
+
+def test_adks_runner_keeps_its_turns_here(daemon: Daemon) -> None:
+    """ADK's own Runner, with an agent that needs no model, on this service: the user's
+    message and the agent's reply are stored, temp: state stays out, state carries over."""
+    from collections.abc import AsyncGenerator
+
+    from google.adk.agents import BaseAgent
+    from google.adk.agents.invocation_context import InvocationContext
+    from google.adk.runners import Runner
+
+    class Counter(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            n = int(ctx.session.state.get("turns", 0)) + 1
+            yield Event(author=self.name, invocation_id=ctx.invocation_id,
+                        content=types.Content(role="model", parts=[types.Part(text=f"turn {n}")]),
+                        actions=EventActions(state_delta={"turns": n, "temp:scratch": n, "user:seen": n}))
+
+    async def go() -> Session | None:
+        async with service(daemon) as svc:
+            runner = Runner(agent=Counter(name="counter"), app_name="runner-app", session_service=svc)
+            s = await svc.create_session(app_name="runner-app", user_id="u")
+            for i in range(3):
+                msg = types.Content(role="user", parts=[types.Part(text=f"hi {i}")])
+                replies = [e async for e in runner.run_async(user_id="u", session_id=s.id, new_message=msg)]
+                assert [p.text for e in replies if e.content and e.content.parts for p in e.content.parts] == \
+                    [f"turn {i + 1}"]
+            return await svc.get_session(app_name="runner-app", user_id="u", session_id=s.id)
+
+    got = asyncio.run(go())
+    assert got is not None
+    texts = [p.text for e in got.events if e.content and e.content.parts for p in e.content.parts]
+    assert texts == ["hi 0", "turn 1", "hi 1", "turn 2", "hi 2", "turn 3"]
+    assert got.state == {"turns": 3, "user:seen": 3}
+    assert not any(k.startswith("ss/") and k.endswith("temp:scratch") for k in keys(daemon, "runner-app"))

@@ -78,7 +78,7 @@ def test_two_processes_append_50_events_each_to_one_session(daemon: Daemon, env:
                          for name, w in zip(("p1", "p2"), writers)), 60, "both writers ready")
     go.touch()
     outs = [w.communicate(timeout=300) for w in writers]
-    for w, (out, err) in zip(writers, outs):
+    for w, (_out, err) in zip(writers, outs):
         assert w.returncode == 0, err
     stale = [int(out.strip()) for out, _ in outs]
 
