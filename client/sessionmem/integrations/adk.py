@@ -223,7 +223,7 @@ class SessionmemSessionService(BaseSessionService):
                 cursor = page.entries[-1].key
         cursor = r.event_key(user_id, sid, nxt)  # reverse: strictly below it
         while True:
-            want = PAGE if n is None else min(r.MAX_OPS, n - len(out))
+            want = PAGE if n is None else min(r.MAX_PAGE, n - len(out))
             page = await app.list_context(prefix, after=cursor, limit=want, reverse=True)
             for e in page.entries:
                 event = _event(e.value)

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
-APP_PREFIX, USER_PREFIX, TEMP_PREFIX = "app:", "user:", "temp:"  # google.adk.sessions.state.State
+APP_PREFIX, USER_PREFIX = "app:", "user:"  # google.adk.sessions.state.State
 MAX_OPS = 10_000  # transact's limit (docs/protocol.md, "Transactions")
+MAX_PAGE = 10_000  # listContext's largest `limit`
 SEQ_DIGITS = 12  # event keys sort by sequence number up to 10^12 events per session
 MAX_SESSION_ID = 128  # sessionmem session ids are 1-128 characters
 APP_SESSION_PREFIX = "adk:"
@@ -43,7 +45,8 @@ def esc(part: str) -> str:
 
 
 def unesc(part: str) -> str:
-    return part.replace("%2F", "/").replace("%2f", "/").replace("%25", "%")
+    # One pass: every "%" of an escaped part starts an escape this module made.
+    return unquote(part)
 
 
 def app_session_id(app_name: str) -> str:
@@ -102,22 +105,6 @@ def advanced(meta: Meta, timestamp: float) -> Meta:
     """The meta after one more event: ADK's SQLite service sets the session's update
     time to the event's timestamp (even an earlier one), and so do we."""
     return {**meta, "lastUpdateTime": timestamp, "next": int(meta["next"]) + 1}
-
-
-def split_delta(delta: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(app, user, session) parts of a state delta, prefixes removed; ``temp:`` dropped
-    (ADK's rule: temp state is never stored)."""
-    app: dict[str, Any] = {}
-    user: dict[str, Any] = {}
-    session: dict[str, Any] = {}
-    for key, value in delta.items():
-        if key.startswith(APP_PREFIX):
-            app[key.removeprefix(APP_PREFIX)] = value
-        elif key.startswith(USER_PREFIX):
-            user[key.removeprefix(USER_PREFIX)] = value
-        elif not key.startswith(TEMP_PREFIX):
-            session[key] = value
-    return app, user, session
 
 
 def state_ops(user_id: str, session_id: str, app: Mapping[str, Any], user: Mapping[str, Any],
