@@ -8,10 +8,12 @@ as ratios measured in the same run.
 The work (both services, one after the other, each on a fresh store in a temporary
 folder): create one session, append N events one by one as a runner does (each with a
 small text content and a one-key state delta, alternating session and ``user:`` keys),
-then read the session back whole, then its newest 10 events. Ours talks to a real
-sessionmemd (default durability, `periodic`) over its socket; ADK's
-``SqliteSessionService`` opens its SQLite file (WAL off, ADK's defaults) per call.
-Ratios are ours ÷ ADK's (below 1: ours is faster).
+then read the session back whole, then its newest 10 events. ADK's
+``SqliteSessionService`` opens its SQLite file per call and commits each append (ADK's
+defaults: rollback journal, synchronous FULL). Ours talks to a real sessionmemd over its
+socket, twice: with the default durability (`periodic`: a commit a second) and with
+`--durability always --fsync` (each append committed and fsync'd before its reply, as
+ADK's commit is). Ratios are ours ÷ ADK's time (below 1: ours is faster).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ async def work(svc: BaseSessionService, n: int) -> dict[str, float]:
     return {"appendsPerSec": n / (t1 - t0), "appendS": t1 - t0, "readAllS": t2 - t1, "readRecent10Ms": (t3 - t2) * 1e3}
 
 
-async def ours(tmp: Path, n: int) -> dict[str, float]:
-    proc, sock = start_daemon(tmp)
+async def ours(tmp: Path, n: int, *daemon_args: str) -> dict[str, float]:
+    proc, sock = start_daemon(tmp, *daemon_args)
     try:
         async with SessionmemSessionService(project=tmp, socket=sock, autostart=False) as svc:
             return await work(svc, n)
@@ -88,28 +90,31 @@ async def adk_sqlite(tmp: Path, n: int) -> dict[str, float]:
     return await work(SqliteSessionService(str(tmp / "adk.db")), n)
 
 
+def _ratios(ours: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    return {"appendTime": ours["appendS"] / base["appendS"], "readAllTime": ours["readAllS"] / base["readAllS"],
+            "readRecent10Time": ours["readRecent10Ms"] / base["readRecent10Ms"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2, \
+            tempfile.TemporaryDirectory() as d3:
         base = asyncio.run(adk_sqlite(Path(d1), a.events))
         mine = asyncio.run(ours(Path(d2), a.events))
-    ratios = {
-        "appendTime": mine["appendS"] / base["appendS"],
-        "readAllTime": mine["readAllS"] / base["readAllS"],
-        "readRecent10Time": mine["readRecent10Ms"] / base["readRecent10Ms"],
-    }
-    out: dict[str, Any] = {"events": a.events, "sessionmem": mine, "adkSqlite": base, "ratioOursOverAdk": ratios}
-    print(f"{a.events} events                      sessionmem     ADK SqliteSessionService   ratio")
-    print(f"append, one by one            {mine['appendS']:8.2f} s    {base['appendS']:8.2f} s"
-          f"                {ratios['appendTime']:.3f}")
-    print(f"  appends/s                   {mine['appendsPerSec']:8.0f}      {base['appendsPerSec']:8.0f}")
-    print(f"read back whole               {mine['readAllS']:8.3f} s    {base['readAllS']:8.3f} s"
-          f"                {ratios['readAllTime']:.3f}")
-    print(f"read newest 10                {mine['readRecent10Ms']:8.2f} ms   {base['readRecent10Ms']:8.2f} ms"
-          f"               {ratios['readRecent10Time']:.3f}")
+        # Each append on disk (fsync'd) before its reply, as ADK's SQLite commit is.
+        durable = asyncio.run(ours(Path(d3), a.events, "--durability", "always", "--fsync"))
+    out: dict[str, Any] = {"events": a.events, "adkSqlite": base, "sessionmem": mine, "sessionmemAlwaysFsync": durable,
+                           "ratioOursOverAdk": _ratios(mine, base), "ratioAlwaysFsyncOverAdk": _ratios(durable, base)}
+    print(f"{a.events} events          ADK SqliteSessionService    sessionmem (ratio)    --durability always --fsync (ratio)")
+    for label, key, unit, scale in (("append, one by one", "appendS", "s", 1.0), ("read back whole", "readAllS", "s", 1.0),
+                                    ("read newest 10", "readRecent10Ms", "ms", 1.0)):
+        b, m, d = base[key] * scale, mine[key] * scale, durable[key] * scale
+        print(f"{label:<22}{b:14.3f} {unit:<2}      {m:10.3f} {unit:<2} ({m / b:.3f})   {d:14.3f} {unit:<2} ({d / b:.3f})")
+    print(f"{'  appends/s':<22}{base['appendsPerSec']:14.0f}         {mine['appendsPerSec']:10.0f}"
+          f"           {durable['appendsPerSec']:14.0f}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
 
