@@ -8,7 +8,8 @@ as ratios measured in the same run.
 The work (both services, one after the other, each on a fresh store in a temporary
 folder): create one session, append N events one by one as a runner does (each with a
 small text content and a one-key state delta, alternating session and ``user:`` keys),
-then read the session back whole, then its newest 10 events. ADK's
+then read the session back whole, then its newest 10 events (each read 3 times: the
+median). ADK's
 ``SqliteSessionService`` opens its SQLite file per call and commits each append (ADK's
 defaults: rollback journal, synchronous FULL). Ours talks to a real sessionmemd over its
 socket, twice: with the default durability (`periodic`: a commit a second) and with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,15 +67,21 @@ async def work(svc: BaseSessionService, n: int) -> dict[str, float]:
     for i in range(n):
         await svc.append_event(session, event(i))
     t1 = time.perf_counter()
-    got = await svc.get_session(app_name="bench", user_id="u", session_id="s")
-    t2 = time.perf_counter()
-    recent = await svc.get_session(app_name="bench", user_id="u", session_id="s",
-                                   config=GetSessionConfig(num_recent_events=10))
-    t3 = time.perf_counter()
-    assert got is not None and len(got.events) == n and got.events == session.events
-    assert recent is not None and recent.events == session.events[-10:]
-    assert got.state == {k: v for k, v in session.state.items() if not k.startswith("temp:")}
-    return {"appendsPerSec": n / (t1 - t0), "appendS": t1 - t0, "readAllS": t2 - t1, "readRecent10Ms": (t3 - t2) * 1e3}
+    reads, recents = [], []
+    for _ in range(3):  # the median of 3: one read can meet a snapshot or another engineer's job
+        r0 = time.perf_counter()
+        got = await svc.get_session(app_name="bench", user_id="u", session_id="s")
+        r1 = time.perf_counter()
+        recent = await svc.get_session(app_name="bench", user_id="u", session_id="s",
+                                       config=GetSessionConfig(num_recent_events=10))
+        r2 = time.perf_counter()
+        reads.append(r1 - r0)
+        recents.append((r2 - r1) * 1e3)
+        assert got is not None and len(got.events) == n and got.events == session.events
+        assert recent is not None and recent.events == session.events[-10:]
+        assert got.state == {k: v for k, v in session.state.items() if not k.startswith("temp:")}
+    return {"appendsPerSec": n / (t1 - t0), "appendS": t1 - t0, "readAllS": statistics.median(reads),
+            "readRecent10Ms": statistics.median(recents)}
 
 
 async def ours(tmp: Path, n: int, *daemon_args: str) -> dict[str, float]:

@@ -98,6 +98,10 @@ class SessionmemSessionService(BaseSessionService):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
+            # The client holds its loop (a strong reference back to the weak key): drop
+            # those of loops that are gone (each asyncio.run makes a new one).
+            for gone in [old for old in self._clients if old.is_closed()]:
+                self._clients.pop(gone, None)
             made = AsyncSession(self._project, self._socket, autostart=self._autostart, timeout=self._timeout)
             await made.connect()
             client = self._clients.setdefault(loop, made)
