@@ -22,7 +22,8 @@ an event or state value nested deeper than ``--max-depth`` (64): the daemon's
 ``InvalidParams``. Deleting a session of more than 10,000 records takes several
 transactions: the first removes the meta (the session is gone for every reader at
 once), the rest follow; a create of the same id finishes what an interrupted delete
-left.
+left (a create of that id WHILE such a delete runs is not guarded: the delete's later
+transactions may remove the new session's first records).
 
 Install: ``pip install 'sessionmem[adk]'``.
 """
@@ -122,7 +123,8 @@ class SessionmemSessionService(BaseSessionService):
         return client.bound(sid)
 
     async def close(self) -> None:
-        """Close this loop's connection (those of other loops close with their loop)."""
+        """Close this loop's connection. Call it before the loop ends (``async with``):
+        the connection of a loop that ended is dropped at the next connect, unclosed."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.close()
