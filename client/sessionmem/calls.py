@@ -211,6 +211,10 @@ class Calls:
     def restore(self) -> Call[None]:
         return Call("restore")
 
+    def sync(self) -> Call[p.SyncResult]:
+        """Returns once the daemon has applied every change committed before the call."""
+        return Call("sync")
+
     def hello(self) -> Call[p.HelloResult]:
         return Call("hello", hello_params())
 

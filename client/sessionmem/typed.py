@@ -169,6 +169,9 @@ class SessionMethods:
     def restore(self) -> None:
         return self._run(self._calls.restore())
 
+    def sync(self) -> p.SyncResult:
+        return self._run(self._calls.sync())
+
     def hello(self) -> p.HelloResult:
         return self._run(self._calls.hello())
 
@@ -341,6 +344,9 @@ class AsyncSessionMethods:
 
     async def restore(self) -> None:
         return await self._run(self._calls.restore())
+
+    async def sync(self) -> p.SyncResult:
+        return await self._run(self._calls.sync())
 
     async def hello(self) -> p.HelloResult:
         return await self._run(self._calls.hello())

@@ -27,6 +27,7 @@ from .replies import Replies
 from .rpc import Dispatcher
 from .server import Server
 from .state import SessionState
+from .storeoutage import Outage
 
 log = logging.getLogger("sessionmemd")
 
@@ -46,9 +47,14 @@ class App:
         loader: Loader,
         persister: Persister,
         log_mark: int | None,
+        store: str = "",
+        project_key: str | None = None,
     ) -> None:
         self.root = root
         self.location = location  # the store's, as stats and hello show it (dbPath)
+        self.store = store  # the SQLite path or the masked PostgreSQL URL (stats' store)
+        self.project_key = project_key
+        self.outage: Outage | None = None  # a store that does not retry (storeoutage.py)
         self.durability = durability
         self.max_frame = max_frame
         self.host = host
@@ -147,6 +153,19 @@ class App:
         await self.persister.snapshot()
         asyncio.get_running_loop().call_soon(self.on_stop, "shutdown requested by a client")
 
+    @property
+    def applied_revision(self) -> int:
+        """Every change up to here is applied in this daemon (one daemon per project: all
+        of them are its own). While a lost write waits for the store, the last committed:
+        what memory holds beyond it is dropped on reconnecting."""
+        ps = self.persister
+        return self.host.revision if ps.lost is None else ps.committed
+
+    def sync(self) -> p.SyncResult:
+        # One daemon per project key (the store's lock): no change is committed that this
+        # daemon has not applied, so sync answers at once, on either store.
+        return p.SyncResult(revision=self.applied_revision)
+
     def stats(self, s: SessionState) -> p.Stats:
         ps = self.persister
         return p.Stats(
@@ -174,6 +193,9 @@ class App:
             sessions=len(self.host.known),
             sessionsLoaded=len(self.host.loaded),
             historyComplete=s.complete,
+            store=self.store,
+            projectKey=self.project_key,
+            appliedRevision=self.applied_revision,
         )
 
     def hello(self, params: p.HelloParams) -> p.HelloResult:
@@ -209,5 +231,7 @@ class App:
         self.persister.store.announce(socket_path)
 
     def close(self) -> None:
+        if self.outage is not None:
+            self.outage.close()
         self.loader.close()
         self.persister.close()  # closes the store: another daemon may write it now

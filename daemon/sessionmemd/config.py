@@ -28,6 +28,7 @@ from .rpc import Dispatcher
 from .server import Limits, Server
 from .sqlitestore import SqliteStore
 from .state import SessionState
+from .storeoutage import Outage
 from .storage import Storage
 
 log = logging.getLogger("sessionmemd")
@@ -84,6 +85,14 @@ class Config:
             return PgStore(self.store_url, self.project_key)
         return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
+    def _store_name(self) -> str:
+        """What stats shows as ``store``: the SQLite path, or the URL, password masked."""
+        if self.store_url is None:
+            return str(self.paths.db)
+        from .storeurl import mask
+
+        return mask(self.store_url)
+
     def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:
         known, restored = store.take_opened()
         lease_rows = store.take_leases()
@@ -116,12 +125,17 @@ class Config:
             loader.complete(state)  # the older history, behind the first answers
         app = App(root=self.paths.root, location=store.location, durability=self.durability,
                   max_frame=self.limits.max_frame, host=host, feed=feed, loader=loader,
-                  persister=persister, log_mark=mark if log_kept else None)
+                  persister=persister, log_mark=mark if log_kept else None,
+                  store=self._store_name(), project_key=self.project_key if self.store_url else None)
         dispatcher = Dispatcher(build_handlers(host, loader, feed, app, self.limits.max_depth), _internal_error)
         dispatcher.durable = always
         replies = Replies(dispatcher, persister)
         app.attach(dispatcher, replies, Server(dispatcher, self.limits, on_activity, replies.later,
                                                on_close=app.connection_closed, on_drained=feed.drained))
+        if not store.retries_failed_writes:
+            # A lost write (PostgreSQL): writes refused, reconnect, reload (storeoutage.py).
+            app.outage = Outage(persister, host, dispatcher, loader.reset,
+                                lambda: SessionState(new_session_id(), now_ms()), loader.complete)
         # Half the revision block is used: write the next reservation now.
         host.on_reserve = app.snapshot_soon
         return app

@@ -33,7 +33,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
-from .leases import Held, Leases, held_error
+from .leases import Held, LeaseRow, Leases, held_error
 from .state import Batch, SessionState
 from .transact import DryRun, Op, failed_at
 
@@ -547,6 +547,37 @@ class SessionHost:
         self._reserving = None  # a reservation among the dropped batches is void
         self._watermark = self.reserved - BLOCK // 2
         self._record(self._next("restore", current.session_id, current=current.session_id))
+
+    def resynced(self, current: SessionState, known: dict[str, int], committed: int,
+                 lease_rows: list[LeaseRow]) -> int:
+        """Back to what the store holds, after a write it refused and lost (a store that
+        does not retry, PostgreSQL: storage.Storage.retries_failed_writes): the sessions
+        as reloaded, the revision of the last committed change, the ttl leases as stored.
+        What was applied in memory after ``committed`` is gone, not recorded as a change
+        (it was never committed, published or acknowledged; its revisions are handed out
+        again). The ephemeral leases of connections still open stay (they are never
+        stored) unless one of them was taken by a lost change. Returns how many changes
+        were dropped."""
+        self.loaded = {current.session_id: current}
+        self.known = known
+        self.known.setdefault(current.session_id, current.revision)
+        self.current_id = current.session_id
+        self._used = {current.session_id: self.tick}
+        self._dirty = {}
+        self._deleted = []
+        self._current_moved = False
+        self._unsaved_current(current)
+        dropped = self.log.truncate(committed)
+        self.revision = self._drained = committed
+        self._logged = min(self._logged, committed)
+        self._reserving = None  # a reservation among the lost batches is void
+        self._watermark = self.reserved - BLOCK // 2
+        ephemeral = [h for h in self.leases.held.values() if h.expires_at is None and h.token <= committed]
+        self.leases = Leases(lease_rows)
+        for h in ephemeral:
+            self.leases.held[h.name] = h  # not dirty: an ephemeral lease has no row
+        self.on_leases()
+        return dropped
 
     # -- persistence ----------------------------------------------------------------------
     @property

@@ -33,6 +33,7 @@ class Shell(Protocol):
     def shutdown_method(self) -> Coroutine[Any, Any, None]: ...
     def stats(self, session: SessionState) -> p.Stats: ...
     def hello(self, params: p.HelloParams) -> p.HelloResult: ...
+    def sync(self) -> p.SyncResult: ...
 
 
 def _checked(value: Raw | Any, max_depth: int, field: str) -> Any:
@@ -253,6 +254,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "shutdown": lambda _: shell.shutdown_method(),
         "watch": watch,
         "unwatch": unwatch,
+        "sync": lambda _: shell.sync(),
         "popMessage": pop_message,
         "trimMessages": lambda a: write(a.session, fenced(a, lambda s: host.trim_messages(s, a.keep)), always),
         "createSession": create_session,

@@ -321,10 +321,7 @@ class PgStore:
                     "WHERE c.project_key = p.project_key) FROM sessionmem_projects p "
                     "WHERE p.project_key = %s", (key,)).fetchone() or (0, None)
                 self._feed = (int(mark), None if last is None else int(last))
-                self._leases: list[LeaseRow] = [
-                    (_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in conn.execute(
-                        "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
-                        "WHERE project_key = %s", (key,))]
+                self._leases: list[LeaseRow] = self._read_leases(conn)
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot use {self._where}: {_reason(e, url)}") from None
@@ -332,6 +329,15 @@ class PgStore:
             conn.close()
             raise
         self._conn = conn
+
+    # A write the server refused is lost, not retried: the daemon reloads what the
+    # store holds once it is back (persist.Persister.resync).
+    retries_failed_writes = False
+
+    def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
+        return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in c.execute(
+            "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
+            "WHERE project_key = %s", (self._key,))]
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(self._key),)).fetchone()
@@ -381,8 +387,9 @@ class PgStore:
             with c.transaction():
                 for b in batches:
                     rows += self._apply(c, b)
-        except psycopg.OperationalError as e:
-            raise StoreError(f"{self._where} is unreachable: {_reason(e, self._url)}") from None
+        except psycopg.Error as e:
+            how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
+            raise StoreError(f"{self._where} {how}: {_reason(e, self._url)}") from None
         return rows
 
     def _apply(self, c: psycopg.Connection[Any], b: Batch) -> int:
@@ -475,6 +482,7 @@ class PgStore:
         c = self._live()
         try:
             with c.transaction():
+                self._leases = self._read_leases(c)  # for take_leases after a resync
                 return self._load(c)
         except psycopg.Error as e:
             raise StoreError(f"cannot read {self._where}: {_reason(e, self._url)}") from None
@@ -501,13 +509,13 @@ class PgStore:
             conn = _connect(self._url)
         except psycopg.Error as e:
             cause = RuntimeError(f"{self._where} is unreachable: {_reason(e, self._url)}")
-            raise StoreFault(f"{cause}; the changes are kept in memory and retried", cause) from None
+            raise StoreFault(str(cause), cause) from None
         try:
             self._lock(conn)
         except (ProjectBusy, psycopg.Error) as e:
             conn.close()
             cause = RuntimeError(str(e) if isinstance(e, ProjectBusy) else _reason(e, self._url))
-            raise StoreFault(f"{self._where}: {cause}; the changes are kept in memory", cause) from None
+            raise StoreFault(f"{self._where}: {cause}", cause) from None
         log.warning("reconnected to %s", self._where)
         self._conn = conn
 

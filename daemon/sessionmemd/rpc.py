@@ -124,6 +124,9 @@ class Dispatcher:
         # batch) gets this error and runs nothing: the final snapshot must hold every
         # change that was acknowledged, and no change may follow it.
         self.refusing: errors.SessionmemError | None = None
+        # While the store cannot take writes (a PostgreSQL outage: storeoutage.py), every
+        # mutating call gets this error before anything is applied; reads go on.
+        self.writes_refused: errors.SessionmemError | None = None
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
@@ -232,6 +235,8 @@ class Dispatcher:
     ) -> bytes | Pending | None:
         if self.refusing is not None:
             return self._reply_error(rid, self.refusing)
+        if mutates and self.writes_refused is not None:
+            return self._reply_error(rid, self.writes_refused)
         try:
             result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:
