@@ -198,7 +198,8 @@ class Persister:
         self.failures += 1
         msg = f"{type(e).__name__}: {e}"
         if msg != self.last_error:  # log each distinct failure once, not every retry
-            log.error("snapshot failed (serving from memory, will retry): %s", msg)
+            log.error("snapshot failed (serving from memory, will retry): %s" if self.retries else
+                      "a write to the store failed (not kept, not retried): %s", msg)
         self.last_error = msg
 
     @property
@@ -312,7 +313,7 @@ class Persister:
         with this (the first failure's reason)."""
         err = errors.PersistFailed(
             f"not committed: {e}; nothing of it is kept, and writes are refused until the daemon "
-            f"has reconnected (it retries by itself)", {"store": self.store.location})
+            f"has reconnected (it retries by itself)", {"store": self.store.location, "reason": str(e)})
         if self.lost is None:
             self.lost = err
             self.on_lost(err)

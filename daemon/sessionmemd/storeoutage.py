@@ -61,8 +61,10 @@ class Outage:
     def lost(self, err: errors.PersistFailed) -> None:
         """The persister lost a write: refuse writes from now on and start reconnecting."""
         self.outages += 1
+        data = err.data if isinstance(err.data, dict) else {}
         self._dispatcher.writes_refused = errors.PersistFailed(
-            f"writes are refused: {err.message.removeprefix('not committed: ')}", err.data)
+            f"writes are refused until the daemon has reconnected to the store (it retries by "
+            f"itself): {data.get('reason', err.message)}; nothing was changed", err.data)
         log.error("the store refused a write; writes are refused until it is back: %s", err.message)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._recover())
