@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sessionmem import __version__, errors
 from sessionmem import protocol as p
@@ -28,6 +28,7 @@ from .rpc import Dispatcher
 from .server import Server
 from .state import SessionState
 from .storeoutage import Outage
+from .turns import Turns
 
 log = logging.getLogger("sessionmemd")
 
@@ -55,6 +56,11 @@ class App:
         self.store = store  # the SQLite path or the masked PostgreSQL URL (stats' store)
         self.project_key = project_key
         self.outage: Outage | None = None  # a store that does not retry (storeoutage.py)
+        # Several daemons on one store (PostgreSQL): write turns, and the listener that
+        # wakes them when another daemon commits (turns.py, pgshared.py).
+        self.turns: Turns | None = None
+        self._listener: Any = None
+        self._expiring = False
         self.durability = durability
         self.max_frame = max_frame
         self.host = host
@@ -124,7 +130,13 @@ class App:
     def expire_leases(self) -> None:
         """End the leases whose time passed (the lifecycle's lease timer). Under
         durability=always their changes are committed now, not at the next snapshot
-        (their notifications wait for the commit)."""
+        (their notifications wait for the commit). Several daemons on one store: in a
+        write turn, decided on the store's leases (a renewal elsewhere is no change)."""
+        if self.turns is not None:
+            if not self._expiring and self.host.leases.due(self.host.now()):
+                self._expiring = True
+                self.replies.track(asyncio.ensure_future(self._expire_in_turn(self.turns)))
+            return
         try:
             ended = self.host.expire_leases()
         except errors.SessionmemError as e:  # no revision is reserved yet: the timer retries
@@ -133,11 +145,22 @@ class App:
         if ended and self.durability == "always":
             self.snapshot_soon()
 
+    async def _expire_in_turn(self, turns: Turns) -> None:
+        try:
+            await turns.defer(self.host.expire_leases)
+        except errors.SessionmemError as e:  # the timer tries again
+            log.warning("leases due to expire wait: %s", e.message)
+        finally:
+            self._expiring = False
+
     # -- methods.Shell: the calls that need more than the session host ----------------
     async def snapshot(self) -> p.SnapshotResult:
         return await self.persister.snapshot()
 
     async def restore(self) -> None:
+        if self.turns is not None:
+            raise errors.InvalidParams("restore is not available when several daemons share a PostgreSQL "
+                                       "store: the store is the truth (call sync to catch up with it)")
         await self.loader.settled()  # calls already waiting for a session go first
         known, restored = await self.persister.load()
         cur = self.host.current
@@ -161,10 +184,16 @@ class App:
         ps = self.persister
         return self.host.revision if ps.lost is None else ps.committed
 
-    def sync(self) -> p.SyncResult:
-        # One daemon per project key (the store's lock): no change is committed that this
-        # daemon has not applied, so sync answers at once, on either store.
+    def sync(self) -> p.SyncResult | Any:
+        """SQLite (one daemon per file): no change is committed that this daemon has not
+        applied, so sync answers at once. Several daemons on PostgreSQL: once the changes
+        committed before the call are read and applied (a turn of its own)."""
+        if self.turns is not None:
+            return self._sync(self.turns)
         return p.SyncResult(revision=self.applied_revision)
+
+    async def _sync(self, turns: Turns) -> p.SyncResult:
+        return p.SyncResult(revision=await turns.sync())
 
     def stats(self, s: SessionState) -> p.Stats:
         ps = self.persister
@@ -229,9 +258,16 @@ class App:
         """The socket is bound: the store tells whoever looks for its writer."""
         self.socket_path = socket_path
         self.persister.store.announce(socket_path)
+        if self.turns is not None:  # another daemon's commit wakes a catch-up turn
+            self._listener = self.persister.store.listener(  # type: ignore[attr-defined]
+                self.turns.poke_threadsafe(asyncio.get_running_loop()))
 
     def close(self) -> None:
         if self.outage is not None:
             self.outage.close()
+        if self.turns is not None:
+            self.turns.close()
+        if self._listener is not None:
+            self._listener.close()
         self.loader.close()
         self.persister.close()  # closes the store: another daemon may write it now

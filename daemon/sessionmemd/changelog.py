@@ -176,6 +176,12 @@ class ChangeLog:
             self._first = last + 1
         return drop
 
+    def restart(self, last: int) -> None:
+        """Empty, the next change being ``last + 1`` (another daemon's changes could not
+        be read without a gap: watchers behind it hear they fell behind, and resume)."""
+        self._frames, self._sessions, self._ends = [], [], []
+        self._start, self._first, self._bytes = 0, last + 1, 0
+
     @classmethod
     def restored(cls, entries: Iterable[tuple[int, str, bytes]], last: int, **kw: int) -> ChangeLog:
         """A log holding ``entries`` (consecutive revisions ending at ``last``); any

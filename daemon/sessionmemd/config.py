@@ -29,6 +29,7 @@ from .server import Limits, Server
 from .sqlitestore import SqliteStore
 from .state import SessionState
 from .storeoutage import Outage
+from .turns import Turns
 from .storage import Storage
 
 log = logging.getLogger("sessionmemd")
@@ -80,9 +81,9 @@ class Config:
         imported only then), else the SQLite file of paths.db."""
         if self.store_url is not None:
             assert self.project_key is not None  # storeurl.choose refuses a URL without one
-            from .pgstore import PgStore
+            from .pgshared import PgShared
 
-            return PgStore(self.store_url, self.project_key)
+            return PgShared(self.store_url, self.project_key)
         return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
     def _store_name(self) -> str:
@@ -132,7 +133,13 @@ class Config:
         replies = Replies(dispatcher, persister)
         app.attach(dispatcher, replies, Server(dispatcher, self.limits, on_activity, replies.later,
                                                on_close=app.connection_closed, on_drained=feed.drained))
-        if not store.retries_failed_writes:
+        if getattr(store, "shared", False):
+            # Several daemons on one PostgreSQL project: write turns (turns.py).
+            host.replays = True
+            host.set_reserved(1 << 62)  # revisions come from the project row, in each turn
+            app.turns = Turns(store, host, feed, dispatcher, persister._run, loader.reset,  # type: ignore[arg-type]
+                              lambda: SessionState(new_session_id(), now_ms()), loader.complete)
+        elif not store.retries_failed_writes:
             # A lost write (PostgreSQL): writes refused, reconnect, reload (storeoutage.py).
             app.outage = Outage(persister, host, dispatcher, loader.reset,
                                 lambda: SessionState(new_session_id(), now_ms()), loader.complete)

@@ -32,6 +32,7 @@ from msgspec import UNSET, Raw
 from sessionmem import errors
 from sessionmem import protocol as p
 
+from . import replay
 from .changelog import ChangeLog
 from .leases import Held, LeaseRow, Leases, held_error
 from .state import Batch, SessionState
@@ -113,6 +114,9 @@ class SessionHost:
         # moved (the lifecycle's lease timer re-arms).
         self.leases = Leases()
         self.on_leases: Callable[[], None] = lambda: None
+        # Several daemons on one store: other daemons' changes are replayed (replay.py).
+        self.replays = False
+        self.replays_since = revision  # the first revision replayed here is after this
 
     def set_reserved(self, mark: int) -> None:
         """The durable mark at start (store.reserve_revisions)."""
@@ -148,7 +152,12 @@ class SessionHost:
         return s
 
     def adopt(self, state: SessionState) -> None:
-        """A session the loader read from the database, now in memory."""
+        """A session the loader read from the database, now in memory. Several daemons on
+        one store (``replays``): brought forward by what was replayed while it was read."""
+        if (self.replays and state.session_id != self.current_id
+                and not replay.catch_up(state, self.log, self.replays_since)):
+            raise errors.PersistFailed(f"session {state.session_id!r} changed on another daemon while it "
+                                       f"was read here; nothing was changed, retry")
         self.loaded[state.session_id] = state
         self._used[state.session_id] = self.tick
         if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
@@ -578,6 +587,39 @@ class SessionHost:
             self.leases.held[h.name] = h  # not dirty: an ephemeral lease has no row
         self.on_leases()
         return dropped
+
+    # -- several daemons on one store (replay.py) ---------------------------------------
+    def drop_replayed(self, sid: str, deleted: bool = False) -> None:
+        """Another daemon deleted ``sid`` (or changed it in a way that is read anew): out
+        of memory, and out of the catalogue when deleted. Nothing is written for it."""
+        self.loaded.pop(sid, None)
+        self._used.pop(sid, None)
+        self._dirty.pop(sid, None)
+        if deleted:
+            self.known.pop(sid, None)
+
+    def absorb_replayed(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """What replay changed in memory is what the store holds already: nothing of it
+        is to be written (the sessions' deltas, the log rows, the leases). ``keep``: the
+        sessions whose own unwritten changes stay (a new current session made at start,
+        which takes no revision)."""
+        for sid, s in self.loaded.items():
+            if sid not in keep:
+                s.drain()
+        self._dirty = {sid: None for sid in self._dirty if sid in keep and sid in self.loaded}
+        self._deleted = []
+        self._current_moved = self._current_moved and self.current_id in keep
+        self.leases.dirty = {}
+        self._logged = self._drained = self.revision
+
+    def own_dirty(self) -> set[str]:
+        """The sessions with changes of this daemon not yet drained."""
+        return set(self._dirty)
+
+    def own_changes_pending(self) -> bool:
+        """Changes made here and not yet drained (shared mode: none between turns)."""
+        return bool(self._dirty or self._deleted or self._current_moved or self.leases.dirty
+                    or self.revision != self._drained)
 
     # -- persistence ----------------------------------------------------------------------
     @property

@@ -122,11 +122,16 @@ class Persister:
         # fails with it until resync(); on_lost tells the shell (storeoutage.Outage).
         self.lost: errors.PersistFailed | None = None
         self.on_lost: Callable[[errors.PersistFailed], None] = lambda err: None
+        # Several daemons on one store: write turns commit every change (turns.py);
+        # snapshots and the group commit have nothing to do.
+        self.turns = bool(getattr(store, "shared", False))
 
     # -- snapshots ---------------------------------------------------------------------
     async def snapshot(self, final: bool = False) -> p.SnapshotResult:
         """Write what changed; raise PersistFailed (changes kept for retry) on error.
         ``final``: the clean stop's last one (the exact revision mark, the change log)."""
+        if self.turns:
+            return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
         async with self._lock:
             if self.lost is not None:
                 raise self._lost_error()
@@ -217,6 +222,9 @@ class Persister:
         ``callback(error)`` if that failed (the changes are kept and retried). Every
         caller of one loop turn, from every connection, shares one transaction, and
         the callbacks run right after it: no future, no task per write."""
+        if self.turns:
+            callback(None)  # committed by its turn already
+            return
         if not self._waiters and not self._committing:
             asyncio.get_running_loop().call_soon(self._start_commit)
         self._waiters.append(callback)

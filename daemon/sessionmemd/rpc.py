@@ -127,6 +127,9 @@ class Dispatcher:
         # While the store cannot take writes (a PostgreSQL outage: storeoutage.py), every
         # mutating call gets this error before anything is applied; reads go on.
         self.writes_refused: errors.SessionmemError | None = None
+        # Several daemons on one store (turns.py): a mutating call is run by the next
+        # write turn, decided on the store's latest state; the reply waits for it.
+        self.defer: Callable[[Callable[[], Any]], Coroutine[Any, Any, Any]] | None = None
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
@@ -237,6 +240,10 @@ class Dispatcher:
             return self._reply_error(rid, self.refusing)
         if mutates and self.writes_refused is not None:
             return self._reply_error(rid, self.writes_refused)
+        if mutates and self.defer is not None:
+            if method in self._with_conn:
+                return Pending(rid, self.defer(lambda: handler(params, conn)), None, False)
+            return Pending(rid, self.defer(lambda: handler(params)), None, False)
         try:
             result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:
