@@ -159,8 +159,10 @@ class App:
 
     async def restore(self) -> None:
         if self.turns is not None:
-            raise errors.InvalidParams("restore is not available when several daemons share a PostgreSQL "
-                                       "store: the store is the truth (call sync to catch up with it)")
+            # Run by a write turn, which has just read the store: memory is what it holds,
+            # and nothing unsaved exists to drop (every change is committed by its turn).
+            log.info("restore: memory is what the store holds (revision %d)", self.host.revision)
+            return
         await self.loader.settled()  # calls already waiting for a session go first
         known, restored = await self.persister.load()
         cur = self.host.current
