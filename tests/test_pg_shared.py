@@ -6,6 +6,7 @@ once, in order. Real processes, a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -149,3 +150,15 @@ def test_a_watcher_resumes_on_another_daemon(make_daemon: Any, pg_url: str, tmp_
     w3.result("watch", {"since": start})
     assert [ch["message"]["content"] for ch in changes(w3, last)] == got
     assert os.path.exists(d3.socket)
+
+
+def test_a_read_pipelined_behind_a_write_sees_it(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    (d,) = daemons(make_daemon, pg_url, tmp_path, 1)
+    c = d.conn()
+    reqs = [{"jsonrpc": "2.0", "id": i, "method": "addMessage", "params": {"role": "user", "content": f"p{i}"}}
+            for i in range(1, 51)]
+    reqs.append({"jsonrpc": "2.0", "id": 99, "method": "getAllMessages"})
+    c.send(b"".join(json.dumps(r).encode() + b"\n" for r in reqs))
+    replies = {r["id"]: r for r in (c.recv() for _ in reqs)}
+    assert [m["content"] for m in replies[99]["result"]] == [f"p{i}" for i in range(1, 51)]
+    assert all(replies[i]["result"] is None for i in range(1, 51))

@@ -69,12 +69,25 @@ class Turns:
         dispatcher.defer = self.defer
 
     # -- what the dispatcher, the lifecycle and sync hand in ------------------------------
-    def defer(self, thunk: Thunk) -> Coroutine[Any, Any, Any]:
-        """A mutating call: run by the next write turn; its result once committed."""
+    def defer(self, thunk: Thunk, conn: Any = None) -> Coroutine[Any, Any, Any]:
+        """A mutating call (or a read behind one on the same connection): run by the
+        next write turn, in the order they came; its result once committed."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls.append((thunk, fut))
+        if conn is not None:
+            waiting = self._dispatcher.deferring
+            waiting[conn] = waiting.get(conn, 0) + 1
+            fut.add_done_callback(lambda _f: self._done(conn))
         self._schedule()
         return _wait(fut)
+
+    def _done(self, conn: Any) -> None:
+        waiting = self._dispatcher.deferring
+        left = waiting.get(conn, 1) - 1
+        if left > 0:
+            waiting[conn] = left
+        else:
+            waiting.pop(conn, None)
 
     async def sync(self) -> int:
         """Every change committed before this call applied; the revision then."""
