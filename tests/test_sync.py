@@ -3,6 +3,7 @@ daemon per project, so sync answers at once with the revision it has applied."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,18 @@ def test_typed_clients_sync(make_daemon: Any) -> None:
             await a.add_message("user", "y")
             return (await a.sync()).revision
     assert asyncio.run(run()) == before + 2
+
+
+def test_sync_from_the_cli(make_daemon: Any, env: dict[str, str]) -> None:
+    from conftest import run_cli
+
+    d: Daemon = make_daemon()
+    c = d.conn()
+    c.result("addMessage", {"role": "user", "content": "one"})
+    rev = c.result("sync")["revision"]
+    args = ["--socket", str(d.socket), "--project", str(d.root)]
+    r = run_cli([*args, "sync"], env)
+    assert r.returncode == 0 and r.stdout.strip() == f"revision {rev}", r.stderr
+    r = run_cli([*args, "--json", "sync"], env)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"revision": rev}
+    c.close()

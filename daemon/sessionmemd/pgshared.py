@@ -55,7 +55,7 @@ class Fetched:
     rows: list[replay.Row] = field(default_factory=list)
     fresh: dict[str, Restored | None] = field(default_factory=dict)
     full: tuple[Catalogue, Restored | None] | None = None
-    leases: list[LeaseRow] = field(default_factory=list)
+    leases: list[LeaseRow] | None = None  # None: not read (replay keeps the table)
 
 
 class PgSharedReader(PgReader):
@@ -95,10 +95,13 @@ class PgShared(PgStore):
 
     # -- turns ---------------------------------------------------------------------------
     def fetch(self, applied: int, loaded: frozenset[str], current: str, lock: bool, full: bool = False,
-              own_pending: bool = False) -> Fetched:
+              own_pending: bool = False, leases: bool = True) -> Fetched:
         """Open a turn: with ``lock``, a transaction holding the project row until
         :meth:`finish` or :meth:`abort`; without, a consistent read (sync, a NOTIFY).
-        The changes after ``applied``, and what replay needs besides."""
+        The changes after ``applied``, and what replay needs besides; the ttl leases
+        with ``leases`` (a renewal on another daemon is no change: only the table has
+        it; a daemon that knows no lease has none to refresh, as every acquisition is
+        a change it replays)."""
         c = self._live()
         try:
             c.execute("BEGIN ISOLATION LEVEL READ COMMITTED" if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -122,7 +125,8 @@ class PgShared(PgStore):
                     r = c.execute("SELECT revision FROM sessionmem_sessions WHERE project_key = %s AND id = %s",
                                   (self._key, sid)).fetchone()
                     got.fresh[sid] = None if r is None else load_session(c, self._key, sid, int(r[0]), self._tail)
-            got.leases = self._read_leases(c)
+            if leases or got.full is not None:
+                got.leases = self._read_leases(c)
             if not lock:
                 c.execute("COMMIT")
             return got
@@ -162,16 +166,17 @@ class PgShared(PgStore):
         except psycopg.Error:
             pass
 
-    def listener(self, wake: Callable[[], None]) -> Listener:
+    def listener(self, wake: Callable[[int | None], None]) -> Listener:
         return Listener(self._url, channel(self._key), wake, self._where)
 
 
 class Listener:
     """``LISTEN`` on a thread and connection of its own: ``wake`` (thread-safe) is called
-    on every notification, and once a second besides (a notification sent while the
-    connection was being made again is not lost that way)."""
+    on every notification with the revision it announces, and once a second besides
+    with None (a notification sent while the connection was being made again is not
+    lost that way)."""
 
-    def __init__(self, url: str, chan: str, wake: Callable[[], None], where: str) -> None:
+    def __init__(self, url: str, chan: str, wake: Callable[[int | None], None], where: str) -> None:
         self._url = url
         self._chan = chan
         self._wake = wake
@@ -187,11 +192,13 @@ class Listener:
                 with _connect(self._url) as conn:
                     conn.execute(f"LISTEN {self._chan}")
                     delay = 0.05
-                    self._wake()  # what was sent while not listening
+                    self._wake(None)  # what was sent while not listening
                     while not self._stop.is_set():
-                        for _n in conn.notifies(timeout=1.0, stop_after=1):
+                        revision = None
+                        for n in conn.notifies(timeout=1.0, stop_after=1):
+                            revision = int(n.payload) if n.payload.isdigit() else None
                             break
-                        self._wake()
+                        self._wake(revision)
             except psycopg.Error as e:
                 log.debug("listening on %s: %s", self._where, e)
                 self._stop.wait(delay)

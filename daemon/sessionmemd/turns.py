@@ -96,15 +96,19 @@ class Turns:
         self._schedule()
         return await fut
 
-    def poke(self) -> None:
-        """Another daemon may have committed (a NOTIFY, the heartbeat): catch up."""
-        if not self._reads or not self._scheduled:
+    def poke(self, revision: int | None = None) -> None:
+        """Another daemon may have committed (a NOTIFY with its revision, the heartbeat
+        with None): catch up, unless that revision is applied here already (this
+        daemon's own commits notify it too) or a turn is due anyway."""
+        if revision is not None and revision <= self._host.revision:
+            return
+        if not self._scheduled:
             self._reads.append(asyncio.get_running_loop().create_future())
             self._schedule()
 
-    def poke_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-        def wake() -> None:
-            loop.call_soon_threadsafe(self.poke)
+    def poke_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int | None], None]:
+        def wake(revision: int | None) -> None:
+            loop.call_soon_threadsafe(self.poke, revision)
         return wake
 
     def _schedule(self) -> None:
@@ -139,7 +143,8 @@ class Turns:
     async def _fetch(self, lock: bool) -> Fetched:
         host = self._host
         return await self._run_blocking(self._store.fetch, host.revision, frozenset(host.loaded),  # type: ignore[no-any-return]
-                                        host.current_id, lock, False, host.own_changes_pending())
+                                        host.current_id, lock, False, host.own_changes_pending(),
+                                        bool(host.leases.held))
 
     async def _read(self) -> None:
         try:
@@ -147,7 +152,10 @@ class Turns:
         except Exception as e:
             log.debug("catching up: %s", e)
             return
-        self._absorb(fetched)
+        try:
+            self._absorb(fetched)
+        except Exception as e:  # memory may be half brought forward: read it all anew
+            self._lost(e, [], [])
 
     async def _write(self, calls: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
         host = self._host
@@ -189,7 +197,7 @@ class Turns:
         if f.full is not None:
             known, restored = f.full
             state = self._new_state() if restored is None else SessionState.from_restored(restored)
-            host.resynced(state, known, self.committed, f.leases)
+            host.resynced(state, known, self.committed, f.leases or [])
             rows = [r for r in f.rows if r[0] > self.committed]
             if [r[0] for r in rows] == list(range(self.committed + 1, f.revision + 1)):
                 for rev, sid, frame in rows:
