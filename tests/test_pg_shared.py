@@ -162,3 +162,15 @@ def test_a_read_pipelined_behind_a_write_sees_it(make_daemon: Any, pg_url: str, 
     replies = {r["id"]: r for r in (c.recv() for _ in reqs)}
     assert [m["content"] for m in replies[99]["result"]] == [f"p{i}" for i in range(1, 51)]
     assert all(replies[i]["result"] is None for i in range(1, 51))
+
+
+def test_sync_pipelined_behind_a_write(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """sync sent right behind a write on one connection waits for it, and does not
+    wait for itself (it runs in that write's turn)."""
+    (d,) = daemons(make_daemon, pg_url, tmp_path, 1)
+    c = d.conn()
+    before = c.result("sync")["revision"]
+    c.send(b'{"jsonrpc":"2.0","id":1,"method":"addMessage","params":{"role":"user","content":"a"}}\n'
+           b'{"jsonrpc":"2.0","id":2,"method":"sync"}\n')
+    replies = {r["id"]: r for r in (c.recv(), c.recv())}
+    assert replies[1]["result"] is None and replies[2]["result"] == {"revision": before + 1}

@@ -183,6 +183,8 @@ class App:
         """Every change up to here is applied in this daemon (one daemon per project: all
         of them are its own). While a lost write waits for the store, the last committed:
         what memory holds beyond it is dropped on reconnecting."""
+        if self.turns is not None:
+            return self.turns.committed
         ps = self.persister
         return self.host.revision if ps.lost is None else ps.committed
 

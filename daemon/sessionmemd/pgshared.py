@@ -199,7 +199,7 @@ class Listener:
                             revision = int(n.payload) if n.payload.isdigit() else None
                             break
                         self._wake(revision)
-            except psycopg.Error as e:
+            except Exception as e:  # the server gone, a refused connection: again, later
                 log.debug("listening on %s: %s", self._where, e)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)

@@ -65,6 +65,7 @@ class Turns:
         self._recovering: asyncio.Task[None] | None = None
         self.committed = host.revision  # memory holds what the store holds up to here
         self.turns = 0  # write turns committed (stats, benchmarks)
+        self.in_turn = False  # a write turn is running its calls (under the row lock)
         self.outages = 0
         dispatcher.defer = self.defer
 
@@ -90,7 +91,11 @@ class Turns:
             waiting.pop(conn, None)
 
     async def sync(self) -> int:
-        """Every change committed before this call applied; the revision then."""
+        """Every change committed before this call applied; the revision then. Asked
+        while a write turn runs its calls (``sync`` pipelined behind a write), that turn
+        caught up under the project's row lock: no daemon has committed since."""
+        if self.in_turn:
+            return self._host.revision
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads.append(fut)
         self._schedule()
@@ -167,6 +172,7 @@ class Turns:
         done: list[tuple[asyncio.Future[Any], Any]] = []
         try:
             self._absorb(fetched)
+            self.in_turn = True
             for thunk, fut in calls:
                 try:
                     r = thunk()
@@ -178,9 +184,11 @@ class Turns:
                 except Exception as e:  # a bug: that call fails, the turn goes on
                     log.error("internal error in a write", exc_info=e)
                     fut.set_exception(errors.InternalError(f"internal error: {e!r}"))
+            self.in_turn = False
             batch = host.drain(marks=True)
             await self._run_blocking(self._store.finish, batch, host.revision)
         except Exception as e:
+            self.in_turn = False
             await self._run_blocking(self._store.abort)
             self._lost(e, [], done)
             return
