@@ -63,8 +63,12 @@ def feed(c: Raw, since: int, until: int, timeout: float = 30) -> list[dict[str, 
 def test_postgresql_stopped_under_load_and_started_again(
         make_daemon: Any, pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
     d: Daemon = make_daemon("--store", pg_url, "--project-key", "outage", root=tmp_path / "proj")
+    # A second daemon of the project (another host): its watcher must get the same.
+    d2: Daemon = make_daemon("--store", pg_url, "--project-key", "outage", root=tmp_path / "host2", name="d2")
     watcher = d.conn()
     start = watcher.result("watch")["revision"]
+    watcher2 = d2.conn()
+    watcher2.result("watch", {"since": start})
     writers = [Writer(d, n) for n in range(WRITERS)]
     for w in writers:
         w.start()
@@ -81,6 +85,9 @@ def test_postgresql_stopped_under_load_and_started_again(
         assert err["code"] == -32004 and "PostgreSQL store" in err["message"], err
         assert "disk" not in err["message"] and "nothing was changed" in err["message"]
         assert err["data"]["store"].endswith("#outage")
+        # sync cannot say what is committed: it says why instead of answering stale.
+        r = reader.call("sync")
+        assert r["error"]["code"] == -32004 and "PostgreSQL store" in r["error"]["message"], r
         # Reads keep answering from memory; nothing refused is there.
         contents = {m["content"] for m in reader.result("getAllMessages")}
         refused = {c for w in writers for c in w.refused}
@@ -123,6 +130,8 @@ def test_postgresql_stopped_under_load_and_started_again(
     assert revisions == list(range(start + 1, last + 1))
     assert sorted(ch["message"]["content"] for ch in changes if ch["op"] == "addMessage") == sorted(acked)
     assert [ch["value"] for ch in changes if ch["op"] == "setContext"] == [2]
+    assert d2.conn().result("sync")["revision"] == last
+    assert feed(watcher2, start, last) == changes  # the other daemon's watcher: the same, once
     stats = reader.result("getStats")
     assert stats["appliedRevision"] == stats["revision"] == last
     # A watcher resuming from before the outage on a new connection gets the same.

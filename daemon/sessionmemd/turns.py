@@ -107,9 +107,7 @@ class Turns:
         daemon's own commits notify it too) or a turn is due anyway."""
         if revision is not None and revision <= self._host.revision:
             return
-        if not self._scheduled:
-            self._reads.append(asyncio.get_running_loop().create_future())
-            self._schedule()
+        self._schedule()  # a turn with nothing to run reads
 
     def poke_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int | None], None]:
         def wake(revision: int | None) -> None:
@@ -130,17 +128,20 @@ class Turns:
             self._scheduled = False
             calls, self._calls = self._calls, []
             reads, self._reads = self._reads, []
-            if self._recovering is not None:
+            if self._recovering is None:
+                try:
+                    if calls or self._host.own_changes_pending():
+                        await self._write(calls)
+                    else:
+                        await self._read()
+                except Exception as e:  # a bug: the callers hear of it, the turns go on
+                    log.error("internal error in a turn", exc_info=e)
+                    _fail(calls, errors.InternalError(f"internal error: {e!r}"))
+            if self._recovering is not None:  # unreachable: sync cannot say what is committed
                 err = self._dispatcher.writes_refused or errors.PersistFailed("the store is unreachable")
                 _fail(calls, err)
-                _answer(reads, self._host.revision)
-                return
-            try:
-                if calls or self._host.own_changes_pending():
-                    await self._write(calls)
-                else:
-                    await self._read()
-            finally:
+                _fail(reads, err)
+            else:
                 _answer(reads, self._host.revision)
         if self._calls or self._reads:
             self._schedule()
@@ -154,8 +155,8 @@ class Turns:
     async def _read(self) -> None:
         try:
             fetched = await self._fetch(lock=False)
-        except Exception as e:
-            log.debug("catching up: %s", e)
+        except Exception as e:  # the store went away: reconnect (writes refused meanwhile)
+            self._lost(e, [], [])
             return
         try:
             self._absorb(fetched)
@@ -243,7 +244,7 @@ class Turns:
         self._dispatcher.writes_refused = errors.PersistFailed(
             f"writes are refused until the daemon has reconnected to the store (it retries by itself): "
             f"{e}; nothing was changed", {"store": self._store.location, "reason": str(e)})
-        log.error("a write turn failed; writes are refused until the store is back: %s", e)
+        log.error("the store failed a turn; writes are refused until it is back: %s", e)
         if self._recovering is None:
             self._recovering = asyncio.get_running_loop().create_task(self._recover())
 
@@ -278,8 +279,10 @@ async def _wait(fut: asyncio.Future[Any]) -> Any:
     return await fut
 
 
-def _fail(calls: list[tuple[Thunk, asyncio.Future[Any]]], err: errors.SessionmemError) -> None:
-    for _t, fut in calls:
+def _fail(calls: list[Any], err: errors.SessionmemError) -> None:
+    """Fail the futures of ``calls`` ((thunk, future) pairs, or futures) not done yet."""
+    for call in calls:
+        fut = call[1] if isinstance(call, tuple) else call
         if not fut.done():
             fut.set_exception(err)
 
