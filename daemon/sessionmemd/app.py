@@ -27,7 +27,6 @@ from .replies import Replies
 from .rpc import Dispatcher
 from .server import Server
 from .state import SessionState
-from .storeoutage import Outage
 from .turns import Turns
 
 log = logging.getLogger("sessionmemd")
@@ -55,7 +54,6 @@ class App:
         self.location = location  # the store's, as stats and hello show it (dbPath)
         self.store = store  # the SQLite path or the masked PostgreSQL URL (stats' store)
         self.project_key = project_key
-        self.outage: Outage | None = None  # a store that does not retry (storeoutage.py)
         # Several daemons on one store (PostgreSQL): write turns, and the listener that
         # wakes them when another daemon commits (turns.py, pgshared.py).
         self.turns: Turns | None = None
@@ -180,13 +178,13 @@ class App:
 
     @property
     def applied_revision(self) -> int:
-        """Every change up to here is applied in this daemon (one daemon per project: all
-        of them are its own). While a lost write waits for the store, the last committed:
-        what memory holds beyond it is dropped on reconnecting."""
+        """Every change up to here is applied in this daemon. One daemon per store (SQLite):
+        all of them are its own. Several on PostgreSQL: the last revision read from or
+        committed to the store (while it is unreachable after a failed turn, memory may
+        hold that turn's changes beyond it, dropped on reconnecting)."""
         if self.turns is not None:
             return self.turns.committed
-        ps = self.persister
-        return self.host.revision if ps.lost is None else ps.committed
+        return self.host.revision
 
     def sync(self) -> p.SyncResult | Any:
         """SQLite (one daemon per file): no change is committed that this daemon has not
@@ -267,8 +265,6 @@ class App:
                 self.turns.poke_threadsafe(asyncio.get_running_loop()))
 
     def close(self) -> None:
-        if self.outage is not None:
-            self.outage.close()
         if self.turns is not None:
             self.turns.close()
         if self._listener is not None:

@@ -28,7 +28,6 @@ from .rpc import Dispatcher
 from .server import Limits, Server
 from .sqlitestore import SqliteStore
 from .state import SessionState
-from .storeoutage import Outage
 from .turns import Turns
 from .storage import Storage
 
@@ -139,10 +138,6 @@ class Config:
             host.set_reserved(1 << 62)  # revisions come from the project row, in each turn
             app.turns = Turns(store, host, feed, dispatcher, persister._run, loader.reset,  # type: ignore[arg-type]
                               lambda: SessionState(new_session_id(), now_ms()), loader.complete)
-        elif not store.retries_failed_writes:
-            # A lost write (PostgreSQL): writes refused, reconnect, reload (storeoutage.py).
-            app.outage = Outage(persister, host, dispatcher, loader.reset,
-                                lambda: SessionState(new_session_id(), now_ms()), loader.complete)
         # Half the revision block is used: write the next reservation now.
         host.on_reserve = app.snapshot_soon
         return app

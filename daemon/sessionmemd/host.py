@@ -559,8 +559,8 @@ class SessionHost:
 
     def resynced(self, current: SessionState, known: dict[str, int], committed: int,
                  lease_rows: list[LeaseRow]) -> int:
-        """Back to what the store holds, after a write it refused and lost (a store that
-        does not retry, PostgreSQL: storage.Storage.retries_failed_writes): the sessions
+        """Back to what the store holds (several daemons on PostgreSQL, turns.py: after a
+        turn the store failed, or one that could not replay without a gap): the sessions
         as reloaded, the revision of the last committed change, the ttl leases as stored.
         What was applied in memory after ``committed`` is gone, not recorded as a change
         (it was never committed, published or acknowledged; its revisions are handed out

@@ -11,11 +11,8 @@ before, in one transaction, so the store only ever moves forward through
 prefixes of what was acknowledged. A failed batch is kept and retried: nothing
 is dropped because the disk was full for a while.
 
-A store that does not retry (PostgreSQL: the truth is shared with other processes,
-and a write the server refused is not to be replayed later over newer rows) makes a
-failed batch *lost* instead: it is dropped, its callers hear the error, every later
-write is refused until :meth:`resync` has reconnected and set memory back to what
-the store holds (storeoutage.py runs that with backoff).
+Several daemons sharing one PostgreSQL project commit every change in its write turn
+(turns.py): for them snapshots and the group commit have nothing to do.
 """
 
 from __future__ import annotations
@@ -115,15 +112,7 @@ class Persister:
         self.failures = 0
         self.written = 0
         self.last_duration_ms = 0.0  # of the last successful write: part of periodic's loss bound
-        # Whether a failed batch is kept and retried (SQLite) or lost (PostgreSQL).
-        self.retries = store.retries_failed_writes
-        self.committed = host.revision  # every change up to here is committed
-        # Set while a store that does not retry lost a write: every snapshot and commit
-        # fails with it until resync(); on_lost tells the shell (storeoutage.Outage).
-        self.lost: errors.PersistFailed | None = None
-        self.on_lost: Callable[[errors.PersistFailed], None] = lambda err: None
-        # Several daemons on one store: write turns commit every change (turns.py);
-        # snapshots and the group commit have nothing to do.
+        # Several daemons on one store: write turns commit every change (turns.py).
         self.turns = bool(getattr(store, "shared", False))
 
     # -- snapshots ---------------------------------------------------------------------
@@ -133,8 +122,6 @@ class Persister:
         if self.turns:
             return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
         async with self._lock:
-            if self.lost is not None:
-                raise self._lost_error()
             started = time.perf_counter()
             await self._check_store()
             host = self._host
@@ -142,7 +129,6 @@ class Persister:
             if changes is not None:
                 self._unsaved.append(changes)
             if not self._unsaved:
-                self.committed = host.revision
                 self._on_committed(host.revision)  # nothing unwritten: all of it is on disk
                 return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
             batches = list(self._unsaved)
@@ -150,9 +136,6 @@ class Persister:
                 await _outlive_cancel(self._run(self.store.write, batches))
             except Exception as e:
                 self._record_failure(e)
-                if not self.retries:
-                    del self._unsaved[: len(batches)]
-                    raise self._lose(e) from e
                 raise errors.PersistFailed(
                     f"snapshot failed, changes kept in memory and retried: {e}",
                     {"pendingBatches": len(self._unsaved)},
@@ -174,10 +157,6 @@ class Persister:
         new one), or keep everything in memory and say why on every snapshot."""
         if self.store.fault() is None:
             return
-        if not self.retries:  # reconnecting is resync's job: memory is reloaded with it
-            cause = RuntimeError(f"{self.store.location} is not connected ({self.store.fault()})")
-            self._record_failure(cause)
-            raise self._lose(cause)
         try:
             await _outlive_cancel(self._run(self.store.repair, self._before_reopen))
         except StoreFault as e:
@@ -188,7 +167,6 @@ class Persister:
         for b in batches:
             self._host.saved(b)
         self._record_success(seconds)
-        self.committed = max(self.committed, batches[-1].revision)
         self._on_committed(batches[-1].revision)
 
     def _record_success(self, seconds: float) -> None:
@@ -203,8 +181,7 @@ class Persister:
         self.failures += 1
         msg = f"{type(e).__name__}: {e}"
         if msg != self.last_error:  # log each distinct failure once, not every retry
-            log.error("snapshot failed (serving from memory, will retry): %s" if self.retries else
-                      "a write to the store failed (not kept, not retried): %s", msg)
+            log.error("snapshot failed (serving from memory, will retry): %s", msg)
         self.last_error = msg
 
     @property
@@ -266,21 +243,18 @@ class Persister:
         thread and back. (False, None) leaves it to the writer thread."""
         host = self._host
         if (self._lock.locked() or self._unsaved or host.pending_changes > INLINE_MAX_ROWS
-                or self.store.fault() or self.lost is not None):
+                or self.store.fault()):
             return False, None  # a snapshot under way, a retry, a big write, or a store at fault
         changes = host.drain(marks=False)  # the revision marks go with the next snapshot
         if changes is None:
-            self.committed = host.revision
             self._on_committed(host.revision)
             return True, None
         started = time.perf_counter()
         try:
             self.store.write([changes])
         except Exception as e:
-            self._record_failure(e)
-            if not self.retries:
-                return True, self._lose(e)
             self._unsaved.append(changes)  # kept, and retried by the next snapshot
+            self._record_failure(e)
             return True, errors.PersistFailed(
                 f"change applied in memory but not committed, kept and retried: {e}",
                 {"pendingBatches": len(self._unsaved)},
@@ -309,37 +283,6 @@ class Persister:
             if host.closing:
                 raise errors.ShuttingDown("daemon is shutting down; nothing was changed")
             await self.snapshot()
-
-    # -- a store that does not retry: lost writes, and back ------------------------------
-    def _lost_error(self) -> errors.PersistFailed:
-        assert self.lost is not None
-        return errors.PersistFailed(self.lost.message, self.lost.data)
-
-    def _lose(self, e: Exception) -> errors.PersistFailed:
-        """A write to a store that does not retry failed: what was drained is dropped
-        (the caller did), memory waits for resync, and every write until then fails
-        with this (the first failure's reason)."""
-        err = errors.PersistFailed(
-            f"not committed: {e}; nothing of it is kept, and writes are refused until the daemon "
-            f"has reconnected (it retries by itself)", {"store": self.store.location, "reason": str(e)})
-        if self.lost is None:
-            self.lost = err
-            self.on_lost(err)
-        return err
-
-    async def resync(self, before_reopen: Callable[[], None],
-                     apply: Callable[[dict[str, int], Restored | None, list[Any], int], None]) -> None:
-        """After a lost write: connect again (Storage.repair; raises StoreFault while the
-        store is unreachable), read back what it holds, and hand it with the last
-        committed revision to ``apply`` (the host takes it) in the same loop turn as
-        the lost mark is cleared: no write sees memory between the two."""
-        async with self._lock:
-            await self._run(self.store.repair, before_reopen)
-            known, restored = await self._run(self.store.reload)
-            leases = self.store.take_leases()
-            self._unsaved.clear()
-            apply(known, restored, leases, self.committed)
-            self.lost = None
 
     # -- restore / shutdown ------------------------------------------------------------
     async def load(self) -> tuple[dict[str, int], Restored | None]:

@@ -74,8 +74,7 @@ class PgSharedReader(PgReader):
 class PgShared(PgStore):
     """storage.Storage for one of several daemons of a project key."""
 
-    retries_failed_writes = False
-    shared = True
+    shared = True  # persist.Persister: every change is committed by its turn
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
         got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_lock_id(self._key),)).fetchone()

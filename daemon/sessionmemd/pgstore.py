@@ -330,10 +330,6 @@ class PgStore:
             raise
         self._conn = conn
 
-    # A write the server refused is lost, not retried: the daemon reloads what the
-    # store holds once it is back (persist.Persister.resync).
-    retries_failed_writes = False
-
     def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
         return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in c.execute(
             "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
@@ -482,7 +478,6 @@ class PgStore:
         c = self._live()
         try:
             with c.transaction():
-                self._leases = self._read_leases(c)  # for take_leases after a resync
                 return self._load(c)
         except psycopg.Error as e:
             raise StoreError(f"cannot read {self._where}: {_reason(e, self._url)}") from None

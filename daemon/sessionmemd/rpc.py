@@ -124,7 +124,7 @@ class Dispatcher:
         # batch) gets this error and runs nothing: the final snapshot must hold every
         # change that was acknowledged, and no change may follow it.
         self.refusing: errors.SessionmemError | None = None
-        # While the store cannot take writes (a PostgreSQL outage: storeoutage.py), every
+        # While the store cannot take writes (a PostgreSQL outage: turns.py), every
         # mutating call gets this error before anything is applied; reads go on.
         self.writes_refused: errors.SessionmemError | None = None
         # Several daemons on one store (turns.py): a mutating call is run by the next

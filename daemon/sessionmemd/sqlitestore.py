@@ -71,8 +71,6 @@ class SqliteStore:
     here, or an exception (AlreadyRunning, BadDatabase, DatabaseUnusable) with nothing
     held."""
 
-    retries_failed_writes = True  # a full disk comes back: the batches are kept for it
-
     def __init__(self, path: Path, *, fsync: bool = False, recover: bool = False, tail: int = TAIL) -> None:
         self.path = path
         # NORMAL in WAL mode: a commit is in the OS once it returns, which survives any

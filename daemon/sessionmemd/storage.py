@@ -94,11 +94,6 @@ class Reader(Protocol):
 class Storage(Protocol):
     """One project's sessions, held by this daemon as their single writer."""
 
-    # True: a failed write is kept and retried (SQLite: a full disk comes back). False: it
-    # is lost (never replayed), and memory is set back to what the store holds once it
-    # can be read again (PostgreSQL: see persist.Persister.resync).
-    retries_failed_writes: bool
-
     @property
     def location(self) -> str:
         """Where the sessions are, as shown by stats and hello (never a secret)."""

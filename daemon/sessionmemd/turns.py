@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sessionmem import errors
@@ -36,7 +36,6 @@ from .feed import Feed
 from .host import SessionHost
 from .rpc import Dispatcher
 from .state import SessionState
-from .storeoutage import backoff
 
 if TYPE_CHECKING:  # psycopg is imported only with a PostgreSQL store
     from .pgshared import Fetched, PgShared
@@ -44,6 +43,17 @@ if TYPE_CHECKING:  # psycopg is imported only with a PostgreSQL store
 log = logging.getLogger("sessionmemd")
 
 Thunk = Callable[[], Any]
+
+FIRST_DELAY = 0.05  # seconds before the first reconnect
+MOST_DELAY = 2.0  # the longest wait between two attempts
+
+
+def backoff(first: float = FIRST_DELAY, most: float = MOST_DELAY) -> Iterator[float]:
+    """The waits between reconnect attempts: doubling from ``first`` up to ``most``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 class Turns:
