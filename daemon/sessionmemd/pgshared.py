@@ -103,9 +103,13 @@ class PgShared(PgStore):
         a change it replays)."""
         c = self._live()
         try:
-            c.execute("BEGIN ISOLATION LEVEL READ COMMITTED" if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ")
-            row = c.execute("SELECT revisions_reserved, current_session FROM sessionmem_projects "
-                            "WHERE project_key = %s" + (" FOR UPDATE" if lock else ""), (self._key,)).fetchone()
+            # BEGIN and the row in one round trip (bound here, sent as one simple query).
+            cur = psycopg.ClientCursor(c)
+            cur.execute(("BEGIN ISOLATION LEVEL READ COMMITTED; " if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ; ")
+                        + "SELECT revisions_reserved, current_session FROM sessionmem_projects WHERE project_key = %s"
+                        + (" FOR UPDATE" if lock else ""), (self._key,))
+            cur.nextset()
+            row = cur.fetchone()
             assert row is not None  # made at open
             now, db_current = int(row[0]), row[1]
             got = Fetched(now)
@@ -142,12 +146,14 @@ class PgShared(PgStore):
         c = self._live()
         try:
             if batch is not None:
-                batch.log_floor = max(0, revision - KEEP) if batch.log_rows else None
+                # Older changes go when the revision passes a thousand: not a DELETE per turn.
+                crossed = batch.log_rows and (revision - len(batch.log_rows)) // 1000 != revision // 1000
+                batch.log_floor = max(0, revision - KEEP) if crossed else None
                 self._apply(c, batch)
-            c.execute("UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
-                      (revision, self._key))
-            c.execute("SELECT pg_notify(%s, %s)", (channel(self._key), str(revision)))
-            c.execute("COMMIT")
+            # The revision, the wake-up and the commit in one round trip.
+            psycopg.ClientCursor(c).execute(
+                "UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s; "
+                "SELECT pg_notify(%s, %s); COMMIT", (revision, self._key, channel(self._key), str(revision)))
         except psycopg.Error as e:
             self._rollback(c)
             how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
