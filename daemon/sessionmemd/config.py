@@ -136,7 +136,7 @@ class Config:
             # Several daemons on one PostgreSQL project: write turns (turns.py).
             host.replays = True
             host.set_reserved(1 << 62)  # revisions come from the project row, in each turn
-            app.turns = Turns(store, host, feed, dispatcher, persister._run, loader.reset,  # type: ignore[arg-type]
+            app.turns = Turns(store, host, feed, dispatcher, loader.reset,  # type: ignore[arg-type]
                               lambda: SessionState(new_session_id(), now_ms()), loader.complete)
         # Half the revision block is used: write the next reservation now.
         host.on_reserve = app.snapshot_soon

@@ -145,15 +145,32 @@ class PgShared(PgStore):
         other daemons, commit."""
         c = self._live()
         try:
+            sql: list[str] = []
+            args: list[Any] = []
             if batch is not None:
+                # The frames and the sessions' revisions go with the commit (below), in
+                # one statement each; the rest is the store's own writing (pgstore).
+                log_rows, marks = batch.log_rows, batch.marks
+                batch.log_rows, batch.marks = [], []
                 # Older changes go when the revision passes a thousand: not a DELETE per turn.
-                crossed = batch.log_rows and (revision - len(batch.log_rows)) // 1000 != revision // 1000
+                crossed = log_rows and (revision - len(log_rows)) // 1000 != revision // 1000
                 batch.log_floor = max(0, revision - KEEP) if crossed else None
-                self._apply(c, batch)
-            # The revision, the wake-up and the commit in one round trip.
-            psycopg.ClientCursor(c).execute(
-                "UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s; "
-                "SELECT pg_notify(%s, %s); COMMIT", (revision, self._key, channel(self._key), str(revision)))
+                if len(batch) or batch.deleted or batch.log_floor is not None:
+                    self._apply(c, batch)
+                for i in range(0, len(log_rows), 1000):
+                    chunk = log_rows[i:i + 1000]
+                    sql.append("INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) VALUES "
+                               + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)))
+                    for r, s, f in chunk:
+                        args += (self._key, r, s, f)
+                for sid, rev in marks:
+                    sql.append("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s")
+                    args += (rev, self._key, sid)
+            # The frames, the revision, the wake-up and the commit in one round trip.
+            sql += ["UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
+                    "SELECT pg_notify(%s, %s)", "COMMIT"]
+            args += (revision, self._key, channel(self._key), str(revision))
+            psycopg.ClientCursor(c).execute("; ".join(sql), args)
         except psycopg.Error as e:
             self._rollback(c)
             how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -58,13 +59,16 @@ def backoff(first: float = FIRST_DELAY, most: float = MOST_DELAY) -> Iterator[fl
 
 class Turns:
     def __init__(self, store: PgShared, host: SessionHost, feed: Feed, dispatcher: Dispatcher,
-                 run: Callable[..., Coroutine[Any, Any, Any]], reset_readers: Callable[[], None],
-                 new_state: Callable[[], SessionState], complete: Callable[[SessionState], object]) -> None:
+                 reset_readers: Callable[[], None], new_state: Callable[[], SessionState],
+                 complete: Callable[[SessionState], object]) -> None:
         self._store = store
         self._host = host
         self._feed = feed
         self._dispatcher = dispatcher
-        self._run_blocking = run  # the writer thread (persist.Persister._run)
+        # The store's calls run on a thread of their own, at normal priority (the
+        # persister's writer thread runs niced, for big snapshots; every reply waits
+        # for a turn here). The persister has nothing to write on this store.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-turns")
         self._reset_readers = reset_readers
         self._new_state = new_state
         self._complete = complete
@@ -280,9 +284,13 @@ class Turns:
         if self._calls or self._reads:
             self._schedule()
 
+    async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     def close(self) -> None:
         if self._recovering is not None:
             self._recovering.cancel()
+        self._executor.shutdown(wait=True)
 
 
 async def _wait(fut: asyncio.Future[Any]) -> Any:
