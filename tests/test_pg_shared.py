@@ -55,6 +55,8 @@ def test_three_daemons_serve_one_project(make_daemon: Any, pg_url: str, tmp_path
         assert conn.result("sync")["revision"] == last
         assert [m["content"] for m in conn.result("getAllMessages", {"session": sid})] == ["from b"]
         assert conn.result("getContext", {"key": "plan", "session": sid}) == {"step": 2}
+        assert conn.result("listContext", {"prefix": "pl", "session": sid}) == {
+            "entries": [{"key": "plan", "value": {"step": 2}}], "more": False}
         assert conn.result("getCurrentTask") == "ship it"
         assert {s["sessionId"] for s in conn.result("listSessions")} >= {sid}
         stats = conn.result("getStats")
