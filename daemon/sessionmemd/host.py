@@ -160,7 +160,9 @@ class SessionHost:
                                        f"was read here; nothing was changed, retry")
         self.loaded[state.session_id] = state
         self._used[state.session_id] = self.tick
-        if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
+        # Several daemons: no change outside a write turn (the next append trims it there).
+        if (self.max_messages is not None and not self.replays and state.complete
+                and state.messages_count > self.max_messages):
             self.trim_messages(state, self.max_messages)
 
     def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
