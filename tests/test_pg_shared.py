@@ -176,3 +176,36 @@ def test_sync_pipelined_behind_a_write(make_daemon: Any, pg_url: str, tmp_path: 
            b'{"jsonrpc":"2.0","id":2,"method":"sync"}\n')
     replies = {r["id"]: r for r in (c.recv(), c.recv())}
     assert replies[1]["result"] is None and replies[2]["result"] == {"revision": before + 1}
+
+
+def test_a_daemon_killed_mid_write_the_others_go_on(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    import threading
+
+    d1, d2 = daemons(make_daemon, pg_url, tmp_path, 2)
+    acked: list[str] = []
+
+    def write() -> None:
+        c = d1.conn()
+        for i in range(100_000):
+            try:
+                r = c.call("addMessage", {"role": "user", "content": f"k{i}", "id": f"k{i}"})
+            except OSError:
+                return
+            assert "error" not in r, r
+            acked.append(f"k{i}")
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    b = d2.conn()
+    while len(acked) < 300:
+        b.result("sync")
+    d1.kill9()
+    t.join(30)
+    # The survivor has every acknowledged write (at most the one in flight beyond), and
+    # takes writes; a retry of the one in flight is not a second message.
+    b.result("sync")
+    got = [m["content"] for m in b.result("getAllMessages")]
+    assert got[:len(acked)] == acked and len(got) <= len(acked) + 1
+    nxt = f"k{len(acked)}"
+    b.result("addMessage", {"role": "user", "content": nxt, "id": nxt})
+    assert [m["content"] for m in b.result("getAllMessages")] == acked + [nxt]

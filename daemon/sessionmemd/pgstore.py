@@ -12,10 +12,10 @@ feed across daemons would wake on. It is imported here only, behind the extra
 What this store promises today: **one daemon per project key** in a database. The
 daemon takes a session-level advisory lock on the key (the single-writer rule that
 SQLite's flock is for a file) and holds it for its life; a second daemon on the same
-key is refused at start, saying so. Several daemons sharing one project (one total
-order of revisions across hosts, a feed across them, ``sync``) are the next step
-(issue 17) and are not reachable until they keep their promises; the design they
-will follow:
+key is refused at start, saying so. The daemon itself runs its subclass
+pgshared.PgShared, several daemons sharing one project (one total order of
+revisions across hosts, a feed across them, ``sync``; issue 17), which follows this
+design (with the project row's ``revisions_reserved`` as the exact last revision):
 
 * revisions are handed out inside the writing transaction by ``UPDATE
   sessionmem_projects SET revision = revision + n ... RETURNING`` (the row lock is
@@ -504,13 +504,13 @@ class PgStore:
             conn = _connect(self._url)
         except psycopg.Error as e:
             cause = RuntimeError(f"{self._where} is unreachable: {_reason(e, self._url)}")
-            raise StoreFault(str(cause), cause) from None
+            raise StoreFault(f"{cause}; the changes are kept in memory and retried", cause) from None
         try:
             self._lock(conn)
         except (ProjectBusy, psycopg.Error) as e:
             conn.close()
             cause = RuntimeError(str(e) if isinstance(e, ProjectBusy) else _reason(e, self._url))
-            raise StoreFault(f"{self._where}: {cause}", cause) from None
+            raise StoreFault(f"{self._where}: {cause}; the changes are kept in memory", cause) from None
         log.warning("reconnected to %s", self._where)
         self._conn = conn
 
