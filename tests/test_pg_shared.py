@@ -209,3 +209,65 @@ def test_a_daemon_killed_mid_write_the_others_go_on(make_daemon: Any, pg_url: st
     nxt = f"k{len(acked)}"
     b.result("addMessage", {"role": "user", "content": nxt, "id": nxt})
     assert [m["content"] for m in b.result("getAllMessages")] == acked + [nxt]
+
+
+def test_every_kind_of_change_is_replayed_the_same(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """Changes of every kind, made on one daemon or the other while both hold the
+    sessions in memory: after sync both serve the same sessions, field for field."""
+    a, b = (d.conn() for d in daemons(make_daemon, pg_url, tmp_path, 2))
+    for c in (a, b):  # both hold both sessions in memory
+        c.result("getAllMessages")
+    a.result("createSession", {"sessionId": "s2"})
+    for c in (a, b):
+        c.result("sync")
+        c.result("getAllMessages", {"session": "s2"})
+    steps: list[tuple[Raw, str, dict[str, Any]]] = [
+        (a, "addMessage", {"role": "user", "content": "one", "id": "i1", "data": {"k": [1]}}),
+        (b, "addMessage", {"role": "assistant", "content": "two", "timestamp": 5}),
+        (a, "addMessage", {"role": "user", "content": "three", "session": "s2"}),
+        (b, "setCurrentTask", {"task": "t"}),
+        (a, "setActiveTicket", {"ticketId": "T-9"}),
+        (b, "trackOpenFile", {"filePath": "a.py"}),
+        (a, "trackOpenFile", {"filePath": "b.py"}),
+        (b, "untrackFile", {"filePath": "a.py"}),
+        (a, "setContext", {"key": "x", "value": {"deep": [1, 2]}}),
+        (b, "setContext", {"key": "y", "value": "v"}),
+        (a, "deleteContext", {"key": "x"}),
+        (b, "popMessage", {}),
+        (a, "addMessage", {"role": "user", "content": "four"}),
+        (b, "trimMessages", {"keep": 1}),
+        (a, "transact", {"ops": [{"method": "addMessage", "params": {"role": "user", "content": "t1"}},
+                                 {"method": "setContext", "params": {"key": "z", "value": 3}}]}),
+        (b, "clear", {"session": "s2"}),
+        (a, "createSession", {"sessionId": "fork", "forkFrom": "s2"}),
+        (b, "importSession", {"records": [{"type": "session", "format": 1, "sessionId": "imp", "startTime": 7,
+                                           "currentTask": None, "activeTicket": None, "messages": 1},
+                                          {"type": "message", "role": "user", "content": "im", "timestamp": 8}]}),
+        (a, "deleteSession", {"sessionId": "fork"}),
+        (b, "acquireLease", {"name": "l", "owner": "o", "ttlMs": 60_000}),
+    ]
+    for conn, method, params in steps:
+        conn.result("sync")
+        conn.result(method, params)
+    for c in (a, b):
+        c.result("sync")
+
+    def view(c: Raw) -> Any:
+        sessions = sorted((s["sessionId"], s["messagesCount"], s["filesOpenCount"], s["contextKeysCount"],
+                           s["current"]) for s in c.result("listSessions"))
+        exports = {sid: c.result("exportSession", {"session": sid}) for sid, *_ in sessions}
+        leases = [(x["name"], x["owner"], x["token"]) for x in c.result("listLeases")]
+        return sessions, exports, leases, c.result("getStats")["revision"]
+
+    va = view(a)
+    assert va == view(b)
+    assert {s[0] for s in va[0]} >= {"s2", "imp"} and "fork" not in {s[0] for s in va[0]}
+    # A daemon started now reads the same from the store.
+    c = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "late", name="late").conn()
+    assert view(c) == va
+    # And the current session clears on one and moves on both.
+    old = a.result("getSessionId")
+    new = b.result("clear")
+    a.result("sync")
+    assert a.result("getSessionId") == new != old
+    assert view(a) == view(b)
