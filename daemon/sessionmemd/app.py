@@ -47,12 +47,14 @@ class App:
         loader: Loader,
         persister: Persister,
         log_mark: int | None,
-        store: str = "",
+        store: str = "sqlite",
         project_key: str | None = None,
     ) -> None:
         self.root = root
         self.location = location  # the store's, as stats and hello show it (dbPath)
-        self.store = store  # the SQLite path or the masked PostgreSQL URL (stats' store)
+        # hello's store (sqlite, or the URL with its password masked) and project key: what
+        # a client told a store ($SESSIONMEM_STORE) compares before it writes.
+        self.store = store
         self.project_key = project_key
         # Several daemons on one store (PostgreSQL): write turns, and the listener that
         # wakes them when another daemon commits (turns.py, pgshared.py).
@@ -224,7 +226,8 @@ class App:
             sessions=len(self.host.known),
             sessionsLoaded=len(self.host.loaded),
             historyComplete=s.complete,
-            store=self.store,
+            # The SQLite file's path (hello says "sqlite"), or the masked URL.
+            store=self.location if self.store == "sqlite" else self.store,
             projectKey=self.project_key,
             appliedRevision=self.applied_revision,
         )
@@ -239,6 +242,8 @@ class App:
             socketPath=str(self.socket_path),
             capabilities=list(p.CAPABILITIES),
             maxFrame=self.max_frame,
+            store=self.store,
+            projectKey=self.project_key,
         )
 
     # -- the end ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .sqlitestore import SqliteStore
 from .state import SessionState
 from .turns import Turns
 from .storage import Storage
+from .storeurl import SQLITE, mask
 
 log = logging.getLogger("sessionmemd")
 
@@ -85,14 +86,6 @@ class Config:
             return PgShared(self.store_url, self.project_key)
         return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
-    def _store_name(self) -> str:
-        """What stats shows as ``store``: the SQLite path, or the URL, password masked."""
-        if self.store_url is None:
-            return str(self.paths.db)
-        from .storeurl import mask
-
-        return mask(self.store_url)
-
     def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:
         known, restored = store.take_opened()
         lease_rows = store.take_leases()
@@ -124,9 +117,10 @@ class Config:
         if not state.complete:
             loader.complete(state)  # the older history, behind the first answers
         app = App(root=self.paths.root, location=store.location, durability=self.durability,
+                  store=SQLITE if self.store_url is None else mask(self.store_url),
+                  project_key=None if self.store_url is None else self.project_key,
                   max_frame=self.limits.max_frame, host=host, feed=feed, loader=loader,
-                  persister=persister, log_mark=mark if log_kept else None,
-                  store=self._store_name(), project_key=self.project_key if self.store_url else None)
+                  persister=persister, log_mark=mark if log_kept else None)
         dispatcher = Dispatcher(build_handlers(host, loader, feed, app, self.limits.max_depth), _internal_error)
         dispatcher.durable = always
         replies = Replies(dispatcher, persister)
