@@ -271,3 +271,33 @@ def test_every_kind_of_change_is_replayed_the_same(make_daemon: Any, pg_url: str
     a.result("sync")
     assert a.result("getSessionId") == new != old
     assert view(a) == view(b)
+
+
+def test_a_turn_waits_for_the_project_row_at_most_ten_seconds(
+        make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """A daemon whose host stopped answering mid-turn holds the project's row: the
+    others' writes fail after the lock timeout (-32004), reads go on, and writes go
+    through again once the row is free."""
+    import time
+
+    import psycopg
+
+    (d,) = daemons(make_daemon, pg_url, tmp_path, 1)
+    c = d.conn()
+    c.sock.settimeout(60)
+    c.result("setContext", {"key": "k", "value": 1})
+    holder = psycopg.connect(pg_url)  # a turn that never ends, as a vanished daemon's
+    holder.execute("SELECT 1 FROM sessionmem_projects WHERE project_key = %s FOR UPDATE", (KEY,))
+    t = time.monotonic()
+    r = c.call("setContext", {"key": "k", "value": 2})
+    waited = time.monotonic() - t
+    assert r["error"]["code"] == -32004 and "lock timeout" in r["error"]["message"], r
+    assert 9 < waited < 30, waited
+    assert c.result("getContext", {"key": "k"}) == 1  # reads answer meanwhile
+    holder.rollback()
+    holder.close()
+    deadline = time.monotonic() + 30
+    while "error" in c.call("setContext", {"key": "k", "value": 3}):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert c.result("getContext", {"key": "k"}) == 3

@@ -40,6 +40,14 @@ from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
 
+# A write turn waits at most this long for the project's row (another daemon's turn):
+# then its calls fail with -32004 and the daemon reads the store anew, rather than hang
+# behind a daemon whose host stopped answering in the middle of a turn.
+LOCK_TIMEOUT = "10s"
+# PostgreSQL ends a turn's transaction idle this long (its daemon gone without closing
+# the connection: a host powered off), so the row it holds is free again.
+IDLE_TIMEOUT = "60s"
+
 
 def channel(project_key: str) -> str:
     """The NOTIFY channel of a project (an identifier: a hash, not the key itself)."""
@@ -106,9 +114,12 @@ class PgShared(PgStore):
             # BEGIN and the row in one round trip (bound here, sent as one simple query).
             cur = psycopg.ClientCursor(c)
             cur.execute(("BEGIN ISOLATION LEVEL READ COMMITTED; " if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ; ")
+                        + f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; "
+                        + f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'; "
                         + "SELECT revisions_reserved, current_session FROM sessionmem_projects WHERE project_key = %s"
                         + (" FOR UPDATE" if lock else ""), (self._key,))
-            cur.nextset()
+            for _ in range(3):  # past BEGIN and the two SETs, to the row
+                cur.nextset()
             row = cur.fetchone()
             assert row is not None  # made at open
             now, db_current = int(row[0]), row[1]
