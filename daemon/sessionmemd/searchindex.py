@@ -37,7 +37,7 @@ from typing import Any
 
 from .storage import HitRow
 from .searchpos import COUNTER, Positions
-from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, substring_snippet
+from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, ascii_lower, substring_snippet
 
 log = logging.getLogger("sessionmemd")
 
@@ -286,10 +286,14 @@ def search(c: sqlite3.Connection, q: Query, flushed: bool = True,
                     rows.append((*r[:5], score, r[5]))
         else:
             # substring: a LIKE scan, newest first (searchquery.py: why not an index).
+            # SQLite's LIKE stops at a NUL (the wire allows one in any string): a row that
+            # holds one is matched in Python instead, as PostgreSQL matches it (pgsearch.py).
+            c.create_function("sessionmem_nul_like", 2, _nul_like, deterministic=True)
             sql = (f"SELECT {cols} CAST(m.content AS TEXT), 0.0, CAST(m.message_id AS TEXT) "
-                   f"FROM session_messages m WHERE CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' "
+                   f"FROM session_messages m WHERE (CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' OR "
+                   f"instr(CAST(m.content AS BLOB), x'00') > 0 AND sessionmem_nul_like(m.content, ?)) "
                    f"{''.join(' AND ' + w for w in where)} ORDER BY m.rowid DESC LIMIT ? OFFSET ?")
-            rows, complete = _bounded(c, sql, (q.like, *args, q.limit + 1, q.offset))
+            rows, complete = _bounded(c, sql, (q.like, q.text, *args, q.limit + 1, q.offset))
             rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:]) for r in rows]
         index = (positions or Positions()).index(c, [(r[1], r[0]) for r in rows])
         hits = [(sid, index[sid, rowid], role, ts, snip, -float(score), mid)
@@ -297,6 +301,12 @@ def search(c: sqlite3.Connection, q: Query, flushed: bool = True,
     finally:
         c.execute("COMMIT")
     return hits, complete
+
+
+def _nul_like(content: object, needle: str) -> bool:
+    """LIKE '%needle%' (ASCII case folded, as SQLite's) on content that holds a NUL."""
+    text = content.decode(errors="replace") if isinstance(content, bytes) else str(content)
+    return ascii_lower(needle) in ascii_lower(text.replace("\x00", ""))
 
 
 def _bounded(c: sqlite3.Connection, sql: str, args: tuple[object, ...],
