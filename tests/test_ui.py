@@ -155,6 +155,12 @@ def test_state_and_older_pages(daemon: Daemon, ui: UI) -> None:
     assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(20, 70)]
     r = ui.json(f"/api/messages?session={sess['sessionId']}&skip=100&limit=50")
     assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(0, 20)]
+    r = ui.json(f"/api/messages?session={sess['sessionId']}&before=30&limit=50")  # by index (what the page uses)
+    assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(0, 30)] and r["before"] == 0
+    r = ui.json(f"/api/messages?session={sess['sessionId']}&before=1000&limit=5")  # past the end: the end
+    assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(115, 120)] and r["before"] == 115
+    assert ui.get(f"/api/messages?session={sess['sessionId']}&before=-1")[0] == 400
+    assert ui.get(f"/api/messages?session={sess['sessionId']}&before=x")[0] == 400
     assert ui.get(f"/api/messages?session={sess['sessionId']}&skip=-1")[0] == 400
     assert ui.get("/api/messages?session=nope")[0] == 404
     assert ui.get("/api/state?session=nope")[0] == 404
@@ -354,6 +360,25 @@ def test_page_pages_older_messages(daemon: Daemon, ui: UI, browser: Browser) -> 
         wait_for(lambda n=shown: len(messages(browser)) == n, 5, f"{shown} messages")
     assert messages(browser) == [f"m{i}" for i in range(119, -1, -1)]
     assert browser.eval("document.getElementById('older').hidden") is True
+
+
+@needs_chromium
+def test_page_pages_back_while_messages_arrive(daemon: Daemon, ui: UI, browser: Browser) -> None:
+    # "older" asks for the page before an index (getRecentMessages before): messages
+    # arriving between two clicks move nothing, and no message shows twice or is skipped.
+    s = daemon.session()
+    s.add_messages([{"role": "user", "content": f"m{i}"} for i in range(160)])
+    show(browser, ui.url)
+    browser.eval("document.getElementById('older').click()")
+    wait_for(lambda: len(messages(browser)) == 100, 5, "100 messages")
+    s.add_message("user", "m160")  # live: shown at the top
+    wait_for(lambda: messages(browser)[:1] == ["m160"], 5, "the new message")
+    while not browser.eval("document.getElementById('older').hidden"):
+        n = len(messages(browser))
+        browser.eval("document.getElementById('older').click()")
+        wait_for(lambda n=n: len(messages(browser)) > n, 5, "an older page")
+    assert messages(browser) == [f"m{i}" for i in range(160, -1, -1)]
+    s.close()
 
 
 @needs_chromium

@@ -245,7 +245,10 @@ function renderCount() {
 async function older() {
   const sid = view.sid;
   for (let tries = 0; tries < 20 && sid === view.sid; tries++) {
-    const r = await api("/api/messages?session=" + encodeURIComponent(sid) + "&skip=" + view.held + "&limit=" + PAGE);
+    // The page holds the newest view.held of view.total: the page before them, by index
+    // (getRecentMessages before), so a deep page costs what a first one does.
+    const before = Math.max(0, view.total - view.held);
+    const r = await api("/api/messages?session=" + encodeURIComponent(sid) + "&before=" + before + "&limit=" + PAGE);
     if (sid !== view.sid) return;
     if (r.revision === view.rev && !view.loading) {  // read at the revision the page shows: they fit
       $("messages").append(...r.messages.slice().reverse().map(messageItem));
