@@ -492,3 +492,39 @@ def test_a_port_in_use_is_one_line_and_exit_1(daemon: Daemon, env: dict[str, str
         assert r.stdout == ""
     finally:
         taken.close()
+
+
+@needs_chromium
+def test_page_screenshot_shows_the_search(daemon: Daemon, env: dict[str, str], ui: UI, browser: Browser,
+                                          tmp_path: Path) -> None:
+    """The README's picture (docs/ui.png): a working session and a search in its box.
+    Written there when SESSIONMEM_UPDATE_SCREENSHOT=1; otherwise only to tmp_path."""
+    s = daemon.session()
+    s.create_session("reviewer", make_current=False)
+    r = daemon.session("reviewer")
+    r.set_current_task("Review PR #418: rate limiter for /v2/orders")
+    r.add_message("assistant", "The limiter's clock is mocked in the test: that is why it was flaky before.")
+    r.close()
+    cli(daemon, env, "task", "set", "Fix the N+1 query in GET /v2/orders (order lines loaded one by one)")
+    cli(daemon, env, "ticket", "set", "API-1287")
+    cli(daemon, env, "files", "track", "app/orders/views.py", "app/orders/serializers.py")
+    cli(daemon, env, "ctx", "set", "branch", '"fix/orders-n-plus-one"')
+    for role, text in [
+        ("user", "The orders list endpoint got slow again: p95 is 840 ms for 50 orders. Can you find out why?"),
+        ("assistant", "Profiling GET /v2/orders?limit=50: 51 SQL queries per request. "
+                      "OrderSerializer.get_lines() runs one SELECT per order."),
+        ("assistant", "Changed the queryset to prefetch_related('lines__product'). Now 3 queries per request."),
+        ("user", "Nice. Is the flaky orders test related?"),
+        ("assistant", "No: the flaky test was the clock in test_rate_limit; it is mocked now."),
+    ]:
+        cli(daemon, env, "msg", "add", role, text)
+    show(browser, ui.url)
+    browser.eval("document.getElementById('search-input').value = 'flaky';"
+                 "document.getElementById('search').requestSubmit()")
+    wait_for(lambda: browser.eval("document.querySelectorAll('#hits li.hit').length") == 3, 5, "three hits")
+    shot = tmp_path / "ui.png"
+    browser.screenshot(shot)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("SESSIONMEM_UPDATE_SCREENSHOT") == "1":
+        (Path(__file__).resolve().parents[1] / "docs" / "ui.png").write_bytes(shot.read_bytes())
+    s.close()
