@@ -295,7 +295,15 @@ def test_page_shows_the_session_and_follows_the_cli_live(daemon: Daemon, env: di
     cli(daemon, env, "task", "set", "Port the parser to the new AST")
     show(browser, ui.url)
     assert browser.text("task") == "Port the parser to the new AST"
-    assert browser.text("leases") is not None  # the place for leases, empty until they exist
+    assert browser.text("leases") == "none"
+    cli(daemon, env, "lease", "acquire", "ticket:PROJ-142", "--ttl", "5m", "--owner", "agent-7")
+    wait_for(lambda: "ticket:PROJ-142 (agent-7, token" in (browser.text("leases") or ""), 5, "the lease")
+    token = browser.eval("document.getElementById('leases').textContent.match(/token (\\d+)/)[1]")
+    cli(daemon, env, "lease", "release", "ticket:PROJ-142", "--token", token)
+    wait_for(lambda: browser.text("leases") == "none", 5, "the released lease gone")
+    cli(daemon, env, "lease", "acquire", "short", "--ttl", "1s", "--owner", "agent-8")
+    wait_for(lambda: "short (agent-8" in (browser.text("leases") or ""), 5, "the short lease")
+    wait_for(lambda: browser.text("leases") == "none", 10, "the lease gone when its time ran out")
     # Changes made by CLI processes appear without a reload.
     cli(daemon, env, "task", "set", "Fix the flaky lexer test")
     wait_for(lambda: browser.text("task") == "Fix the flaky lexer test", 5, "the new task")
@@ -509,6 +517,7 @@ def test_page_screenshot_shows_the_search(daemon: Daemon, env: dict[str, str], u
     cli(daemon, env, "ticket", "set", "API-1287")
     cli(daemon, env, "files", "track", "app/orders/views.py", "app/orders/serializers.py")
     cli(daemon, env, "ctx", "set", "branch", '"fix/orders-n-plus-one"')
+    cli(daemon, env, "lease", "acquire", "ticket:API-1287", "--ttl", "30m", "--owner", "agent-2")
     for role, text in [
         ("user", "The orders list endpoint got slow again: p95 is 840 ms for 50 orders. Can you find out why?"),
         ("assistant", "Profiling GET /v2/orders?limit=50: 51 SQL queries per request. "
@@ -522,6 +531,7 @@ def test_page_screenshot_shows_the_search(daemon: Daemon, env: dict[str, str], u
     browser.eval("document.getElementById('search-input').value = 'flaky';"
                  "document.getElementById('search').requestSubmit()")
     wait_for(lambda: browser.eval("document.querySelectorAll('#hits li.hit').length") == 3, 5, "three hits")
+    assert "ticket:API-1287 (agent-2" in (browser.text("leases") or "")
     shot = tmp_path / "ui.png"
     browser.screenshot(shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -162,18 +162,26 @@ class UI:
                 wanted = None  # the pinned session is gone: show the current one
                 continue
             s = self.client.bound(info.sessionId)
-            task, ticket, files, context, recent = await asyncio.gather(
+            task, ticket, files, context, recent, leases = await asyncio.gather(
                 s.get_current_task(), s.get_active_ticket(), s.get_open_files(), s.get_all_context(),
-                s.get_recent_messages(PAGE))
+                s.get_recent_messages(PAGE), self._leases(info.sessionId))
             after = _find(await self.client.list_sessions(), info.sessionId)
             if after is not None and after.revision == info.revision:
                 return _json({
                     "revision": revision, "sessions": infos, "follow": self.pinned is None,
                     "session": {"sessionId": info.sessionId, "revision": info.revision, "current": info.current,
                                 "startTime": info.startTime, "task": task, "ticket": ticket, "files": files,
-                                "context": context, "messages": recent, "messagesCount": after.messagesCount},
+                                "context": context, "messages": recent, "messagesCount": after.messagesCount,
+                                "leases": leases},
                 })
         return _json({"error": "the session changes too fast to read; try again"}, 503)
+
+    async def _leases(self, sid: str) -> list[p.Lease] | None:
+        """The session's live leases; None from a daemon without them (no `leases`)."""
+        try:
+            return await self.client.list_leases(sid)
+        except errors.MethodNotFound:
+            return None
 
     async def messages(self, request: Request) -> Response:
         """``limit`` messages before index ``before`` (paging back: getRecentMessages

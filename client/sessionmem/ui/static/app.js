@@ -62,6 +62,7 @@ async function load(sid) {
     const s = st.session;
     view.sid = s.sessionId; view.rev = s.revision; view.total = s.messagesCount;
     view.task = s.task; view.ticket = s.ticket; view.files = s.files.slice(); view.context = s.context;
+    view.leases = s.leases;  // null: the daemon has no leases (older than protocol 3)
     if (!view.pinned) view.follow = view.follow || s.current;
     renderSessions(st.sessions);
     renderDetail();
@@ -143,6 +144,10 @@ function apply(ch) {
     case "deleteContext": delete view.context[ch.key]; renderDetail(); break;
     case "trackOpenFile": if (!view.files.includes(ch.filePath)) view.files.push(ch.filePath); renderDetail(); break;
     case "untrackFile": view.files = view.files.filter((f) => f !== ch.filePath); renderDetail(); break;
+    case "acquireLease":
+      view.leases = (view.leases || []).filter((l) => l.name !== ch.lease.name).concat([ch.lease]); renderDetail(); break;
+    case "releaseLease": case "leaseExpired":
+      view.leases = (view.leases || []).filter((l) => l.name !== ch.lease.name); renderDetail(); break;
     case "deleteSession": loadSoon(null); break;  // the shown session is gone: show the current one
     default: loadSoon(view.sid);  // popMessage, trimMessages, clear, importSession, restore: re-read it
   }
@@ -190,6 +195,11 @@ function renderDetail() {
   $("follow").textContent = view.pinned ? "pinned by --session" : view.follow ? "following the current session" : "not following";
   setText("task", view.task, "none");
   setText("ticket", view.ticket, "none");
+  // Name, owner, token: what the feed keeps current (a renewal moves the expiry without
+  // a change, so the page does not show one it cannot keep right).
+  setText("leases", view.leases === null ? null : view.leases.map((l) =>
+    l.name + " (" + l.owner + ", token " + l.token + (l.expiresAt === null ? ", until its connection closes" : "") +
+    ")").join("; "), view.leases === null ? "not available (this daemon has no leases)" : "none");
   const files = $("files");
   files.replaceChildren(...view.files.map((f) => el("li", null, f)));
   $("files-count").textContent = String(view.files.length);
