@@ -120,3 +120,24 @@ def test_both_stores_find_the_same_messages(make_daemon: Any, tmp_path: Path, en
         assert [i for _, i, _, _ in hits(pg, labels["pg"], "same words", "phrase", {})] == [5, 4]
     finally:
         pg.stop()
+
+
+def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
+        tmp_path: Path, env: dict[str, str], pg_url: str, pg_cluster: Any) -> None:
+    root = tmp_path / "pgproj"
+    root.mkdir()
+    pg = Daemon(root, tmp_path / "pg.sock", root / "unused.db",
+                ["--store", pg_url, "--project-key", "example.com/search/trgm"], env).start()
+    db = pg_url.split("/")[3].split("?")[0]
+    try:
+        labels = fill(pg)
+        indexes = pg_cluster.psql("SELECT indexname FROM pg_indexes WHERE tablename = 'sessionmem_messages' "
+                                  "ORDER BY 1", database=db).split()
+        assert "sessionmem_messages_search" in indexes and "sessionmem_messages_trgm" in indexes
+        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == "3"
+        want = hits(pg, labels, "arser", "substring", {})
+        # A database where pg_trgm could not be made has no trigram index: the same hits, by a scan.
+        pg_cluster.psql("DROP INDEX sessionmem_messages_trgm", database=db)
+        assert hits(pg, labels, "arser", "substring", {}) == want and len(want) == 5
+    finally:
+        pg.stop()
