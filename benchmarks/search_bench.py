@@ -109,7 +109,7 @@ def code_of(rev: str, into: Path) -> dict[str, str]:
 
 
 def words_p50(tmp: Path, path: Path, terms: list[str], name: str,
-              env: dict[str, str] | None = None) -> tuple[float, float]:
+              env: dict[str, str] | None = None) -> tuple[float, float, list[float]]:
     """p50 of one-word and of two-word queries through a daemon (``env``: another
     revision's code, see code_of)."""
     from sessionmem import Session
@@ -136,7 +136,7 @@ def words_p50(tmp: Path, path: Path, terms: list[str], name: str,
                 two.append((time.perf_counter() - t) * 1000)
     finally:
         d.stop()
-    return statistics.median(fts_ms), statistics.median(two)
+    return statistics.median(fts_ms), statistics.median(two), fts_ms
 
 
 def search_vs_like(tmp: Path, path: Path, words: list[str], queries: int,
@@ -144,7 +144,8 @@ def search_vs_like(tmp: Path, path: Path, words: list[str], queries: int,
     rng = random.Random(5)
     # Terms of every frequency: common, middling, rare (Zipf ranks).
     ranks = [5, 50, 500, 5000]
-    terms = [words[rng.choice(ranks) + rng.randint(0, 3)] for _ in range(queries)]
+    picked = [rng.choice(ranks) for _ in range(queries)]
+    terms = [words[r + rng.randint(0, 3)] for r in picked]
     like_ms = []
     c = sqlite3.connect(path)
     for term in terms[: max(5, queries // 4)]:  # each is a full scan: fewer are enough for a stable p50
@@ -155,9 +156,13 @@ def search_vs_like(tmp: Path, path: Path, words: list[str], queries: int,
     c.close()
     out: dict[str, float] = {}
     if before is not None:  # the same queries, same table, served by the code at ``before``
-        p50, two = words_p50(tmp, path, terms, "before", code_of(before, tmp / "before-code"))
+        p50, two, each = words_p50(tmp, path, terms, "before", code_of(before, tmp / "before-code"))
         out.update({"beforeWordsP50Ms": p50, "beforeTwoWordsP50Ms": two})
-    p50, two = words_p50(tmp, path, terms, "search")
+        out.update({f"beforeRank{r}P50Ms": statistics.median(t for t, k in zip(each, picked) if k == r)
+                    for r in ranks if r in picked})
+    p50, two, each = words_p50(tmp, path, terms, "search")
+    out.update({f"rank{r}P50Ms": statistics.median(t for t, k in zip(each, picked) if k == r)
+                for r in ranks if r in picked})
     like = statistics.median(like_ms)
     if before is not None:
         out["beforeWordsOverLike"] = out["beforeWordsP50Ms"] / like
@@ -228,6 +233,9 @@ def main() -> None:
     print(f"words query p50 (daemon, end to end): {f['wordsP50Ms']:.2f} ms; two words: {f['twoWordsP50Ms']:.2f} ms")
     print(f"LIKE '%term%' scan p50:                {f['likeScanP50Ms']:.2f} ms")
     print(f"  ratio words/LIKE: {f['wordsOverLike']:.4f} (aim <= 0.02)")
+    print("  p50 by the word's rank: " + ", ".join(
+        f"{r}: {f[f'rank{r}P50Ms']:.2f} ms" + (f" (before {f[f'beforeRank{r}P50Ms']:.2f})" if f"beforeRank{r}P50Ms" in f else "")
+        for r in (5, 50, 500, 5000) if f"rank{r}P50Ms" in f))
     if "beforeWordsP50Ms" in f:
         print(f"  before ({a.before}): words p50 {f['beforeWordsP50Ms']:.2f} ms, two words "
               f"{f['beforeTwoWordsP50Ms']:.2f} ms; ratio words/LIKE {f['beforeWordsOverLike']:.4f}")

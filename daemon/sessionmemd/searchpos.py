@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import sqlite3
 
-STEP = 4096  # entries counted at most per hit; checkpoints: 8 bytes per STEP messages
+STEP = 1024  # entries counted at most per hit (~0.05 ms); checkpoints: 8 bytes per STEP messages
 COUNTER = "sessionmem_fts_deletes"
 
 
