@@ -63,3 +63,46 @@ def test_lease_and_ticket_tools_through_the_official_client(daemon: Daemon, env:
             assert [x["sessionId"] for x in sessions] == [other.get_session_id()]
             other.close()
     asyncio.run(go())
+
+
+def test_a_write_fenced_by_a_lease_that_was_taken_over_changes_nothing(daemon: Daemon, env: dict[str, str]) -> None:
+    """An agent that stalled past its lease's expiry cannot write over the agent that took
+    the claim after it: every writing tool takes `lease` (design §13's fencing)."""
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("set_task", {"task": "stale plan"}),
+        ("add_message", {"content": "stale news"}),
+        ("track_file", {"path": "a.py"}),
+        ("untrack_file", {"path": "b.py"}),
+        ("set_context", {"key": "k", "value": "stale"}),
+        ("delete_context", {"key": "keep"}),
+        ("claim_ticket", {"ticket_id": "T-9"}),
+        ("release_ticket", {"ticket_id": "T-1"}),
+    ]
+
+    async def go() -> None:
+        async with Client(server(daemon, {**env, "SESSIONMEM_AGENT": "slow-agent"})) as c:
+            mine = data(await c.call_tool("acquire_lease", {"name": "plan", "ttl_seconds": 60}))
+            fence = {"name": "plan", "token": mine["token"]}
+            # Held: a fenced write goes through.
+            assert "set" in text(await c.call_tool("set_context", {"key": "k", "value": "mine", "lease": fence}))
+            other = daemon.session()
+            other.track_open_file("b.py")
+            other.set_context("keep", 1)
+            other.set_active_ticket("T-1")
+            # The lease ends (released here, as an expiry would) and another agent takes it.
+            other.release_lease("plan", mine["token"])
+            successor = other.acquire_lease("plan", ttl=60, owner="fast-agent")
+            assert successor.token > mine["token"]
+            before = (other.export_session(), other.get_stats().revision)
+            for tool, args in writes:
+                refused: Any = await c.call_tool(tool, {**args, "lease": fence})
+                assert refused.is_error and "plan" in text(refused), (tool, text(refused))
+            # ...and under the successor's token the same tool writes.
+            fresh = {"name": "plan", "token": successor.token}
+            await c.call_tool("set_task", {"task": "fresh plan", "lease": fresh})
+            assert (other.export_session(), other.get_stats().revision) != before
+            assert other.get_current_task() == "fresh plan" and other.get_context("k") == "mine"
+            assert other.get_open_files() == ["b.py"] and other.get_active_ticket() == "T-1"
+            assert other.get_context("keep") == 1
+            other.close()
+    asyncio.run(go())

@@ -457,5 +457,6 @@ def test_hello_lists_the_capabilities_of_protocol_3(daemon: Daemon) -> None:
     c = daemon.conn()
     hello = c.result("hello", {"clientVersion": "test", "protocolVersion": 3})
     c.close()
-    assert {"sessions", "messageData", "export", "watch", "expect", "messageIds", "revisions"} <= set(
+    assert {"sessions", "messageData", "export", "watch", "expect", "messageIds", "revisions",
+            "transact", "leases", "search", "listContext"} <= set(
         hello["capabilities"])

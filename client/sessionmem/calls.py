@@ -194,6 +194,19 @@ class Calls:
     def get_all_context(self) -> Call[dict[str, Any]]:
         return Call("getAllContext", self._s())
 
+    def list_context(self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
+                     reverse: bool = False) -> Call[p.ContextPage]:
+        """A page of the context keys starting with ``prefix``, in key order (descending
+        with ``reverse``), past ``after``; ``more`` says whether another page follows."""
+        params: Params = {"prefix": prefix}
+        if after is not None:
+            params["after"] = after
+        if limit is not None:
+            params["limit"] = limit
+        if reverse:
+            params["reverse"] = True
+        return Call("listContext", self._s(params))
+
     def transact(self, t: Transaction, expect_revision: int | None = None) -> Call[list[Any]]:
         """``t``'s ops, all or none (see Transaction)."""
         params: Params = {"ops": t.ops}

@@ -40,7 +40,7 @@ LEASE_HELD: Final = -32014  # a lease is held by another, or not with that token
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
     "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
-    "transact", "leases", "search",
+    "transact", "leases", "search", "listContext",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -207,6 +207,36 @@ class SetContextParams(_Params):
 class KeyParams(_Params):
     key: str
     session: SessionRef = UNSET
+
+
+# listContext's page size: a page of framework records (checkpoints, events) in one
+# reply, bounded so that one call cannot build an unbounded reply.
+MAX_LIST_CONTEXT = 10_000
+
+
+class ListContextParams(_Params):
+    """listContext: the context keys that start with ``prefix``, in key order (code
+    point order; descending with ``reverse``), strictly past ``after`` in that order,
+    at most ``limit`` of them."""
+
+    prefix: str = ""
+    after: str | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIST_CONTEXT)] = 1000
+    reverse: bool = False
+    session: SessionRef = UNSET
+
+
+class ContextEntry(Struct):
+    key: str
+    value: Any
+
+
+class ContextPage(Struct):
+    """listContext's result: ``more`` is true when keys past the last entry match too
+    (ask again with ``after`` = the last entry's key)."""
+
+    entries: list[ContextEntry]
+    more: bool
 
 
 class DeleteContextParams(_Params):
@@ -528,6 +558,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "getContext": MethodSpec(KeyParams, Any, False),
     "deleteContext": MethodSpec(DeleteContextParams, None, True),
     "getAllContext": MethodSpec(SessionParams, dict[str, Any], False),
+    "listContext": MethodSpec(ListContextParams, ContextPage, False),
     "snapshot": MethodSpec(NoParams, SnapshotResult, False),
     "restore": MethodSpec(NoParams, None, True),
     "clear": MethodSpec(ClearParams, str, True),

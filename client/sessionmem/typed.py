@@ -162,6 +162,10 @@ class SessionMethods:
     def get_all_context(self) -> dict[str, Any]:
         return self._run(self._calls.get_all_context())
 
+    def list_context(self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
+                     reverse: bool = False) -> p.ContextPage:
+        return self._run(self._calls.list_context(prefix, after=after, limit=limit, reverse=reverse))
+
     def clear(self) -> str:
         return self._run(self._calls.clear())
 
@@ -339,6 +343,10 @@ class AsyncSessionMethods:
 
     async def get_all_context(self) -> dict[str, Any]:
         return await self._run(self._calls.get_all_context())
+
+    async def list_context(self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
+                           reverse: bool = False) -> p.ContextPage:
+        return await self._run(self._calls.list_context(prefix, after=after, limit=limit, reverse=reverse))
 
     async def clear(self) -> str:
         return await self._run(self._calls.clear())

@@ -249,6 +249,8 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "getContext": get_context,
         "deleteContext": delete_context,
         "getAllContext": lambda a: call(a.session, SessionState.all_context),
+        "listContext": lambda a: call(a.session, lambda s: s.list_context(
+            a.prefix, None if a.after is UNSET else a.after, a.limit, a.reverse)),
         "snapshot": lambda _: shell.snapshot(),
         "restore": lambda _: shell.restore(),
         "clear": clear,

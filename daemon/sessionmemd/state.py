@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import msgspec
 from msgspec import Raw
 
+from .keyrange import SortedKeys
 from .leases import LeaseRow
 from .messages import MessageLog, MessageSlice
 
@@ -124,6 +125,7 @@ class SessionState:
         "_messages",
         "_files",
         "_context",
+        "_sorted_keys",
         "_saved_messages",
         "_trim_saved",
         "_pop_saved",
@@ -154,6 +156,7 @@ class SessionState:
         self._messages = MessageLog()
         self._files: dict[str, None] = {}
         self._context: dict[str, bytes] = {}
+        self._sorted_keys: SortedKeys | None = None  # built by the first list_context
         self._saved_messages = 0  # the first this many loaded messages are in the database
         self._trim_saved = 0
         self._pop_saved = 0
@@ -320,9 +323,12 @@ class SessionState:
 
     # -- context ---------------------------------------------------------------
     def set_context(self, key: str, value_json: bytes) -> bool:
-        if self._context.get(key) == value_json:
+        old = self._context.get(key)
+        if old == value_json:
             return False
         self._context[key] = value_json
+        if old is None and self._sorted_keys is not None:
+            self._sorted_keys.add(key)
         self._dirty_context[key] = None
         self._mutations += 1
         return True
@@ -337,6 +343,8 @@ class SessionState:
     def delete_context(self, key: str) -> bool:
         if self._context.pop(key, None) is None:
             return False
+        if self._sorted_keys is not None:
+            self._sorted_keys.remove(key)
         self._dirty_context[key] = None
         self._mutations += 1
         return True
@@ -346,6 +354,16 @@ class SessionState:
             return Raw(b"{}")
         parts = [_encode(k) + b":" + v for k, v in self._context.items()]
         return Raw(b"{" + b",".join(parts) + b"}")
+
+    def list_context(self, prefix: str, after: str | None, limit: int, reverse: bool) -> Raw:
+        """``listContext``'s result: ``{"entries": [{"key", "value"}], "more"}``, in key
+        order (see keyrange.py)."""
+        if self._sorted_keys is None:
+            self._sorted_keys = SortedKeys(self._context)
+        keys, more = self._sorted_keys.page(prefix, after, limit, reverse)
+        ctx = self._context
+        entries = b",".join([b'{"key":' + _encode(k) + b',"value":' + ctx[k] + b"}" for k in keys])
+        return Raw(b'{"entries":[' + entries + (b'],"more":true}' if more else b'],"more":false}'))
 
     def context_items(self) -> list[tuple[str, bytes]]:
         return list(self._context.items())

@@ -31,7 +31,7 @@ from typing import Annotated, Any, TypeVar, get_args
 
 try:
     from mcp.server.mcpserver import MCPServer
-    from pydantic import Field
+    from pydantic import BaseModel, Field
     from mcp.types import ToolAnnotations
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
@@ -76,6 +76,19 @@ Key = Annotated[str, Field(description="The context key.")]
 LeaseName = Annotated[str, Field(min_length=1, max_length=256,
                                  description="The lease's name: what it claims, e.g. 'file:src/parser.py' or 'deploy'.")]
 Token = Annotated[int, Field(ge=0, description="The token acquire_lease returned.")]
+
+
+class LeaseArgValue(BaseModel):
+    name: str = Field(min_length=1, max_length=256)
+    token: int = Field(ge=0)
+
+
+# Fencing (design §13): a write made "under" a lease is refused, changing nothing, once
+# the lease is no longer held with that token, so an agent that stalled past its expiry
+# cannot write over the agent that took the claim after it.
+LeaseArg = Annotated[LeaseArgValue | None, Field(description=(
+    "Write only while you still hold this lease: {name, token} as acquire_lease returned them. "
+    "Refused, changing nothing, if it expired or was taken over."))]
 _READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 
@@ -124,9 +137,11 @@ class Bridge:
             await self._session.close()
 
 
-def _in(s: AsyncSession, session: str | None) -> AsyncSessionMethods:
-    """The client's methods on ``session`` (None or "": the project's current session)."""
-    return s.bound(session) if session else s
+def _in(s: AsyncSession, session: str | None, lease: LeaseArgValue | None = None) -> AsyncSessionMethods:
+    """The client's methods on ``session`` (None or "": the project's current session),
+    each write fenced by ``lease`` when one is given."""
+    m: AsyncSessionMethods = s.bound(session) if session else s
+    return m.fenced(p.LeaseRef(lease.name, lease.token)) if lease else m
 
 
 def _message(m: p.Message) -> dict[str, Any]:
@@ -224,20 +239,20 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
     @tool()
     async def set_task(task: Annotated[str | None, Field(description="The task, or null to clear it.")],
-                       session: SessionArg = None) -> str:
+                       lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Set the task everybody is working on now (null clears it)."""
-        await bridge.call(lambda s: _in(s, session).set_current_task(task))
+        await bridge.call(lambda s: _in(s, session, lease).set_current_task(task))
         return "task cleared" if task is None else f"task set: {task}"
 
     @tool()
     async def add_message(content: Annotated[str, Field(description="The message text.")],
                           role: Annotated[str, Field(description="user, assistant, system or tool.")] = "assistant",
-                          session: SessionArg = None) -> str:
+                          lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Add a message to the shared conversation, for the other agents and the humans.
         role: user, assistant, system or tool."""
         if role not in get_args(p.Role):
             raise ToolError(f"role must be {', '.join(get_args(p.Role))}, not {role!r}")
-        await bridge.call(lambda s: _in(s, session).add_message(role, content))  # sent with a fresh id
+        await bridge.call(lambda s: _in(s, session, lease).add_message(role, content))  # sent with a fresh id
         return "message added"
 
     @tool(read_only=True)
@@ -268,15 +283,15 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
                  "snippet": h.snippet.replace("\x02", "[").replace("\x03", "]")} for h in r.hits]
 
     @tool()
-    async def track_file(path: Path, session: SessionArg = None) -> str:
+    async def track_file(path: Path, lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Record that you have a file open (others see it in get_session)."""
-        await bridge.call(lambda s: _in(s, session).track_open_file(path))
+        await bridge.call(lambda s: _in(s, session, lease).track_open_file(path))
         return f"tracking {path}"
 
     @tool()
-    async def untrack_file(path: Path, session: SessionArg = None) -> str:
+    async def untrack_file(path: Path, lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Record that you closed a file (it leaves the shared list of open files)."""
-        await bridge.call(lambda s: _in(s, session).untrack_file(path))
+        await bridge.call(lambda s: _in(s, session, lease).untrack_file(path))
         return f"not tracking {path}"
 
     @tool(read_only=True)
@@ -288,22 +303,22 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
     async def set_context(key: Key, value: Annotated[Any, Field(description="Any JSON value.")],
                           expect: Annotated[Any, Field(description="With use_expect: the value you read.")] = None,
                           use_expect: Annotated[bool, Field(description="Only set it if the value is still `expect`.")] = False,
-                          session: SessionArg = None) -> str:
+                          lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Store any JSON value under a context key, shared with every agent. To update a
         value without losing another agent's concurrent change: read it, then set it with
         use_expect=true and expect=<what you read>; a conflict error says the value now."""
         if use_expect:
-            await bridge.call(lambda s: _in(s, session).set_context(key, value, expect))
+            await bridge.call(lambda s: _in(s, session, lease).set_context(key, value, expect))
         else:
-            await bridge.call(lambda s: _in(s, session).set_context(key, value))
+            await bridge.call(lambda s: _in(s, session, lease).set_context(key, value))
         return f"{key} set"
 
     @tool()
     async def claim_ticket(ticket_id: Annotated[str, Field(description="The ticket to take, e.g. T-7.")],
-                           session: SessionArg = None) -> str:
+                           lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Make `ticket_id` the active ticket only if none is active. Fails, naming the
         ticket that is, when another agent holds one: then pick other work."""
-        await bridge.call(lambda s: _in(s, session).claim_ticket(ticket_id),
+        await bridge.call(lambda s: _in(s, session, lease).claim_ticket(ticket_id),
                           conflict="not claimed: the active ticket is already {current}, held by another "
                                    "agent (revision {revision}); nothing was changed")
         return f"claimed {ticket_id}"
@@ -342,18 +357,18 @@ def build(project: str | None = None, socket: str | None = None, autostart: bool
 
     @tool()
     async def release_ticket(ticket_id: Annotated[str, Field(description="The ticket you claimed, e.g. T-7.")],
-                             session: SessionArg = None) -> str:
+                             lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Give back the ticket you claimed with claim_ticket: the active ticket is cleared
         only if it is still `ticket_id` (else an error names the ticket that is active)."""
-        await bridge.call(lambda s: _in(s, session).set_active_ticket(None, ticket_id),
+        await bridge.call(lambda s: _in(s, session, lease).set_active_ticket(None, ticket_id),
                           conflict="not released: the active ticket is {current}, not yours (revision "
                                    "{revision}); nothing was changed")
         return f"released {ticket_id}"
 
     @tool()
-    async def delete_context(key: Key, session: SessionArg = None) -> str:
+    async def delete_context(key: Key, lease: LeaseArg = None, session: SessionArg = None) -> str:
         """Remove a context key (nothing happens when there is none)."""
-        await bridge.call(lambda s: _in(s, session).delete_context(key))
+        await bridge.call(lambda s: _in(s, session, lease).delete_context(key))
         return f"{key} deleted"
 
     @tool(read_only=True)
