@@ -182,8 +182,8 @@ def write_cost(tmp: Path, n: int, rounds: int = 10) -> dict[str, float]:
             daemons[name] = d = sessionmemd(tmp, f"w{name}", "--durability", "always", db=db)
             if drop:
                 c = sqlite3.connect(db, isolation_level=None)
-                for t in ("ai", "ad", "au"):
-                    c.execute(f"DROP TRIGGER sessionmem_fts_{t}")
+                for trigger in ("ai", "ad", "au"):
+                    c.execute(f"DROP TRIGGER sessionmem_fts_{trigger}")
                 c.close()
             sessions[name] = s = Session(socket=d.sock, project=tmp, autostart=False)
             for i in range(50):
