@@ -76,3 +76,19 @@ def test_search_benchmark_runs_tiny() -> None:
     f = search_bench.run(messages=2000, queries=4, writes=20)
     assert f["wordsP50Ms"] > 0 and f["likeScanP50Ms"] > 0 and f["buildIndexS"] > 0 and f["loadHistoryS"] > 0
     assert f["alwaysWithIndexPerS"] > 0 and f["alwaysWithoutIndexPerS"] > 0
+
+
+def test_adk_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    pytest.importorskip("google.adk", reason="needs the extra sessionmem[adk]")
+    import adk_bench
+
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "adk").mkdir()
+    mine = asyncio.run(adk_bench.ours(tmp_path / "ours", 30))
+    base = asyncio.run(adk_bench.adk_sqlite(tmp_path / "adk", 30))
+    for f in (mine, base):  # work() itself checks both read back what was appended
+        assert f["appendS"] > 0 and f["readAllS"] > 0 and f["readRecent10Ms"] > 0

@@ -5,6 +5,7 @@ The calls themselves are built in calls.py."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -175,6 +176,8 @@ def hello_params() -> dict[str, Any]:
 
 
 def check_hello(hello: p.HelloResult) -> None:
+    """The daemon speaks our protocol and serves the store $SESSIONMEM_STORE names (when
+    it names one), or an error saying what to do."""
     if hello.protocolVersion != p.PROTOCOL_VERSION:
         raise errors.VersionMismatch(
             f"sessionmemd {hello.daemonVersion} (pid {hello.pid}) speaks protocol "
@@ -182,6 +185,10 @@ def check_hello(hello: p.HelloResult) -> None:
             f"run `sessionmem daemon restart` to start the installed version",
             {"daemon": hello.protocolVersion, "client": p.PROTOCOL_VERSION},
         )
+    if os.environ.get("SESSIONMEM_STORE"):
+        from .storename import check_store  # urllib.parse: only for a client told a store
+
+        check_store(hello, os.environ)
 
 
 class _NotGiven:

@@ -137,6 +137,13 @@ class VersionMismatch(SessionmemError):
     code = -2
 
 
+class StoreMismatch(SessionmemError):
+    """``$SESSIONMEM_STORE`` names another store than the daemon reached serves: the
+    client refuses to use it (storename.check_store) rather than write to the wrong one."""
+
+    code = -3
+
+
 _BY_CODE: dict[int, type[SessionmemError]] = {
     cls.code: cls
     for cls in (

@@ -534,6 +534,10 @@ class HelloResult(Struct):
     socketPath: str
     capabilities: list[str]
     maxFrame: int = 0  # the longest request line the daemon takes (--max-frame)
+    # The store it serves: "sqlite" (the file dbPath names), or a PostgreSQL URL with its
+    # password masked; "" from a daemon that does not say. Clients told a store compare it.
+    store: str = ""
+    projectKey: str | None = None  # the project's key in a PostgreSQL store
 
 
 class MethodSpec(Struct, frozen=True):

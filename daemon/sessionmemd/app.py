@@ -46,9 +46,15 @@ class App:
         loader: Loader,
         persister: Persister,
         log_mark: int | None,
+        store: str = "sqlite",
+        project_key: str | None = None,
     ) -> None:
         self.root = root
         self.location = location  # the store's, as stats and hello show it (dbPath)
+        # hello's store (sqlite, or the URL with its password masked) and project key: what
+        # a client told a store ($SESSIONMEM_STORE) compares before it writes.
+        self.store = store
+        self.project_key = project_key
         self.durability = durability
         self.max_frame = max_frame
         self.host = host
@@ -186,6 +192,8 @@ class App:
             socketPath=str(self.socket_path),
             capabilities=list(p.CAPABILITIES),
             maxFrame=self.max_frame,
+            store=self.store,
+            projectKey=self.project_key,
         )
 
     # -- the end ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .server import Limits, Server
 from .sqlitestore import SqliteStore
 from .state import SessionState
 from .storage import Storage
+from .storeurl import SQLITE, mask
 
 log = logging.getLogger("sessionmemd")
 
@@ -115,6 +116,8 @@ class Config:
         if not state.complete:
             loader.complete(state)  # the older history, behind the first answers
         app = App(root=self.paths.root, location=store.location, durability=self.durability,
+                  store=SQLITE if self.store_url is None else mask(self.store_url),
+                  project_key=None if self.store_url is None else self.project_key,
                   max_frame=self.limits.max_frame, host=host, feed=feed, loader=loader,
                   persister=persister, log_mark=mark if log_kept else None)
         dispatcher = Dispatcher(build_handlers(host, loader, feed, app, self.limits.max_depth), _internal_error)

@@ -3,10 +3,12 @@
 The store comes from ``--store``, then ``$SESSIONMEM_STORE``, then ``sessionmem.toml``
 at the project root (``[store] url``); the project key from ``--project-key``, then
 ``$SESSIONMEM_PROJECT_KEY``, then the toml's ``[store] project_key``, then the git
-``origin`` URL normalised to ``host/owner/repo``. Absent a store: the SQLite file.
+``origin`` URL normalised to ``host/owner/repo``. Absent a store, or ``sqlite`` (which
+overrides the toml): the SQLite file.
 
-A URL's password is never shown: :func:`mask` is what logs, ``hello``, ``stats`` and
-error messages print. No driver is imported here.
+A URL's password is never shown: :func:`mask` (sessionmem.storename, which clients
+share) is what logs, ``hello``, ``stats`` and error messages print. No driver is
+imported here.
 """
 
 from __future__ import annotations
@@ -16,48 +18,14 @@ import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from sessionmem.storename import SQLITE, is_postgres, mask
 
 TOML = "sessionmem.toml"
-_MASK = "***"
 
 
 class StoreChoiceError(Exception):
     """The store options cannot be used as given; the message says how to fix them."""
-
-
-def mask(text: str, url: str | None = None) -> str:
-    """``text`` (a URL, or a message that may quote ``url``) with any password
-    replaced by ***: the user:password@ part and a ``password=`` parameter."""
-    secrets: list[str] = []
-    for u in {text, url} - {None}:
-        assert u is not None
-        try:
-            parts = urlsplit(u)
-        except ValueError:
-            continue
-        if parts.password:
-            secrets.append(parts.password)
-        secrets += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-    if text.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(text)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if parts.password is not None or any(k == "password" for k, _ in pairs):
-            netloc = parts.netloc
-            if parts.password is not None:
-                user, _, host = netloc.rpartition("@")
-                netloc = f"{user.partition(':')[0]}:{_MASK}@{host}"
-            query = urlencode([(k, _MASK if k == "password" else v) for k, v in pairs], safe="/*")
-            # "//" kept by hand: urlunsplit drops it when the host part is empty.
-            text = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
-                f"#{parts.fragment}" if parts.fragment else "")
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, _MASK)
-    return text
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
 
 
 def normalise_origin(origin: str) -> str | None:
@@ -101,10 +69,11 @@ def choose(root: Path, store: str | None, project_key: str | None, environ: dict
         table = section
     url = store or environ.get("SESSIONMEM_STORE") or _str(table, "url", toml)
     key = project_key or environ.get("SESSIONMEM_PROJECT_KEY") or _str(table, "project_key", toml)
-    if not url:
+    if not url or url == SQLITE:  # "sqlite": the SQLite file, whatever sessionmem.toml says
         return StoreChoice(None, key)
     if not is_postgres(url):
-        raise StoreChoiceError(f"unknown store {mask(url)!r}: give a postgresql:// URL, or none for SQLite")
+        raise StoreChoiceError(f"unknown store {mask(url)!r}: give a postgresql:// URL, or sqlite (or none) "
+                               f"for the SQLite file")
     if not key:
         key = git_origin_key(root)
     if not key:

@@ -130,13 +130,18 @@ def service_install(c: Ctx, only_print: bool, no_start: bool) -> None:
     root = c.paths().root
     lay = svc.Layout.for_project(root)
     if only_print:
+        try:
+            store = svc.store_env(root, dict(os.environ))
+        except svc.ServiceError as e:
+            fail(str(e))
+        # Passwords masked: --print shows what would be written, not the secret itself.
         if sys.platform == "darwin":
-            _print_files([(str(lay.plist), svc.render_plist(root).decode())])
+            _print_files([(str(lay.plist), svc.render_plist(root, store=store, masked=True).decode())])
         else:
-            u = svc.render_units(root)
+            u = svc.render_units(root, store=store, masked=True)
             _print_files([(str(lay.unit_dir / "sessionmem@.socket"), u.socket),
                           (str(lay.unit_dir / "sessionmem@.service"), u.service),
-                          (str(lay.env_file), u.env)])
+                          (str(lay.env_file), u.env)] + ([(str(lay.dropin), u.dropin)] if u.dropin else []))
         return
     try:
         done = svc.install(root, start=not no_start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, commands, leases, search, sessions, ui
+from . import admin, commands, leases, search, sessions, store, ui
 from .base import Ctx, Group
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +23,6 @@ def main(ctx: click.Context, project: str | None, socket: str | None, as_json: b
 
 
 
-for module in (commands, admin, sessions, ui, leases, search):
+for module in (commands, admin, sessions, ui, leases, search, store):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -298,6 +298,8 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
         hello = _line(s, b"")
         if hello is None or _VERSION not in hello[0]:
             return None  # another protocol: the full path says to restart the daemon
+        if not _same_store(hello[0]):
+            return None  # maybe another store: the full path compares them, and refuses
         sent = True  # from here on (stdin may be read): no fallback, a write is never sent twice
         try:
             frame = p.frame()
@@ -324,6 +326,22 @@ def run(project: str | None, socket: str | None, p: Plan, as_json: bool) -> int 
             _write(line.encode() + b"\n")
         return 0
     return report.error_reply(reply, as_json, p.claim, params_given=p.user_params)
+
+
+def _same_store(hello: bytes) -> bool:
+    """True when the client is told no store, or the daemon's hello names exactly the one
+    ``$SESSIONMEM_STORE`` (and ``$SESSIONMEM_PROJECT_KEY``) names. Anything else (a URL
+    with a password, which the daemon shows masked; another store) goes the full way:
+    storename.check_store compares them without passwords, and refuses a mismatch."""
+    told = os.environ.get("SESSIONMEM_STORE")
+    if not told:
+        return True
+    key = os.environ.get("SESSIONMEM_PROJECT_KEY")
+    try:  # "store":"<value>" matches only a key of that name: in a string, a quote is escaped
+        return b'"store":' + json_str(told) in hello and (
+            not key or told == "sqlite" or b'"projectKey":' + json_str(key) in hello)
+    except UnicodeEncodeError:
+        return False
 
 
 def _line(s: _socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:

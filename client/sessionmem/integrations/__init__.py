@@ -1,2 +1,3 @@
 """Faces of sessionmem where agents already work, each behind an optional extra:
-``openai_agents`` (``sessionmem[openai-agents]``) and ``mcp`` (``sessionmem[mcp]``)."""
+``openai_agents`` (``sessionmem[openai-agents]``), ``mcp`` (``sessionmem[mcp]``) and ``adk``
+(``sessionmem[adk]``: Google ADK's session service)."""
