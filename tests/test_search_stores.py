@@ -139,5 +139,9 @@ def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
         # A database where pg_trgm could not be made has no trigram index: the same hits, by a scan.
         pg_cluster.psql("DROP INDEX sessionmem_messages_trgm", database=db)
         assert hits(pg, labels, "arser", "substring", {}) == want and len(want) == 5
+        # A row that is not UTF-8 (hand-edited: no writer of ours makes one) is written and found.
+        pg_cluster.psql("UPDATE sessionmem_messages SET content = '\\xff20706172736572'::bytea "
+                        "WHERE content = convert_to('same words here', 'UTF8')", database=db)
+        assert len(hits(pg, labels, "parser", "words", {})) == 5 + 2
     finally:
         pg.stop()

@@ -9,7 +9,10 @@ Why these shapes:
   their columns and stay as they are) and ranking reads it instead of parsing every
   match again.
 * Content is ``bytea`` (text cannot hold NUL): ``sessionmem_search_text`` makes it text
-  (NULs dropped), declared IMMUTABLE so it can feed an index and a generated column.
+  (NULs dropped), declared IMMUTABLE so it can feed an index and a generated column. It
+  never fails: a row that is not UTF-8 (none of ours; a hand-edited one) becomes its
+  escaped form, so such a row can still be written, and migration 3 of a table that
+  holds one still runs.
 * Tokens as SQLite's ``unicode61`` makes them: ASCII punctuation becomes a space before
   PostgreSQL's parser sees the text (it would otherwise keep ``a/b.py`` or
   ``x@y.com`` as one token); the ``simple`` configuration lower-cases and never stems.
@@ -45,11 +48,16 @@ INDEXED_CHARS: Final = 100_000
 # database owner may create it); without it a substring search scans, bounded.
 MIGRATION: Final = rf"""
 CREATE FUNCTION sessionmem_search_text(b bytea) RETURNS text
-  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT CASE WHEN position('\x00'::bytea IN b) = 0 THEN convert_from(b, 'UTF8')
-    ELSE convert_from(coalesce((SELECT string_agg(substr(b, i, 1), ''::bytea ORDER BY i)
-      FROM generate_series(1, length(b)) AS i WHERE get_byte(b, i - 1) <> 0), ''::bytea), 'UTF8') END
-$$;
+  LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+  IF position('\x00'::bytea IN b) > 0 THEN
+    b := coalesce((SELECT string_agg(substr(b, i, 1), ''::bytea ORDER BY i)
+                   FROM generate_series(1, length(b)) AS i WHERE get_byte(b, i - 1) <> 0), ''::bytea);
+  END IF;
+  RETURN convert_from(b, 'UTF8');
+EXCEPTION WHEN character_not_in_repertoire THEN
+  RETURN encode(b, 'escape');  -- not UTF-8 (no writer of ours makes that): its ASCII stays searchable
+END $$;
 ALTER TABLE sessionmem_messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
   to_tsvector('simple'::regconfig, regexp_replace(left(sessionmem_search_text(content), {INDEXED_CHARS}),
     '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', ' ', 'g'))) STORED;
@@ -146,10 +154,10 @@ def search(c: psycopg.Connection[Any], key: str, q: Query) -> tuple[list[HitRow]
     index = _indexes(c, key, [(str(r[1]), int(r[0])) for r in rows])
     hits: list[HitRow] = []
     for seq, sid, role, ts, content, mid, score in rows:
-        text = bytes(content).decode()
+        text = bytes(content).decode(errors="replace")  # a hand-edited row may not be UTF-8
         snippet = token_snippet(text, q) if q.match is not None else substring_snippet(text, q.text)
-        hits.append((sid, index[sid, seq], bytes(role).decode(), int(ts), snippet, float(score),
-                     None if mid is None else bytes(mid).decode()))
+        hits.append((sid, index[sid, seq], bytes(role).decode(errors="replace"), int(ts), snippet, float(score),
+                     None if mid is None else bytes(mid).decode(errors="replace")))
     return hits, complete
 
 
