@@ -92,3 +92,14 @@ def test_adk_benchmark_parts_measure_real_work(tmp_path: Path) -> None:
     base = asyncio.run(adk_bench.adk_sqlite(tmp_path / "adk", 30))
     for f in (mine, base):  # work() itself checks both read back what was appended
         assert f["appendS"] > 0 and f["readAllS"] > 0 and f["readRecent10Ms"] > 0
+
+
+def test_pg_start_benchmark_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """Its own throwaway cluster, a real `store copy`, both stores' daemons started."""
+    out = tmp_path / "start.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_start_bench.py"), "--n", "2000", "--runs", "1",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["messages"] == 2000 and figures["copyToS"] > 0
+    assert figures["sqliteFirstAnswerS"] > 0 and figures["postgresqlFirstAnswerS"] > 0
