@@ -173,6 +173,9 @@ class GetRecentMessagesParams(_Params):
     count: Count
     full: bool = False  # messages with their id and data
     session: SessionRef = UNSET
+    # The `count` messages before this index (a session's history paged newest first);
+    # past the end it is the end.
+    before: Count | UnsetType = UNSET
 
 
 class GetAllMessagesParams(_Params):

@@ -121,6 +121,10 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
 
     def recent(a: p.GetRecentMessagesParams) -> Any:
         n = a.count
+        if a.before is not UNSET:  # paging back: loads the older history when the page needs it
+            before = a.before
+            return call(a.session, lambda s: s.messages_before(before, n, a.full),
+                        lambda s: s.needs_older_for(before, n))
         s = ready(a.session)
         if s is not None and (s.older == 0 or n <= s.loaded_messages):
             return s.recent_full(n) if a.full else s.recent_messages(n)

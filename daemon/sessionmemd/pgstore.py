@@ -28,12 +28,13 @@ design (with the project row's ``revisions_reserved`` as the exact last revision
   connection is retried with backoff and the changes table read from the applied
   revision on.
 
-Schema (version 1; additive migrations, a newer version is refused): a version
+Schema (version 3; additive migrations, a newer version is refused): a version
 table, ``sessionmem_projects`` (current session, reserved revision mark),
 ``sessionmem_sessions``, ``sessionmem_messages`` (a global identity column gives
 the order; an index on (project, session, seq) loads a session tail-first),
 ``sessionmem_files`` (tracking order by seq), ``sessionmem_context`` and
-``sessionmem_changes`` (the change log a clean stop leaves for the next start).
+``sessionmem_changes`` (the change log a clean stop leaves for the next start);
+2 adds ``sessionmem_leases``; 3 the search indexes (pgsearch.py).
 
 Durability: every commit is a PostgreSQL commit before the reply (the daemon runs
 ``always`` on this store); the changes of one loop turn share a transaction.
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import pgsearch
 from .listener import AlreadyRunning
 from .messages import MessageLog
 from .state import Batch, Changes, Restored
@@ -59,7 +61,7 @@ from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the schema from its index to the next; only ever appended to,
 # and each only adds (tables, columns with defaults, indexes).
@@ -126,6 +128,8 @@ _MIGRATIONS: list[str] = [
       PRIMARY KEY (project_key, name)
     );
     """,
+    # 3: searchMessages' full-text (and, where pg_trgm can be made, trigram) index.
+    pgsearch.MIGRATION,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -209,9 +213,11 @@ class PgReader:
             raise StoreError(str(e)) from e
 
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
-        # PostgreSQL's own full-text and trigram indexes are the next part of issue 20;
-        # until then a search here is refused, saying so, rather than answered badly.
-        raise StoreError("searchMessages is not available on the PostgreSQL store yet (SQLite only, for now)")
+        try:
+            with self._conn.transaction():  # the hits and their indexes: one snapshot
+                return pgsearch.search(self._conn, self._key, query)
+        except psycopg.Error as e:
+            raise StoreError(str(e)) from e
 
     def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
         try:
