@@ -1,7 +1,10 @@
 """Writes through the PostgreSQL store ÷ the SQLite file, both durability ``always``
 (issue 17's first figure), in one run on this machine: one writer sending
 ``addMessage`` one at a time, and 8 writers at once on one daemon (their commits
-grouped per loop turn). The PostgreSQL server is a throwaway cluster on a Unix socket
+grouped per loop turn); then several daemons on one project (issue 17, §12): 8 writers
+on 2 daemons of one project key ÷ 8 writers on one SQLite daemon, and the feed's
+latency from a write to a watcher's notification when writer and watcher are on two
+daemons ÷ on the same daemon. The PostgreSQL server is a throwaway cluster on a Unix socket
 (tests/pgcluster.py, fsync off as in the tests; the SQLite file is not fsynced either:
 the ratio compares the stores' round trips, not the disks).
 
@@ -57,6 +60,79 @@ def parallel(sock: Path, n: int, writers: int) -> float:
     return (n // writers * writers) / (time.perf_counter() - t)
 
 
+def parallel_on(socks: list[Path], n: int, writers: int) -> float:
+    """``writers`` connections spread over the daemons at ``socks``; total writes/s."""
+    threads = [threading.Thread(target=writes, args=(socks[i % len(socks)], n // writers, f"w{i}"))
+               for i in range(writers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (n // writers * writers) / (time.perf_counter() - t)
+
+
+def feed_latency(writer: Path, watcher: Path, n: int) -> list[float]:
+    """Seconds from sending an addMessage on ``writer`` to its ``changed`` notification
+    arriving on a watch on ``watcher``, one at a time."""
+    w = socket.socket(socket.AF_UNIX)
+    w.connect(str(watcher))
+    w.sendall(b'{"jsonrpc":"2.0","id":1,"method":"watch"}\n')
+    wbuf = b""
+    while b"\n" not in wbuf:
+        wbuf += w.recv(65536)
+    wbuf = wbuf.split(b"\n", 1)[1]
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(writer))
+    out: list[float] = []
+    buf = b""
+    for i in range(n):
+        frame = (json.dumps({"jsonrpc": "2.0", "id": i, "method": "addMessage",
+                             "params": {"role": "user", "content": f"lat{i}"}}) + "\n").encode()
+        t = time.perf_counter()
+        s.sendall(frame)
+        want = f'"content":"lat{i}"'.encode()
+        while True:  # changes the watcher's daemon had not applied when it began come first
+            while b"\n" not in wbuf:
+                wbuf += w.recv(65536)
+            line, wbuf = wbuf.split(b"\n", 1)
+            if want in line:
+                break
+        out.append(time.perf_counter() - t)
+        while b"\n" not in buf:  # the writer's own reply
+            buf += s.recv(65536)
+        buf = buf.split(b"\n", 1)[1]
+    s.close()
+    w.close()
+    return out
+
+
+def p50(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def shared(url: str, tmp: Path, n: int) -> dict[str, float]:
+    """Two daemons (own folders, sockets) of one project key in PostgreSQL."""
+    out: dict[str, float] = {}
+    ds = []
+    for name in ("hostA", "hostB"):
+        (tmp / name).mkdir()
+        ds.append(sessionmemd(tmp / name, name, "--store", url, "--project-key", "shared-bench"))
+    try:
+        a, b = (d.sock for d in ds)
+        writes(a, 200, "warm")
+        writes(b, 200, "warm")
+        out["postgresql8WritersOn2DaemonsPerSec"] = round(parallel_on([a, b], n, 8), 1)
+        same = feed_latency(a, a, min(300, n))
+        cross = feed_latency(b, a, min(300, n))
+        out["feedSameDaemonP50Ms"] = round(p50(same) * 1000, 3)
+        out["feedCrossDaemonP50Ms"] = round(p50(cross) * 1000, 3)
+    finally:
+        for d in ds:
+            d.stop()
+    return out
+
+
 def run(n: int) -> dict[str, float]:
     cluster = Cluster()
     cluster.start()
@@ -73,10 +149,13 @@ def run(n: int) -> dict[str, float]:
                     out[f"{name}8WritersPerSec"] = round(parallel(d.sock, n, 8), 1)
                 finally:
                     d.stop()
+            out.update(shared(cluster.create_database("bench_shared"), Path(tmp), n))
     finally:
         cluster.destroy()
     out["sequentialRatio"] = round(out["postgresqlSequentialPerSec"] / out["sqliteSequentialPerSec"], 3)
     out["writers8Ratio"] = round(out["postgresql8WritersPerSec"] / out["sqlite8WritersPerSec"], 3)
+    out["writers8On2DaemonsRatio"] = round(out["postgresql8WritersOn2DaemonsPerSec"] / out["sqlite8WritersPerSec"], 3)
+    out["feedCrossOverSameRatio"] = round(out["feedCrossDaemonP50Ms"] / out["feedSameDaemonP50Ms"], 3)
     return out
 
 

@@ -103,3 +103,14 @@ def test_pg_start_benchmark_runs_tiny(pg_cluster: object, tmp_path: Path) -> Non
     figures = json.loads(out.read_text())
     assert figures["messages"] == 2000 and figures["copyToS"] > 0
     assert figures["sqliteFirstAnswerS"] > 0 and figures["postgresqlFirstAnswerS"] > 0
+
+
+def test_pg_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """Writes through both stores, 8 writers on 2 daemons of one key, the feed across them."""
+    out = tmp_path / "pg.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_bench.py"), "--n", "80", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["postgresql8WritersOn2DaemonsPerSec"] > 0 and figures["writers8On2DaemonsRatio"] > 0
+    assert figures["feedSameDaemonP50Ms"] > 0 and figures["feedCrossDaemonP50Ms"] > 0

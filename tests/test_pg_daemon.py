@@ -84,11 +84,15 @@ def test_a_kill9_loses_nothing_acknowledged(make_daemon: Any, pg_url: str, tmp_p
     assert SECRET not in d.read_log()
 
 
-def test_a_second_daemon_on_the_same_key_is_refused(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
-    make_daemon("--store", pg_url, "--project-key", "one", root=tmp_path / "a", name="a")
-    second = make_daemon("--store", pg_url, "--project-key", "one", root=tmp_path / "b", name="b", start=False)
-    r = subprocess.run(second.cmd(), env=second.env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 75 and "already serves project key 'one'" in r.stderr
+def test_a_second_daemon_on_the_same_key_joins_and_another_key_is_apart(
+        make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    first = make_daemon("--store", pg_url, "--project-key", "one", root=tmp_path / "a", name="a")
+    with first.session() as s:
+        s.add_message("user", "on a")
+    # Several hosts serve one project (test_pg_shared.py has the rest).
+    second = make_daemon("--store", pg_url, "--project-key", "one", root=tmp_path / "b", name="b")
+    with second.session() as s:
+        assert [m.content for m in s.get_all_messages()] == ["on a"]
     # Another key in the same database is another project, served alongside.
     other = make_daemon("--store", pg_url, "--project-key", "two", root=tmp_path / "c", name="c")
     with other.session() as s:

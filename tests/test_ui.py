@@ -155,6 +155,12 @@ def test_state_and_older_pages(daemon: Daemon, ui: UI) -> None:
     assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(20, 70)]
     r = ui.json(f"/api/messages?session={sess['sessionId']}&skip=100&limit=50")
     assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(0, 20)]
+    r = ui.json(f"/api/messages?session={sess['sessionId']}&before=30&limit=50")  # by index (what the page uses)
+    assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(0, 30)] and r["before"] == 0
+    r = ui.json(f"/api/messages?session={sess['sessionId']}&before=1000&limit=5")  # past the end: the end
+    assert [m["content"] for m in r["messages"]] == [f"m{i}" for i in range(115, 120)] and r["before"] == 115
+    assert ui.get(f"/api/messages?session={sess['sessionId']}&before=-1")[0] == 400
+    assert ui.get(f"/api/messages?session={sess['sessionId']}&before=x")[0] == 400
     assert ui.get(f"/api/messages?session={sess['sessionId']}&skip=-1")[0] == 400
     assert ui.get("/api/messages?session=nope")[0] == 404
     assert ui.get("/api/state?session=nope")[0] == 404
@@ -289,7 +295,15 @@ def test_page_shows_the_session_and_follows_the_cli_live(daemon: Daemon, env: di
     cli(daemon, env, "task", "set", "Port the parser to the new AST")
     show(browser, ui.url)
     assert browser.text("task") == "Port the parser to the new AST"
-    assert browser.text("leases") is not None  # the place for leases, empty until they exist
+    assert browser.text("leases") == "none"
+    cli(daemon, env, "lease", "acquire", "ticket:PROJ-142", "--ttl", "5m", "--owner", "agent-7")
+    wait_for(lambda: "ticket:PROJ-142 (agent-7, token" in (browser.text("leases") or ""), 5, "the lease")
+    token = browser.eval("document.getElementById('leases').textContent.match(/token (\\d+)/)[1]")
+    cli(daemon, env, "lease", "release", "ticket:PROJ-142", "--token", token)
+    wait_for(lambda: browser.text("leases") == "none", 5, "the released lease gone")
+    cli(daemon, env, "lease", "acquire", "short", "--ttl", "1s", "--owner", "agent-8")
+    wait_for(lambda: "short (agent-8" in (browser.text("leases") or ""), 5, "the short lease")
+    wait_for(lambda: browser.text("leases") == "none", 10, "the lease gone when its time ran out")
     # Changes made by CLI processes appear without a reload.
     cli(daemon, env, "task", "set", "Fix the flaky lexer test")
     wait_for(lambda: browser.text("task") == "Fix the flaky lexer test", 5, "the new task")
@@ -354,6 +368,25 @@ def test_page_pages_older_messages(daemon: Daemon, ui: UI, browser: Browser) -> 
         wait_for(lambda n=shown: len(messages(browser)) == n, 5, f"{shown} messages")
     assert messages(browser) == [f"m{i}" for i in range(119, -1, -1)]
     assert browser.eval("document.getElementById('older').hidden") is True
+
+
+@needs_chromium
+def test_page_pages_back_while_messages_arrive(daemon: Daemon, ui: UI, browser: Browser) -> None:
+    # "older" asks for the page before an index (getRecentMessages before): messages
+    # arriving between two clicks move nothing, and no message shows twice or is skipped.
+    s = daemon.session()
+    s.add_messages([{"role": "user", "content": f"m{i}"} for i in range(160)])
+    show(browser, ui.url)
+    browser.eval("document.getElementById('older').click()")
+    wait_for(lambda: len(messages(browser)) == 100, 5, "100 messages")
+    s.add_message("user", "m160")  # live: shown at the top
+    wait_for(lambda: messages(browser)[:1] == ["m160"], 5, "the new message")
+    while not browser.eval("document.getElementById('older').hidden"):
+        n = len(messages(browser))
+        browser.eval("document.getElementById('older').click()")
+        wait_for(lambda n=n: len(messages(browser)) > n, 5, "an older page")
+    assert messages(browser) == [f"m{i}" for i in range(160, -1, -1)]
+    s.close()
 
 
 @needs_chromium
@@ -467,3 +500,41 @@ def test_a_port_in_use_is_one_line_and_exit_1(daemon: Daemon, env: dict[str, str
         assert r.stdout == ""
     finally:
         taken.close()
+
+
+@needs_chromium
+def test_page_screenshot_shows_the_search(daemon: Daemon, env: dict[str, str], ui: UI, browser: Browser,
+                                          tmp_path: Path) -> None:
+    """The README's picture (docs/ui.png): a working session and a search in its box.
+    Written there when SESSIONMEM_UPDATE_SCREENSHOT=1; otherwise only to tmp_path."""
+    s = daemon.session()
+    s.create_session("reviewer", make_current=False)
+    r = daemon.session("reviewer")
+    r.set_current_task("Review PR #418: rate limiter for /v2/orders")
+    r.add_message("assistant", "The limiter's clock is mocked in the test: that is why it was flaky before.")
+    r.close()
+    cli(daemon, env, "task", "set", "Fix the N+1 query in GET /v2/orders (order lines loaded one by one)")
+    cli(daemon, env, "ticket", "set", "API-1287")
+    cli(daemon, env, "files", "track", "app/orders/views.py", "app/orders/serializers.py")
+    cli(daemon, env, "ctx", "set", "branch", '"fix/orders-n-plus-one"')
+    cli(daemon, env, "lease", "acquire", "ticket:API-1287", "--ttl", "30m", "--owner", "agent-2")
+    for role, text in [
+        ("user", "The orders list endpoint got slow again: p95 is 840 ms for 50 orders. Can you find out why?"),
+        ("assistant", "Profiling GET /v2/orders?limit=50: 51 SQL queries per request. "
+                      "OrderSerializer.get_lines() runs one SELECT per order."),
+        ("assistant", "Changed the queryset to prefetch_related('lines__product'). Now 3 queries per request."),
+        ("user", "Nice. Is the flaky orders test related?"),
+        ("assistant", "No: the flaky test was the clock in test_rate_limit; it is mocked now."),
+    ]:
+        cli(daemon, env, "msg", "add", role, text)
+    show(browser, ui.url)
+    browser.eval("document.getElementById('search-input').value = 'flaky';"
+                 "document.getElementById('search').requestSubmit()")
+    wait_for(lambda: browser.eval("document.querySelectorAll('#hits li.hit').length") == 3, 5, "three hits")
+    assert "ticket:API-1287 (agent-2" in (browser.text("leases") or "")
+    shot = tmp_path / "ui.png"
+    browser.screenshot(shot)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("SESSIONMEM_UPDATE_SCREENSHOT") == "1":
+        (Path(__file__).resolve().parents[1] / "docs" / "ui.png").write_bytes(shot.read_bytes())
+    s.close()

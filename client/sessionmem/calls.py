@@ -27,6 +27,11 @@ T = TypeVar("T")
 Params = dict[str, Any]
 
 
+
+def _before(before: int | None) -> dict[str, int]:
+    """getRecentMessages' ``before``: the messages before that index (paging back)."""
+    return {} if before is None else {"before": before}
+
 class Call(Generic[T]):
     """One wire call (or, with ``batch``, several sent as one JSON-RPC batch)."""
 
@@ -141,11 +146,11 @@ class Calls:
             return Call("getSessionId", self._s(), _none)  # nothing to add; still checks the session
         return Call("addMessage", None, _none, batch)
 
-    def get_recent_messages(self, count: int) -> Call[list[p.Message]]:
-        return Call("getRecentMessages", self._s({"count": count}))
+    def get_recent_messages(self, count: int, before: int | None = None) -> Call[list[p.Message]]:
+        return Call("getRecentMessages", self._s({"count": count, **_before(before)}))
 
-    def get_recent_full(self, count: int) -> Call[list[p.FullMessage]]:
-        return Call("getRecentMessages:full", self._s({"count": count, "full": True}))
+    def get_recent_full(self, count: int, before: int | None = None) -> Call[list[p.FullMessage]]:
+        return Call("getRecentMessages:full", self._s({"count": count, "full": True, **_before(before)}))
 
     def get_all_messages(self) -> Call[list[p.Message]]:
         return Call("getAllMessages", self._s())
@@ -239,6 +244,10 @@ class Calls:
 
     def restore(self) -> Call[None]:
         return Call("restore")
+
+    def sync(self) -> Call[p.SyncResult]:
+        """Returns once the daemon has applied every change committed before the call."""
+        return Call("sync")
 
     def hello(self) -> Call[p.HelloResult]:
         return Call("hello", hello_params())

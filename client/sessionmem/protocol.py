@@ -40,7 +40,7 @@ LEASE_HELD: Final = -32014  # a lease is held by another, or not with that token
 CAPABILITIES: Final = (
     "batch", "notifications", "pipelining", "durability", "snapshot", "restore",
     "revisions", "watch", "expect", "messageIds", "sessions", "messageData", "export",
-    "transact", "leases", "search", "listContext",
+    "transact", "leases", "search", "listContext", "store", "sync",
 )
 EXPORT_FORMAT: Final = 1  # the "format" of exportSession's header record
 
@@ -173,6 +173,9 @@ class GetRecentMessagesParams(_Params):
     count: Count
     full: bool = False  # messages with their id and data
     session: SessionRef = UNSET
+    # The `count` messages before this index (a session's history paged newest first);
+    # past the end it is the end.
+    before: Count | UnsetType = UNSET
 
 
 class GetAllMessagesParams(_Params):
@@ -363,10 +366,20 @@ class Stats(Struct):
     sessions: int = 0  # in the database
     sessionsLoaded: int = 0  # of them, held in memory now
     historyComplete: bool = True  # False while older messages of this session still load
+    # Where the sessions are kept: the SQLite file's path, or the PostgreSQL URL with its
+    # password masked; the project key in it (None on SQLite); and the revision up to
+    # which this daemon has applied every change (what `sync` returns).
+    store: str = ""
+    projectKey: str | None = None
+    appliedRevision: int = 0
 
 
 class WatchResult(Struct):
     revision: int
+
+
+class SyncResult(Struct):
+    revision: int  # every change committed before the call is applied up to here
 
 
 class FullMessage(Struct, omit_defaults=True, frozen=True):
@@ -568,6 +581,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "shutdown": MethodSpec(NoParams, None, False),
     "watch": MethodSpec(WatchParams, WatchResult, False),
     "unwatch": MethodSpec(NoParams, None, False),
+    "sync": MethodSpec(NoParams, SyncResult, False),
     "popMessage": MethodSpec(PopMessageParams, FullMessage | None, True),
     "trimMessages": MethodSpec(TrimMessagesParams, int, True),
     "createSession": MethodSpec(CreateSessionParams, SessionIdResult, True),

@@ -102,13 +102,18 @@ class SessionMethods:
         return self._run(self._calls.add_messages(messages))
 
     @overload
-    def get_recent_messages(self, count: int, full: Literal[False] = False) -> list[p.Message]: ...
+    def get_recent_messages(self, count: int, full: Literal[False] = False, *,
+                            before: int | None = None) -> list[p.Message]: ...
     @overload
-    def get_recent_messages(self, count: int, full: Literal[True]) -> list[p.FullMessage]: ...
-    def get_recent_messages(self, count: int, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+    def get_recent_messages(self, count: int, full: Literal[True], *,
+                            before: int | None = None) -> list[p.FullMessage]: ...
+    def get_recent_messages(self, count: int, full: bool = False, *,
+                            before: int | None = None) -> list[p.Message] | list[p.FullMessage]:
+        """The last ``count`` messages, oldest first; with ``before``, the ``count``
+        messages before that index (page a long history back, newest first)."""
         if full:
-            return self._run(self._calls.get_recent_full(count))
-        return self._run(self._calls.get_recent_messages(count))
+            return self._run(self._calls.get_recent_full(count, before))
+        return self._run(self._calls.get_recent_messages(count, before))
 
     @overload
     def get_all_messages(self, full: Literal[False] = False) -> list[p.Message]: ...
@@ -175,6 +180,9 @@ class SessionMethods:
 
     def restore(self) -> None:
         return self._run(self._calls.restore())
+
+    def sync(self) -> p.SyncResult:
+        return self._run(self._calls.sync())
 
     def hello(self) -> p.HelloResult:
         return self._run(self._calls.hello())
@@ -284,13 +292,18 @@ class AsyncSessionMethods:
         return await self._run(self._calls.add_messages(messages))
 
     @overload
-    async def get_recent_messages(self, count: int, full: Literal[False] = False) -> list[p.Message]: ...
+    async def get_recent_messages(self, count: int, full: Literal[False] = False, *,
+                                  before: int | None = None) -> list[p.Message]: ...
     @overload
-    async def get_recent_messages(self, count: int, full: Literal[True]) -> list[p.FullMessage]: ...
-    async def get_recent_messages(self, count: int, full: bool = False) -> list[p.Message] | list[p.FullMessage]:
+    async def get_recent_messages(self, count: int, full: Literal[True], *,
+                                  before: int | None = None) -> list[p.FullMessage]: ...
+    async def get_recent_messages(self, count: int, full: bool = False, *,
+                                  before: int | None = None) -> list[p.Message] | list[p.FullMessage]:
+        """The last ``count`` messages, oldest first; with ``before``, the ``count``
+        messages before that index (page a long history back, newest first)."""
         if full:
-            return await self._run(self._calls.get_recent_full(count))
-        return await self._run(self._calls.get_recent_messages(count))
+            return await self._run(self._calls.get_recent_full(count, before))
+        return await self._run(self._calls.get_recent_messages(count, before))
 
     @overload
     async def get_all_messages(self, full: Literal[False] = False) -> list[p.Message]: ...
@@ -355,6 +368,9 @@ class AsyncSessionMethods:
 
     async def restore(self) -> None:
         return await self._run(self._calls.restore())
+
+    async def sync(self) -> p.SyncResult:
+        return await self._run(self._calls.sync())
 
     async def hello(self) -> p.HelloResult:
         return await self._run(self._calls.hello())

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sessionmem import __version__, errors
 from sessionmem import protocol as p
@@ -27,6 +27,7 @@ from .replies import Replies
 from .rpc import Dispatcher
 from .server import Server
 from .state import SessionState
+from .turns import Turns
 
 log = logging.getLogger("sessionmemd")
 
@@ -55,6 +56,11 @@ class App:
         # a client told a store ($SESSIONMEM_STORE) compares before it writes.
         self.store = store
         self.project_key = project_key
+        # Several daemons on one store (PostgreSQL): write turns, and the listener that
+        # wakes them when another daemon commits (turns.py, pgshared.py).
+        self.turns: Turns | None = None
+        self._listener: Any = None
+        self._expiring = False
         self.durability = durability
         self.max_frame = max_frame
         self.host = host
@@ -124,7 +130,13 @@ class App:
     def expire_leases(self) -> None:
         """End the leases whose time passed (the lifecycle's lease timer). Under
         durability=always their changes are committed now, not at the next snapshot
-        (their notifications wait for the commit)."""
+        (their notifications wait for the commit). Several daemons on one store: in a
+        write turn, decided on the store's leases (a renewal elsewhere is no change)."""
+        if self.turns is not None:
+            if not self._expiring and self.host.leases.due(self.host.now()):
+                self._expiring = True
+                self.replies.track(asyncio.ensure_future(self._expire_in_turn(self.turns)))
+            return
         try:
             ended = self.host.expire_leases()
         except errors.SessionmemError as e:  # no revision is reserved yet: the timer retries
@@ -133,11 +145,24 @@ class App:
         if ended and self.durability == "always":
             self.snapshot_soon()
 
+    async def _expire_in_turn(self, turns: Turns) -> None:
+        try:
+            await turns.defer(self.host.expire_leases)
+        except errors.SessionmemError as e:  # the timer tries again
+            log.warning("leases due to expire wait: %s", e.message)
+        finally:
+            self._expiring = False
+
     # -- methods.Shell: the calls that need more than the session host ----------------
     async def snapshot(self) -> p.SnapshotResult:
         return await self.persister.snapshot()
 
     async def restore(self) -> None:
+        if self.turns is not None:
+            # Run by a write turn, which has just read the store: memory is what it holds,
+            # and nothing unsaved exists to drop (every change is committed by its turn).
+            log.info("restore: memory is what the store holds (revision %d)", self.host.revision)
+            return
         await self.loader.settled()  # calls already waiting for a session go first
         known, restored = await self.persister.load()
         cur = self.host.current
@@ -152,6 +177,27 @@ class App:
     async def shutdown_method(self) -> None:
         await self.persister.snapshot()
         asyncio.get_running_loop().call_soon(self.on_stop, "shutdown requested by a client")
+
+    @property
+    def applied_revision(self) -> int:
+        """Every change up to here is applied in this daemon. One daemon per store (SQLite):
+        all of them are its own. Several on PostgreSQL: the last revision read from or
+        committed to the store (while it is unreachable after a failed turn, memory may
+        hold that turn's changes beyond it, dropped on reconnecting)."""
+        if self.turns is not None:
+            return self.turns.committed
+        return self.host.revision
+
+    def sync(self) -> p.SyncResult | Any:
+        """SQLite (one daemon per file): no change is committed that this daemon has not
+        applied, so sync answers at once. Several daemons on PostgreSQL: once the changes
+        committed before the call are read and applied (a turn of its own)."""
+        if self.turns is not None:
+            return self._sync(self.turns)
+        return p.SyncResult(revision=self.applied_revision)
+
+    async def _sync(self, turns: Turns) -> p.SyncResult:
+        return p.SyncResult(revision=await turns.sync())
 
     def stats(self, s: SessionState) -> p.Stats:
         ps = self.persister
@@ -180,6 +226,10 @@ class App:
             sessions=len(self.host.known),
             sessionsLoaded=len(self.host.loaded),
             historyComplete=s.complete,
+            # The SQLite file's path (hello says "sqlite"), or the masked URL.
+            store=self.location if self.store == "sqlite" else self.store,
+            projectKey=self.project_key,
+            appliedRevision=self.applied_revision,
         )
 
     def hello(self, params: p.HelloParams) -> p.HelloResult:
@@ -215,7 +265,14 @@ class App:
         """The socket is bound: the store tells whoever looks for its writer."""
         self.socket_path = socket_path
         self.persister.store.announce(socket_path)
+        if self.turns is not None:  # another daemon's commit wakes a catch-up turn
+            self._listener = self.persister.store.listener(  # type: ignore[attr-defined]
+                self.turns.poke_threadsafe(asyncio.get_running_loop()))
 
     def close(self) -> None:
+        if self.turns is not None:
+            self.turns.close()
+        if self._listener is not None:
+            self._listener.close()
         self.loader.close()
         self.persister.close()  # closes the store: another daemon may write it now

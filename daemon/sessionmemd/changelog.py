@@ -160,6 +160,28 @@ class ChangeLog:
             self._trim()
         return len(older)
 
+    def truncate(self, last: int) -> int:
+        """Drop the changes after revision ``last`` (a write the store refused and lost:
+        they were never committed, published or acknowledged, and their revisions are
+        handed out again). Returns how many went."""
+        drop = min(self.last - last, len(self))
+        if drop <= 0:
+            return 0
+        frames = self._frames
+        self._bytes -= sum(len(f) for f in frames[len(frames) - drop:])
+        del frames[len(frames) - drop:]
+        del self._sessions[len(self._sessions) - drop:]
+        del self._ends[len(self._ends) - drop:]
+        if last < self._first - 1:  # all of it went: the log starts after ``last``
+            self._first = last + 1
+        return drop
+
+    def restart(self, last: int) -> None:
+        """Empty, the next change being ``last + 1`` (another daemon's changes could not
+        be read without a gap: watchers behind it hear they fell behind, and resume)."""
+        self._frames, self._sessions, self._ends = [], [], []
+        self._start, self._first, self._bytes = 0, last + 1, 0
+
     @classmethod
     def restored(cls, entries: Iterable[tuple[int, str, bytes]], last: int, **kw: int) -> ChangeLog:
         """A log holding ``entries`` (consecutive revisions ending at ``last``); any

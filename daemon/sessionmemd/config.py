@@ -28,6 +28,7 @@ from .rpc import Dispatcher
 from .server import Limits, Server
 from .sqlitestore import SqliteStore
 from .state import SessionState
+from .turns import Turns
 from .storage import Storage
 from .storeurl import SQLITE, mask
 
@@ -80,9 +81,9 @@ class Config:
         imported only then), else the SQLite file of paths.db."""
         if self.store_url is not None:
             assert self.project_key is not None  # storeurl.choose refuses a URL without one
-            from .pgstore import PgStore
+            from .pgshared import PgShared
 
-            return PgStore(self.store_url, self.project_key)
+            return PgShared(self.store_url, self.project_key)
         return SqliteStore(self.paths.db, fsync=self.fsync, recover=self.recover)
 
     def _assemble(self, store: Storage, mark: int, log_kept: bool, on_activity: Callable[[], None]) -> App:
@@ -125,6 +126,12 @@ class Config:
         replies = Replies(dispatcher, persister)
         app.attach(dispatcher, replies, Server(dispatcher, self.limits, on_activity, replies.later,
                                                on_close=app.connection_closed, on_drained=feed.drained))
+        if getattr(store, "shared", False):
+            # Several daemons on one PostgreSQL project: write turns (turns.py).
+            host.replays = True
+            host.set_reserved(1 << 62)  # revisions come from the project row, in each turn
+            app.turns = Turns(store, host, feed, dispatcher, loader.reset,  # type: ignore[arg-type]
+                              lambda: SessionState(new_session_id(), now_ms()), loader.complete)
         # Half the revision block is used: write the next reservation now.
         host.on_reserve = app.snapshot_soon
         return app

@@ -32,8 +32,9 @@ from msgspec import UNSET, Raw
 from sessionmem import errors
 from sessionmem import protocol as p
 
+from . import replay
 from .changelog import ChangeLog
-from .leases import Held, Leases, held_error
+from .leases import Held, LeaseRow, Leases, held_error
 from .state import Batch, SessionState
 from .transact import DryRun, Op, failed_at
 
@@ -113,6 +114,9 @@ class SessionHost:
         # moved (the lifecycle's lease timer re-arms).
         self.leases = Leases()
         self.on_leases: Callable[[], None] = lambda: None
+        # Several daemons on one store: other daemons' changes are replayed (replay.py).
+        self.replays = False
+        self.replays_since = revision  # the first revision replayed here is after this
 
     def set_reserved(self, mark: int) -> None:
         """The durable mark at start (store.reserve_revisions)."""
@@ -148,10 +152,17 @@ class SessionHost:
         return s
 
     def adopt(self, state: SessionState) -> None:
-        """A session the loader read from the database, now in memory."""
+        """A session the loader read from the database, now in memory. Several daemons on
+        one store (``replays``): brought forward by what was replayed while it was read."""
+        if (self.replays and state.session_id != self.current_id
+                and not replay.catch_up(state, self.log, self.replays_since)):
+            raise errors.PersistFailed(f"session {state.session_id!r} changed on another daemon while it "
+                                       f"was read here; nothing was changed, retry")
         self.loaded[state.session_id] = state
         self._used[state.session_id] = self.tick
-        if self.max_messages is not None and state.complete and state.messages_count > self.max_messages:
+        # Several daemons: no change outside a write turn (the next append trims it there).
+        if (self.max_messages is not None and not self.replays and state.complete
+                and state.messages_count > self.max_messages):
             self.trim_messages(state, self.max_messages)
 
     def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
@@ -547,6 +558,70 @@ class SessionHost:
         self._reserving = None  # a reservation among the dropped batches is void
         self._watermark = self.reserved - BLOCK // 2
         self._record(self._next("restore", current.session_id, current=current.session_id))
+
+    def resynced(self, current: SessionState, known: dict[str, int], committed: int,
+                 lease_rows: list[LeaseRow]) -> int:
+        """Back to what the store holds (several daemons on PostgreSQL, turns.py: after a
+        turn the store failed, or one that could not replay without a gap): the sessions
+        as reloaded, the revision of the last committed change, the ttl leases as stored.
+        What was applied in memory after ``committed`` is gone, not recorded as a change
+        (it was never committed, published or acknowledged; its revisions are handed out
+        again). The ephemeral leases of connections still open stay (they are never
+        stored) unless one of them was taken by a lost change. Returns how many changes
+        were dropped."""
+        self.loaded = {current.session_id: current}
+        self.known = known
+        self.known.setdefault(current.session_id, current.revision)
+        self.current_id = current.session_id
+        self._used = {current.session_id: self.tick}
+        self._dirty = {}
+        self._deleted = []
+        self._current_moved = False
+        self._unsaved_current(current)
+        dropped = self.log.truncate(committed)
+        self.revision = self._drained = committed
+        self._logged = min(self._logged, committed)
+        self._reserving = None  # a reservation among the lost batches is void
+        self._watermark = self.reserved - BLOCK // 2
+        ephemeral = [h for h in self.leases.held.values() if h.expires_at is None and h.token <= committed]
+        self.leases = Leases(lease_rows)
+        for h in ephemeral:
+            self.leases.held[h.name] = h  # not dirty: an ephemeral lease has no row
+        self.on_leases()
+        return dropped
+
+    # -- several daemons on one store (replay.py) ---------------------------------------
+    def drop_replayed(self, sid: str, deleted: bool = False) -> None:
+        """Another daemon deleted ``sid`` (or changed it in a way that is read anew): out
+        of memory, and out of the catalogue when deleted. Nothing is written for it."""
+        self.loaded.pop(sid, None)
+        self._used.pop(sid, None)
+        self._dirty.pop(sid, None)
+        if deleted:
+            self.known.pop(sid, None)
+
+    def absorb_replayed(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """What replay changed in memory is what the store holds already: nothing of it
+        is to be written (the sessions' deltas, the log rows, the leases). ``keep``: the
+        sessions whose own unwritten changes stay (a new current session made at start,
+        which takes no revision)."""
+        for sid, s in self.loaded.items():
+            if sid not in keep:
+                s.drain()
+        self._dirty = {sid: None for sid in self._dirty if sid in keep and sid in self.loaded}
+        self._deleted = []
+        self._current_moved = self._current_moved and self.current_id in keep
+        self.leases.dirty = {}
+        self._logged = self._drained = self.revision
+
+    def own_dirty(self) -> set[str]:
+        """The sessions with changes of this daemon not yet drained."""
+        return set(self._dirty)
+
+    def own_changes_pending(self) -> bool:
+        """Changes made here and not yet drained (shared mode: none between turns)."""
+        return bool(self._dirty or self._deleted or self._current_moved or self.leases.dirty
+                    or self.revision != self._drained)
 
     # -- persistence ----------------------------------------------------------------------
     @property

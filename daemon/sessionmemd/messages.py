@@ -117,6 +117,17 @@ class MessageLog:
     def all(self) -> bytes:
         return self.recent(len(self))
 
+    def between(self, lo: int, hi: int, full: bool = False) -> bytes:
+        """Messages ``lo`` to ``hi - 1`` as a JSON array, oldest first (paging back:
+        getRecentMessages ``before``); one slice of the buffer unless ``full``."""
+        lo, hi = max(0, lo), min(len(self), hi)
+        if hi <= lo:
+            return _EMPTY
+        if full:
+            return b"[" + b",".join(self.full(i) for i in range(lo, hi)) + b"]"
+        end = self._pos(hi) if hi < len(self) else len(self._buf)
+        return b"[" + self._buf[self._pos(lo) : end - 1] + b"]"
+
     def recent_full(self, count: int) -> bytes:
         """Like :meth:`recent`, each message with its id and data when it has them."""
         n = len(self)

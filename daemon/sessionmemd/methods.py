@@ -33,6 +33,7 @@ class Shell(Protocol):
     def shutdown_method(self) -> Coroutine[Any, Any, None]: ...
     def stats(self, session: SessionState) -> p.Stats: ...
     def hello(self, params: p.HelloParams) -> p.HelloResult: ...
+    def sync(self) -> p.SyncResult | Any: ...
 
 
 def _checked(value: Raw | Any, max_depth: int, field: str) -> Any:
@@ -120,6 +121,10 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
 
     def recent(a: p.GetRecentMessagesParams) -> Any:
         n = a.count
+        if a.before is not UNSET:  # paging back: loads the older history when the page needs it
+            before = a.before
+            return call(a.session, lambda s: s.messages_before(before, n, a.full),
+                        lambda s: s.needs_older_for(before, n))
         s = ready(a.session)
         if s is not None and (s.older == 0 or n <= s.loaded_messages):
             return s.recent_full(n) if a.full else s.recent_messages(n)
@@ -255,6 +260,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         "shutdown": lambda _: shell.shutdown_method(),
         "watch": watch,
         "unwatch": unwatch,
+        "sync": lambda _: shell.sync(),
         "popMessage": pop_message,
         "trimMessages": lambda a: write(a.session, fenced(a, lambda s: host.trim_messages(s, a.keep)), always),
         "createSession": create_session,

@@ -10,6 +10,9 @@ each drains the state's changes and writes them *after* any batch that failed
 before, in one transaction, so the store only ever moves forward through
 prefixes of what was acknowledged. A failed batch is kept and retried: nothing
 is dropped because the disk was full for a while.
+
+Several daemons sharing one PostgreSQL project commit every change in its write turn
+(turns.py): for them snapshots and the group commit have nothing to do.
 """
 
 from __future__ import annotations
@@ -109,11 +112,15 @@ class Persister:
         self.failures = 0
         self.written = 0
         self.last_duration_ms = 0.0  # of the last successful write: part of periodic's loss bound
+        # Several daemons on one store: write turns commit every change (turns.py).
+        self.turns = bool(getattr(store, "shared", False))
 
     # -- snapshots ---------------------------------------------------------------------
     async def snapshot(self, final: bool = False) -> p.SnapshotResult:
         """Write what changed; raise PersistFailed (changes kept for retry) on error.
         ``final``: the clean stop's last one (the exact revision mark, the change log)."""
+        if self.turns:
+            return p.SnapshotResult(False, 0, 0, 0, False, 0.0)
         async with self._lock:
             started = time.perf_counter()
             await self._check_store()
@@ -192,6 +199,9 @@ class Persister:
         ``callback(error)`` if that failed (the changes are kept and retried). Every
         caller of one loop turn, from every connection, shares one transaction, and
         the callbacks run right after it: no future, no task per write."""
+        if self.turns:
+            callback(None)  # committed by its turn already
+            return
         if not self._waiters and not self._committing:
             asyncio.get_running_loop().call_soon(self._start_commit)
         self._waiters.append(callback)

@@ -12,10 +12,10 @@ feed across daemons would wake on. It is imported here only, behind the extra
 What this store promises today: **one daemon per project key** in a database. The
 daemon takes a session-level advisory lock on the key (the single-writer rule that
 SQLite's flock is for a file) and holds it for its life; a second daemon on the same
-key is refused at start, saying so. Several daemons sharing one project (one total
-order of revisions across hosts, a feed across them, ``sync``) are the next step
-(issue 17) and are not reachable until they keep their promises; the design they
-will follow:
+key is refused at start, saying so. The daemon itself runs its subclass
+pgshared.PgShared, several daemons sharing one project (one total order of
+revisions across hosts, a feed across them, ``sync``; issue 17), which follows this
+design (with the project row's ``revisions_reserved`` as the exact last revision):
 
 * revisions are handed out inside the writing transaction by ``UPDATE
   sessionmem_projects SET revision = revision + n ... RETURNING`` (the row lock is
@@ -28,12 +28,13 @@ will follow:
   connection is retried with backoff and the changes table read from the applied
   revision on.
 
-Schema (version 1; additive migrations, a newer version is refused): a version
+Schema (version 3; additive migrations, a newer version is refused): a version
 table, ``sessionmem_projects`` (current session, reserved revision mark),
 ``sessionmem_sessions``, ``sessionmem_messages`` (a global identity column gives
 the order; an index on (project, session, seq) loads a session tail-first),
 ``sessionmem_files`` (tracking order by seq), ``sessionmem_context`` and
-``sessionmem_changes`` (the change log a clean stop leaves for the next start).
+``sessionmem_changes`` (the change log a clean stop leaves for the next start);
+2 adds ``sessionmem_leases``; 3 the search indexes (pgsearch.py).
 
 Durability: every commit is a PostgreSQL commit before the reply (the daemon runs
 ``always`` on this store); the changes of one loop turn share a transaction.
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import pgsearch
 from .listener import AlreadyRunning
 from .messages import MessageLog
 from .state import Batch, Changes, Restored
@@ -59,7 +61,7 @@ from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the schema from its index to the next; only ever appended to,
 # and each only adds (tables, columns with defaults, indexes).
@@ -126,6 +128,8 @@ _MIGRATIONS: list[str] = [
       PRIMARY KEY (project_key, name)
     );
     """,
+    # 3: searchMessages' full-text (and, where pg_trgm can be made, trigram) index.
+    pgsearch.MIGRATION,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -209,9 +213,11 @@ class PgReader:
             raise StoreError(str(e)) from e
 
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
-        # PostgreSQL's own full-text and trigram indexes are the next part of issue 20;
-        # until then a search here is refused, saying so, rather than answered badly.
-        raise StoreError("searchMessages is not available on the PostgreSQL store yet (SQLite only, for now)")
+        try:
+            with self._conn.transaction():  # the hits and their indexes: one snapshot
+                return pgsearch.search(self._conn, self._key, query)
+        except psycopg.Error as e:
+            raise StoreError(str(e)) from e
 
     def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
         try:
@@ -321,10 +327,7 @@ class PgStore:
                     "WHERE c.project_key = p.project_key) FROM sessionmem_projects p "
                     "WHERE p.project_key = %s", (key,)).fetchone() or (0, None)
                 self._feed = (int(mark), None if last is None else int(last))
-                self._leases: list[LeaseRow] = [
-                    (_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in conn.execute(
-                        "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
-                        "WHERE project_key = %s", (key,))]
+                self._leases: list[LeaseRow] = self._read_leases(conn)
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot use {self._where}: {_reason(e, url)}") from None
@@ -332,6 +335,11 @@ class PgStore:
             conn.close()
             raise
         self._conn = conn
+
+    def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
+        return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in c.execute(
+            "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
+            "WHERE project_key = %s", (self._key,))]
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(self._key),)).fetchone()
@@ -381,8 +389,9 @@ class PgStore:
             with c.transaction():
                 for b in batches:
                     rows += self._apply(c, b)
-        except psycopg.OperationalError as e:
-            raise StoreError(f"{self._where} is unreachable: {_reason(e, self._url)}") from None
+        except psycopg.Error as e:
+            how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
+            raise StoreError(f"{self._where} {how}: {_reason(e, self._url)}") from None
         return rows
 
     def _apply(self, c: psycopg.Connection[Any], b: Batch) -> int:

@@ -124,6 +124,15 @@ class Dispatcher:
         # batch) gets this error and runs nothing: the final snapshot must hold every
         # change that was acknowledged, and no change may follow it.
         self.refusing: errors.SessionmemError | None = None
+        # While the store cannot take writes (a PostgreSQL outage: turns.py), every
+        # mutating call gets this error before anything is applied; reads go on.
+        self.writes_refused: errors.SessionmemError | None = None
+        # Several daemons on one store (turns.py): a mutating call is run by the next
+        # write turn, decided on the store's latest state; the reply waits for it.
+        # A read behind such a write on one connection waits for it too (``deferring``:
+        # the connections with calls waiting for a turn), so it sees the write.
+        self.defer: Callable[[Callable[[], Any], Any], Coroutine[Any, Any, Any]] | None = None
+        self.deferring: dict[Any, int] = {}
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
@@ -232,6 +241,12 @@ class Dispatcher:
     ) -> bytes | Pending | None:
         if self.refusing is not None:
             return self._reply_error(rid, self.refusing)
+        if mutates and self.writes_refused is not None:
+            return self._reply_error(rid, self.writes_refused)
+        if self.defer is not None and (mutates or conn in self.deferring):
+            if method in self._with_conn:
+                return Pending(rid, self.defer(lambda: handler(params, conn), conn), None, False)
+            return Pending(rid, self.defer(lambda: handler(params), conn), None, False)
         try:
             result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:

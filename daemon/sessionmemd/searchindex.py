@@ -36,7 +36,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .storage import HitRow
-from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, substring_snippet
+from .searchpos import COUNTER, Positions
+from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, ascii_lower, substring_snippet
 
 log = logging.getLogger("sessionmemd")
 
@@ -56,12 +57,14 @@ CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5(
   tokenize='unicode61 remove_diacritics 2'
 )""", f"""
 CREATE TABLE IF NOT EXISTS {TABLE}_pending (id INTEGER PRIMARY KEY)
-""", f"DROP TRIGGER IF EXISTS {TABLE}_ai", f"DROP TRIGGER IF EXISTS {TABLE}_ad",
+""", f"CREATE TABLE IF NOT EXISTS {COUNTER} (n INTEGER NOT NULL)",
+    f"INSERT INTO {COUNTER} (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM {COUNTER})", f"DROP TRIGGER IF EXISTS {TABLE}_ai", f"DROP TRIGGER IF EXISTS {TABLE}_ad",
     f"DROP TRIGGER IF EXISTS {TABLE}_au", f"""
 CREATE TRIGGER {TABLE}_ai AFTER INSERT ON session_messages BEGIN
   INSERT OR IGNORE INTO {TABLE}_pending (id) VALUES (new.rowid);
 END""", f"""
 CREATE TRIGGER {TABLE}_ad AFTER DELETE ON session_messages BEGIN
+  UPDATE {COUNTER} SET n = n + 1;
   DELETE FROM {TABLE}_pending WHERE id = old.rowid;
   INSERT INTO {TABLE}({TABLE}, rowid, content) SELECT 'delete', old.rowid, old.content
     WHERE EXISTS (SELECT 1 FROM {TABLE}_docsize WHERE id = old.rowid);
@@ -235,10 +238,16 @@ class Indexer:
                 self._conn = None
 
 
-def search(c: sqlite3.Connection, q: Query, flushed: bool = True) -> tuple[list[HitRow], bool]:
+def search(c: sqlite3.Connection, q: Query, flushed: bool = True,
+           positions: Positions | None = None) -> tuple[list[HitRow], bool]:
     """The page of hits ``q`` asks for (``limit + 1`` rows, so the caller knows whether
     there is a next page), best first, each with its index in its session; and whether
-    the index was complete. One read transaction: the hits and their indexes agree."""
+    the index was complete. One read transaction: the hits and their indexes agree.
+
+    Ranked in two steps, because a common word matches a quarter of the rows: first
+    only rowid and bm25 of every match (the FTS5 table alone when nothing filters, so
+    nothing else is read per match; SQLite keeps the best ``limit + 1`` in its top-N
+    sorter), then the columns, the snippet and the index for the page's rows only."""
     where: list[str] = []
     args: list[object] = []
     if q.sessions is not None:
@@ -259,24 +268,45 @@ def search(c: sqlite3.Connection, q: Query, flushed: bool = True) -> tuple[list[
     try:
         complete = flushed and state(c) == "complete"
         if q.match is not None:
-            sql = (f"SELECT {cols} snippet({TABLE}, 0, ?, ?, '…', {SNIPPET_TOKENS}), bm25({TABLE}), "
-                   f"CAST(m.message_id AS TEXT) FROM {TABLE} JOIN session_messages m ON m.rowid = {TABLE}.rowid "
-                   f"WHERE {TABLE} MATCH ? {''.join(' AND ' + w for w in where)} "
-                   f"ORDER BY bm25({TABLE}), m.rowid DESC LIMIT ? OFFSET ?")
-            rows = c.execute(sql, (MARK_OPEN, MARK_CLOSE, q.match, *args, q.limit + 1, q.offset)).fetchall()
+            if where:
+                ranked = (f"SELECT m.rowid, bm25({TABLE}) FROM {TABLE} JOIN session_messages m "
+                          f"ON m.rowid = {TABLE}.rowid WHERE {TABLE} MATCH ? {''.join(' AND ' + w for w in where)} "
+                          f"ORDER BY bm25({TABLE}), m.rowid DESC LIMIT ? OFFSET ?")
+            else:
+                ranked = (f"SELECT rowid, bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ? "
+                          f"ORDER BY bm25({TABLE}), rowid DESC LIMIT ? OFFSET ?")
+            top = c.execute(ranked, (q.match, *args, q.limit + 1, q.offset)).fetchall()
+            one = (f"SELECT {cols} snippet({TABLE}, 0, ?, ?, '…', {SNIPPET_TOKENS}), CAST(m.message_id AS TEXT) "
+                   f"FROM {TABLE} JOIN session_messages m ON m.rowid = {TABLE}.rowid "
+                   f"WHERE {TABLE} MATCH ? AND {TABLE}.rowid = ?")
+            rows = []
+            for rowid, score in top:
+                r = c.execute(one, (MARK_OPEN, MARK_CLOSE, q.match, rowid)).fetchone()
+                if r is not None:
+                    rows.append((*r[:5], score, r[5]))
         else:
             # substring: a LIKE scan, newest first (searchquery.py: why not an index).
+            # SQLite's LIKE stops at a NUL (the wire allows one in any string): a row that
+            # holds one is matched in Python instead, as PostgreSQL matches it (pgsearch.py).
+            c.create_function("sessionmem_nul_like", 2, _nul_like, deterministic=True)
             sql = (f"SELECT {cols} CAST(m.content AS TEXT), 0.0, CAST(m.message_id AS TEXT) "
-                   f"FROM session_messages m WHERE CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' "
+                   f"FROM session_messages m WHERE (CAST(m.content AS TEXT) LIKE ? ESCAPE '\\' OR "
+                   f"instr(CAST(m.content AS BLOB), x'00') > 0 AND sessionmem_nul_like(m.content, ?)) "
                    f"{''.join(' AND ' + w for w in where)} ORDER BY m.rowid DESC LIMIT ? OFFSET ?")
-            rows, complete = _bounded(c, sql, (q.like, *args, q.limit + 1, q.offset))
+            rows, complete = _bounded(c, sql, (q.like, q.text, *args, q.limit + 1, q.offset))
             rows = [(*r[:4], substring_snippet(r[4], q.text), *r[5:]) for r in rows]
-        index = _indexes(c, [(r[1], r[0]) for r in rows])
+        index = (positions or Positions()).index(c, [(r[1], r[0]) for r in rows])
         hits = [(sid, index[sid, rowid], role, ts, snip, -float(score), mid)
                 for rowid, sid, role, ts, snip, score, mid in rows]
     finally:
         c.execute("COMMIT")
     return hits, complete
+
+
+def _nul_like(content: object, needle: str) -> bool:
+    """LIKE '%needle%' (ASCII case folded, as SQLite's) on content that holds a NUL."""
+    text = content.decode(errors="replace") if isinstance(content, bytes) else str(content)
+    return ascii_lower(needle) in ascii_lower(text.replace("\x00", ""))
 
 
 def _bounded(c: sqlite3.Connection, sql: str, args: tuple[object, ...],
@@ -297,17 +327,3 @@ def _bounded(c: sqlite3.Connection, sql: str, args: tuple[object, ...],
         return rows, False
     finally:
         c.set_progress_handler(None, 0)
-
-
-def _indexes(c: sqlite3.Connection, hits: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Each hit's position in its session (getAllMessages orders by rowid): per session,
-    its hits in rowid order, each counted on from the one before, so a page costs one
-    walk of the session's index up to its last hit, not one per hit."""
-    out: dict[tuple[str, int], int] = {}
-    for sid, rowid in sorted(set(hits)):
-        prev = next(((r, i) for (s, r), i in reversed(out.items()) if s == sid), None)
-        lo, base = (prev[0], prev[1]) if prev is not None else (-(2**63), 0)
-        n = c.execute("SELECT count(*) FROM session_messages WHERE session_id = ? AND rowid >= ? AND rowid < ?",
-                      (sid, lo, rowid)).fetchone()[0]
-        out[sid, rowid] = base + int(n)
-    return out

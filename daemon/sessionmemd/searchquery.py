@@ -130,7 +130,7 @@ def build(text: str, mode: str | None = None, sessions: tuple[str, ...] | None =
 def substring_snippet(content: str, needle: str, chars: int = SNIPPET_CHARS) -> str:
     """``content`` around the first case-insensitive (ASCII, as LIKE) occurrence of
     ``needle``, the match marked, cut ends shown as ``…``."""
-    at = _ascii_lower(content).find(_ascii_lower(needle))
+    at = ascii_lower(content).find(ascii_lower(needle))
     if at < 0:  # LIKE matched what this search did not (it should not): show the start
         return content[: 2 * chars] + ("…" if len(content) > 2 * chars else "")
     end = at + len(needle)
@@ -142,5 +142,5 @@ def substring_snippet(content: str, needle: str, chars: int = SNIPPET_CHARS) -> 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _ascii_lower(s: str) -> str:
+def ascii_lower(s: str) -> str:
     return s.translate(_ASCII_LOWER)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import searchindex, storeread
+from . import searchindex, searchpos, storeread
 from .dbcheck import BadDatabase, check_writable, move_aside
 from .leases import LeaseRow
 from .listener import DaemonLock
@@ -36,6 +36,7 @@ class SqliteReader:
     def __init__(self, conn: sqlite3.Connection, flush_index: Callable[[], bool]) -> None:
         self._conn = conn
         self._flush_index = flush_index  # the search index's queue, indexed before a search
+        self._positions = searchpos.Positions()  # hits' indexes without walking sessions
 
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         return storeread.load_session(self._conn, sid, revision, tail)
@@ -52,7 +53,7 @@ class SqliteReader:
 
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
         try:
-            return searchindex.search(self._conn, query, self._flush_index())
+            return searchindex.search(self._conn, query, self._flush_index(), self._positions)
         except sqlite3.DatabaseError as e:
             raise StoreError(str(e)) from e
 

@@ -246,6 +246,16 @@ class SessionState:
     def all_messages(self) -> Raw:
         return Raw(self._messages.all())
 
+    def messages_before(self, before: int, count: int, full: bool) -> Raw:
+        """The ``count`` messages before index ``before`` (clamped to the end), oldest
+        first; the caller has loaded them (:meth:`needs_older_for`)."""
+        stop = min(before, self.messages_count)
+        return Raw(self._messages.between(stop - count - self.older, stop - self.older, full))
+
+    def needs_older_for(self, before: int, count: int) -> bool:
+        """Whether the messages before ``before`` reach into the part not loaded yet."""
+        return self.older > 0 and min(before, self.messages_count) - count < self.older
+
     def newest_message(self) -> bytes | None:
         return self._messages.newest()
 

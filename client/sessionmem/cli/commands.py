@@ -253,6 +253,16 @@ def restore(c: Ctx) -> None:
 @_command
 @click.command()
 @pass_ctx
+def sync(c: Ctx) -> None:
+    """Return once the daemon has applied every change committed before (several hosts
+    on one PostgreSQL project); print the revision."""
+    r = c.session().sync()
+    c.out(r, f"revision {r.revision}")
+
+
+@_command
+@click.command()
+@pass_ctx
 def clear(c: Ctx) -> None:
     """Start a new, empty session (the old one is deleted). With --session ID: empty
     that session and keep its id."""

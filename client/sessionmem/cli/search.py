@@ -41,7 +41,8 @@ def search(c: Ctx, query: str, all_sessions: bool, roles: tuple[str, ...], mode:
                                     limit=limit, cursor=cursor)
     lines = [line(h) for h in r.hits] or ["no message matches"]
     if not r.complete:
-        lines.append("(the search index is still being built: some messages may be missing)")
+        lines.append("(incomplete: the search index is still being built, or a substring scan ran out of "
+                     "time; some messages may be missing)")
     if r.nextCursor is not None:
         lines.append(f"(more: --cursor {r.nextCursor})")
     c.out(r, "\n".join(lines))

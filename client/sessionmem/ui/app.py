@@ -162,40 +162,50 @@ class UI:
                 wanted = None  # the pinned session is gone: show the current one
                 continue
             s = self.client.bound(info.sessionId)
-            task, ticket, files, context, recent = await asyncio.gather(
+            task, ticket, files, context, recent, leases = await asyncio.gather(
                 s.get_current_task(), s.get_active_ticket(), s.get_open_files(), s.get_all_context(),
-                s.get_recent_messages(PAGE))
+                s.get_recent_messages(PAGE), self._leases(info.sessionId))
             after = _find(await self.client.list_sessions(), info.sessionId)
             if after is not None and after.revision == info.revision:
                 return _json({
                     "revision": revision, "sessions": infos, "follow": self.pinned is None,
                     "session": {"sessionId": info.sessionId, "revision": info.revision, "current": info.current,
                                 "startTime": info.startTime, "task": task, "ticket": ticket, "files": files,
-                                "context": context, "messages": recent, "messagesCount": after.messagesCount},
+                                "context": context, "messages": recent, "messagesCount": after.messagesCount,
+                                "leases": leases},
                 })
         return _json({"error": "the session changes too fast to read; try again"}, 503)
 
+    async def _leases(self, sid: str) -> list[p.Lease] | None:
+        """The session's live leases; None from a daemon without them (no `leases`)."""
+        try:
+            return await self.client.list_leases(sid)
+        except errors.MethodNotFound:
+            return None
+
     async def messages(self, request: Request) -> Response:
-        """``limit`` messages before the newest ``skip`` (those the page holds), oldest
-        first, at the session's ``revision`` (the page checks it holds that revision)."""
+        """``limit`` messages before index ``before`` (paging back: getRecentMessages
+        ``before``), oldest first, at the session's ``revision`` (the page checks it holds
+        that revision). ``skip`` instead of ``before``: before the newest ``skip``."""
         sid = request.query_params.get("session", "")
         try:
-            skip = int(request.query_params.get("skip", "0"))
+            before = _int(request.query_params.get("before"))
+            skip = _int(request.query_params.get("skip"))
             limit = min(int(request.query_params.get("limit", str(PAGE))), MAX_PAGE)
         except ValueError:
-            return _json({"error": "skip and limit are integers"}, 400)
-        if skip < 0 or limit < 0:
-            return _json({"error": "skip and limit are >= 0"}, 400)
+            return _json({"error": "before, skip and limit are integers"}, 400)
+        if (before or 0) < 0 or (skip or 0) < 0 or limit < 0:
+            return _json({"error": "before, skip and limit are >= 0"}, 400)
         for _ in range(CONSISTENT_TRIES):
             info = _find(await self.client.list_sessions(), sid)
             if info is None:
                 return _json({"error": f"no session {sid}"}, 404)
-            # No offset in the protocol: the newest skip + limit, of which the oldest limit.
-            recent = await self.client.bound(sid).get_recent_messages(skip + limit)
+            at = before if before is not None else max(0, info.messagesCount - (skip or 0))
+            page = await self.client.bound(sid).get_recent_messages(limit, before=at)
             after = _find(await self.client.list_sessions(), sid)
             if after is not None and after.revision == info.revision:
-                page = recent[: max(0, len(recent) - skip)]
-                return _json({"revision": info.revision, "messages": page, "messagesCount": after.messagesCount})
+                return _json({"revision": info.revision, "messages": page, "messagesCount": after.messagesCount,
+                              "before": max(0, min(at, after.messagesCount) - len(page))})
         return _json({"error": "the session changes too fast to read; try again"}, 503)
 
     async def search(self, request: Request) -> Response:
@@ -232,6 +242,10 @@ class UI:
 
 def _find(infos: list[p.SessionInfo], sid: str | None) -> p.SessionInfo | None:
     return next((i for i in infos if i.sessionId == sid), None)
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)
 
 
 def _revision(text: str | None) -> int | None:

@@ -62,6 +62,7 @@ async function load(sid) {
     const s = st.session;
     view.sid = s.sessionId; view.rev = s.revision; view.total = s.messagesCount;
     view.task = s.task; view.ticket = s.ticket; view.files = s.files.slice(); view.context = s.context;
+    view.leases = s.leases;  // null: the daemon has no leases (older than protocol 3)
     if (!view.pinned) view.follow = view.follow || s.current;
     renderSessions(st.sessions);
     renderDetail();
@@ -143,6 +144,10 @@ function apply(ch) {
     case "deleteContext": delete view.context[ch.key]; renderDetail(); break;
     case "trackOpenFile": if (!view.files.includes(ch.filePath)) view.files.push(ch.filePath); renderDetail(); break;
     case "untrackFile": view.files = view.files.filter((f) => f !== ch.filePath); renderDetail(); break;
+    case "acquireLease":
+      view.leases = (view.leases || []).filter((l) => l.name !== ch.lease.name).concat([ch.lease]); renderDetail(); break;
+    case "releaseLease": case "leaseExpired":
+      view.leases = (view.leases || []).filter((l) => l.name !== ch.lease.name); renderDetail(); break;
     case "deleteSession": loadSoon(null); break;  // the shown session is gone: show the current one
     default: loadSoon(view.sid);  // popMessage, trimMessages, clear, importSession, restore: re-read it
   }
@@ -190,6 +195,11 @@ function renderDetail() {
   $("follow").textContent = view.pinned ? "pinned by --session" : view.follow ? "following the current session" : "not following";
   setText("task", view.task, "none");
   setText("ticket", view.ticket, "none");
+  // Name, owner, token: what the feed keeps current (a renewal moves the expiry without
+  // a change, so the page does not show one it cannot keep right).
+  setText("leases", view.leases === null ? null : view.leases.map((l) =>
+    l.name + " (" + l.owner + ", token " + l.token + (l.expiresAt === null ? ", until its connection closes" : "") +
+    ")").join("; "), view.leases === null ? "not available (this daemon has no leases)" : "none");
   const files = $("files");
   files.replaceChildren(...view.files.map((f) => el("li", null, f)));
   $("files-count").textContent = String(view.files.length);
@@ -245,7 +255,10 @@ function renderCount() {
 async function older() {
   const sid = view.sid;
   for (let tries = 0; tries < 20 && sid === view.sid; tries++) {
-    const r = await api("/api/messages?session=" + encodeURIComponent(sid) + "&skip=" + view.held + "&limit=" + PAGE);
+    // The page holds the newest view.held of view.total: the page before them, by index
+    // (getRecentMessages before), so a deep page costs what a first one does.
+    const before = Math.max(0, view.total - view.held);
+    const r = await api("/api/messages?session=" + encodeURIComponent(sid) + "&before=" + before + "&limit=" + PAGE);
     if (sid !== view.sid) return;
     if (r.revision === view.rev && !view.loading) {  // read at the revision the page shows: they fit
       $("messages").append(...r.messages.slice().reverse().map(messageItem));

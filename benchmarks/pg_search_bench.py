@@ -1,0 +1,93 @@
+"""searchMessages on the PostgreSQL store (pgsearch.py): p50 of `words` queries through
+the store's reader (tsvector, GIN, ts_rank, snippets, indexes) ÷ p50 of an `ILIKE
+'%term%'` scan of the same rows, in one run, on a throwaway cluster (tests/pgcluster.py).
+The same corpus and query mix as search_bench.py (Zipf words, ranks 5, 50, 500, 5000),
+at a smaller size by default: loading goes through the generated column.
+
+    .venv/bin/python benchmarks/pg_search_bench.py [--messages 200000] [--queries 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from pgcluster import Cluster  # noqa: E402
+from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--queries", type=int, default=40)
+    a = ap.parse_args()
+    import psycopg
+
+    from sessionmemd import searchquery
+    from sessionmemd.pgstore import PgReader, PgStore
+
+    cluster = Cluster()
+    cluster.start()
+    try:
+        url = cluster.create_database("searchbench")
+        PgStore(url, "k").close()  # the schema, with the search column and indexes
+        words = vocabulary()
+        rng = random.Random(11)
+        cum, total = [], 0.0
+        for i in range(len(words)):
+            total += 1 / (i + 1)
+            cum.append(total)
+        t = time.perf_counter()
+        with psycopg.connect(url) as c:
+            for s in range(SESSIONS):
+                c.execute("INSERT INTO sessionmem_sessions (project_key, id, start_time) VALUES ('k', %s, 0)",
+                          (f"s{s}",))
+            with c.cursor().copy("COPY sessionmem_messages (project_key, session_id, role, content, ts) "
+                                 "FROM STDIN") as cp:
+                for i in range(a.messages):
+                    text = " ".join(rng.choices(words, cum_weights=cum, k=WORDS_PER_MESSAGE))
+                    cp.write_row(("k", f"s{i % SESSIONS}", b"user", text.encode(), 1_700_000_000_000 + i))
+            c.execute("ANALYZE sessionmem_messages")
+        load = time.perf_counter() - t
+        rng = random.Random(5)
+        ranks = [5, 50, 500, 5000]
+        picked = [rng.choice(ranks) for _ in range(a.queries)]
+        terms = [words[r + rng.randint(0, 3)] for r in picked]
+        reader = PgReader(url, "k")
+        try:
+            reader.search(searchquery.build("warmup", sessions=None))
+            ms = []
+            for term in terms:
+                t = time.perf_counter()
+                reader.search(searchquery.build(term, sessions=None))
+                ms.append((time.perf_counter() - t) * 1000)
+        finally:
+            reader.close()
+        like = []
+        with psycopg.connect(url) as c:
+            c.execute("SET enable_bitmapscan = off")  # the scan itself, not the trigram index
+            for term in terms[: max(5, a.queries // 4)]:
+                t = time.perf_counter()
+                c.execute("SELECT seq, session_id, role, ts, content FROM sessionmem_messages "
+                          "WHERE project_key = 'k' AND sessionmem_search_text(content) ILIKE %s",
+                          (f"%{term}%",)).fetchall()
+                like.append((time.perf_counter() - t) * 1000)
+        p50, scan = statistics.median(ms), statistics.median(like)
+        print(f"messages: {a.messages:,} (loaded through the generated column in {load:.1f} s)")
+        print(f"words query p50 (store reader): {p50:.2f} ms; ILIKE scan p50: {scan:.2f} ms; ratio {p50 / scan:.4f}")
+        print("  p50 by the word's rank: " + ", ".join(
+            f"{r}: {statistics.median(x for x, k in zip(ms, picked) if k == r):.2f} ms" for r in ranks if r in picked))
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Several daemons on one project in PostgreSQL: the store's side (design §12).
+
+Every daemon of a project key holds a *shared* advisory lock on it (a daemon of the
+single-writer kind, which takes it exclusively, is refused, and refuses these). The
+order of changes is the project row's: a write turn (turns.py) opens a transaction,
+locks that row (``SELECT ... FOR UPDATE``), reads the changes committed after this
+daemon's revision (replay.py applies them), lets the turn's calls decide against that
+memory, then writes their rows, their ``changed`` frames into ``sessionmem_changes``
+and the new revision into the project row, sends ``NOTIFY`` and commits. The row lock
+is held from the read to the commit, so no two daemons give out one revision, and
+each decides on the latest committed state.
+
+``revisions_reserved`` of the project row is the exact last revision here (a
+single-writer daemon reserves blocks ahead; a block's unused rest is a gap the
+shared daemons step over). The changes table keeps the last KEEP revisions.
+
+Blocking calls, made one at a time on the persister's writer thread, like the rest of
+the seam; :class:`Listener` waits for notifications on a thread and connection of its
+own and wakes the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from . import replay
+from .changelog import KEEP
+from .leases import LeaseRow
+from .pgstore import PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, load_session
+from .state import Batch, Restored
+from .storage import Catalogue, StoreError
+from .storeurl import mask
+
+log = logging.getLogger("sessionmemd")
+
+# A write turn waits at most this long for the project's row (another daemon's turn):
+# then its calls fail with -32004 and the daemon reads the store anew, rather than hang
+# behind a daemon whose host stopped answering in the middle of a turn.
+LOCK_TIMEOUT = "10s"
+# PostgreSQL ends a turn's transaction idle this long (its daemon gone without closing
+# the connection: a host powered off), so the row it holds is free again.
+IDLE_TIMEOUT = "60s"
+
+
+def channel(project_key: str) -> str:
+    """The NOTIFY channel of a project (an identifier: a hash, not the key itself)."""
+    return "sessionmem_" + hashlib.sha256(project_key.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Fetched:
+    """What a turn read: the revision now, the changes after the daemon's, the sessions
+    to put in anew (replay.fresh), or everything (``full``), and the ttl leases."""
+
+    revision: int
+    rows: list[replay.Row] = field(default_factory=list)
+    fresh: dict[str, Restored | None] = field(default_factory=dict)
+    full: tuple[Catalogue, Restored | None] | None = None
+    leases: list[LeaseRow] | None = None  # None: not read (replay keeps the table)
+
+
+class PgSharedReader(PgReader):
+    def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
+        # The session's own revision as stored with it (not the caller's idea of it): the
+        # loader brings it forward from there with what was replayed meanwhile.
+        try:
+            with self._conn.transaction():
+                row = self._conn.execute("SELECT revision FROM sessionmem_sessions WHERE project_key = %s "
+                                         "AND id = %s", (self._key, sid)).fetchone()
+                return None if row is None else load_session(self._conn, self._key, sid, int(row[0]), tail)
+        except psycopg.Error as e:
+            raise StoreError(str(e)) from e
+
+
+class PgShared(PgStore):
+    """storage.Storage for one of several daemons of a project key."""
+
+    shared = True  # persist.Persister: every change is committed by its turn
+
+    def _lock(self, conn: psycopg.Connection[Any]) -> None:
+        got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_lock_id(self._key),)).fetchone()
+        if not (got and got[0]):
+            raise ProjectBusy(
+                f"a sessionmemd of an older kind (one daemon per project key) serves project key "
+                f"{self._key!r} in {mask(self._url)}; stop it, or upgrade it, first")
+
+    def reserve_revisions(self, block: int) -> tuple[int, bool]:
+        # Nothing is reserved: each turn takes its revisions under the row lock. The log
+        # in the store is read back from the last revision down (what is contiguous).
+        mark, _logged = self._feed
+        return mark, True
+
+    def reader(self) -> PgSharedReader:
+        return PgSharedReader(self._url, self._key)
+
+    # -- turns ---------------------------------------------------------------------------
+    def fetch(self, applied: int, loaded: frozenset[str], current: str, lock: bool, full: bool = False,
+              own_pending: bool = False, leases: bool = True) -> Fetched:
+        """Open a turn: with ``lock``, a transaction holding the project row until
+        :meth:`finish` or :meth:`abort`; without, a consistent read (sync, a NOTIFY).
+        The changes after ``applied``, and what replay needs besides; the ttl leases
+        with ``leases`` (a renewal on another daemon is no change: only the table has
+        it; a daemon that knows no lease has none to refresh, as every acquisition is
+        a change it replays)."""
+        c = self._live()
+        try:
+            # BEGIN and the row in one round trip (bound here, sent as one simple query).
+            cur = psycopg.ClientCursor(c)
+            cur.execute(("BEGIN ISOLATION LEVEL READ COMMITTED; " if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ; ")
+                        + f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; "
+                        + f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'; "
+                        + "SELECT revisions_reserved, current_session FROM sessionmem_projects WHERE project_key = %s"
+                        + (" FOR UPDATE" if lock else ""), (self._key,))
+            for _ in range(3):  # past BEGIN and the two SETs, to the row
+                cur.nextset()
+            row = cur.fetchone()
+            assert row is not None  # made at open
+            now, db_current = int(row[0]), row[1]
+            got = Fetched(now)
+            if now > applied:
+                got.rows = [(int(r), str(s), bytes(f)) for r, s, f in c.execute(
+                    "SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s "
+                    "AND revision > %s AND revision <= %s ORDER BY revision", (self._key, applied, now))]
+            whole = [r[0] for r in got.rows] == list(range(applied + 1, now + 1))
+            if own_pending and db_current is not None and db_current != current:
+                full = True  # another daemon made the project's first session: take it, not ours
+            wanted = replay.fresh(got.rows, loaded) if whole and not full else {replay.FULL}
+            if replay.FULL in wanted:
+                got.full = self._load(c)
+            else:
+                for sid in wanted:
+                    r = c.execute("SELECT revision FROM sessionmem_sessions WHERE project_key = %s AND id = %s",
+                                  (self._key, sid)).fetchone()
+                    got.fresh[sid] = None if r is None else load_session(c, self._key, sid, int(r[0]), self._tail)
+            if leases or got.full is not None:
+                got.leases = self._read_leases(c)
+            if not lock:
+                c.execute("COMMIT")
+            return got
+        except psycopg.Error as e:
+            self._rollback(c)
+            raise StoreError(f"{self._where} is unreachable: {_reason(e, self._url)}") from None
+        except BaseException:
+            self._rollback(c)
+            raise
+
+    def finish(self, batch: Batch | None, revision: int) -> None:
+        """Write the turn's changes (their rows and frames), the new revision, wake the
+        other daemons, commit."""
+        c = self._live()
+        try:
+            sql: list[str] = []
+            args: list[Any] = []
+            if batch is not None:
+                # The frames and the sessions' revisions go with the commit (below), in
+                # one statement each; the rest is the store's own writing (pgstore).
+                log_rows, marks = batch.log_rows, batch.marks
+                batch.log_rows, batch.marks = [], []
+                # Older changes go when the revision passes a thousand: not a DELETE per turn.
+                crossed = log_rows and (revision - len(log_rows)) // 1000 != revision // 1000
+                batch.log_floor = max(0, revision - KEEP) if crossed else None
+                if len(batch) or batch.deleted or batch.log_floor is not None:
+                    self._apply(c, batch)
+                for i in range(0, len(log_rows), 1000):
+                    chunk = log_rows[i:i + 1000]
+                    sql.append("INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) VALUES "
+                               + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)))
+                    for r, s, f in chunk:
+                        args += (self._key, r, s, f)
+                for sid, rev in marks:
+                    sql.append("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s")
+                    args += (rev, self._key, sid)
+            # The frames, the revision, the wake-up and the commit in one round trip.
+            sql += ["UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
+                    "SELECT pg_notify(%s, %s)", "COMMIT"]
+            args += (revision, self._key, channel(self._key), str(revision))
+            psycopg.ClientCursor(c).execute("; ".join(sql), args)
+        except psycopg.Error as e:
+            self._rollback(c)
+            how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
+            raise StoreError(f"{self._where} {how}: {_reason(e, self._url)}") from None
+
+    def abort(self) -> None:
+        if self._conn is not None:
+            self._rollback(self._conn)
+
+    @staticmethod
+    def _rollback(c: psycopg.Connection[Any]) -> None:
+        try:
+            if not c.closed and not c.broken:
+                c.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+
+    def listener(self, wake: Callable[[int | None], None]) -> Listener:
+        return Listener(self._url, channel(self._key), wake, self._where)
+
+
+class Listener:
+    """``LISTEN`` on a thread and connection of its own: ``wake`` (thread-safe) is called
+    on every notification with the revision it announces, and once a second besides
+    with None (a notification sent while the connection was being made again is not
+    lost that way)."""
+
+    def __init__(self, url: str, chan: str, wake: Callable[[int | None], None], where: str) -> None:
+        self._url = url
+        self._chan = chan
+        self._wake = wake
+        self._where = where
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                with _connect(self._url) as conn:
+                    conn.execute(f"LISTEN {self._chan}")
+                    delay = 0.05
+                    self._wake(None)  # what was sent while not listening
+                    while not self._stop.is_set():
+                        revision = None
+                        for n in conn.notifies(timeout=1.0, stop_after=1):
+                            revision = int(n.payload) if n.payload.isdigit() else None
+                            break
+                        self._wake(revision)
+            except Exception as e:  # the server gone, a refused connection: again, later
+                log.debug("listening on %s: %s", self._where, e)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def close(self) -> None:
+        self._stop.set()
