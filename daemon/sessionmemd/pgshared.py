@@ -33,7 +33,8 @@ import psycopg
 from . import replay
 from .changelog import KEEP
 from .leases import LeaseRow
-from .pgstore import PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, load_session
+from .pgstore import (LEASES, PgReader, PgStore, ProjectBusy, Statements, _connect, _lock_id, _reason,
+                      lease_rows, load_session)
 from .state import Batch, Restored
 from .storage import Catalogue, StoreError
 from .storeurl import mask
@@ -47,6 +48,10 @@ LOCK_TIMEOUT = "10s"
 # PostgreSQL ends a turn's transaction idle this long (its daemon gone without closing
 # the connection: a host powered off), so the row it holds is free again.
 IDLE_TIMEOUT = "60s"
+# The most statements a turn sends in one query (a message is one): a small turn's
+# writing and commit are one round trip; an import's thousands of rows go in parts
+# of this many, so no query text grows without bound.
+CHUNK = 500
 
 
 def channel(project_key: str) -> str:
@@ -111,23 +116,34 @@ class PgShared(PgStore):
         a change it replays)."""
         c = self._live()
         try:
-            # BEGIN and the row in one round trip (bound here, sent as one simple query).
+            # BEGIN, the row, the changes after ours and the leases in one round trip
+            # (bound here, sent as one simple query). The changes are read by a
+            # statement after the row's: under READ COMMITTED it sees every commit
+            # made before the row lock was granted, and none can come after it (each
+            # needs that lock); a join in the locking statement would not (PostgreSQL
+            # rechecks a locked row, not the rows joined to it).
             cur = psycopg.ClientCursor(c)
             cur.execute(("BEGIN ISOLATION LEVEL READ COMMITTED; " if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ; ")
                         + f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; "
                         + f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'; "
                         + "SELECT revisions_reserved, current_session FROM sessionmem_projects WHERE project_key = %s"
-                        + (" FOR UPDATE" if lock else ""), (self._key,))
+                        + (" FOR UPDATE; " if lock else "; ")
+                        + "SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s "
+                          "AND revision > %s AND revision <= (SELECT revisions_reserved FROM sessionmem_projects "
+                          "WHERE project_key = %s) ORDER BY revision"
+                        + ("; " + LEASES if leases else ""),
+                        (self._key, self._key, applied, self._key) + ((self._key,) if leases else ()))
             for _ in range(3):  # past BEGIN and the two SETs, to the row
                 cur.nextset()
             row = cur.fetchone()
             assert row is not None  # made at open
             now, db_current = int(row[0]), row[1]
             got = Fetched(now)
-            if now > applied:
-                got.rows = [(int(r), str(s), bytes(f)) for r, s, f in c.execute(
-                    "SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s "
-                    "AND revision > %s AND revision <= %s ORDER BY revision", (self._key, applied, now))]
+            cur.nextset()
+            got.rows = [(int(r), str(s), bytes(f)) for r, s, f in cur.fetchall()]
+            if leases:
+                cur.nextset()
+                got.leases = lease_rows(cur.fetchall())
             whole = [r[0] for r in got.rows] == list(range(applied + 1, now + 1))
             if own_pending and db_current is not None and db_current != current:
                 full = True  # another daemon made the project's first session: take it, not ours
@@ -139,7 +155,7 @@ class PgShared(PgStore):
                     r = c.execute("SELECT revision FROM sessionmem_sessions WHERE project_key = %s AND id = %s",
                                   (self._key, sid)).fetchone()
                     got.fresh[sid] = None if r is None else load_session(c, self._key, sid, int(r[0]), self._tail)
-            if leases or got.full is not None:
+            if got.full is not None and got.leases is None:
                 got.leases = self._read_leases(c)
             if not lock:
                 c.execute("COMMIT")
@@ -153,11 +169,11 @@ class PgShared(PgStore):
 
     def finish(self, batch: Batch | None, revision: int) -> None:
         """Write the turn's changes (their rows and frames), the new revision, wake the
-        other daemons, commit."""
+        other daemons, commit: one simple query for a turn of up to CHUNK statements
+        (a round trip), more for a bigger one (an import), the last ending in COMMIT."""
         c = self._live()
         try:
-            sql: list[str] = []
-            args: list[Any] = []
+            out = Statements()
             if batch is not None:
                 # The frames and the sessions' revisions go with the commit (below), in
                 # one statement each; the rest is the store's own writing (pgstore).
@@ -167,21 +183,24 @@ class PgShared(PgStore):
                 crossed = log_rows and (revision - len(log_rows)) // 1000 != revision // 1000
                 batch.log_floor = max(0, revision - KEEP) if crossed else None
                 if len(batch) or batch.deleted or batch.log_floor is not None:
-                    self._apply(c, batch)
+                    self._apply_to(out, batch)
                 for i in range(0, len(log_rows), 1000):
                     chunk = log_rows[i:i + 1000]
-                    sql.append("INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) VALUES "
-                               + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)))
-                    for r, s, f in chunk:
-                        args += (self._key, r, s, f)
+                    out.execute("INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) VALUES "
+                                + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)),
+                                [x for r, s, f in chunk for x in (self._key, r, s, f)])
                 for sid, rev in marks:
-                    sql.append("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s")
-                    args += (rev, self._key, sid)
-            # The frames, the revision, the wake-up and the commit in one round trip.
-            sql += ["UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
-                    "SELECT pg_notify(%s, %s)", "COMMIT"]
-            args += (revision, self._key, channel(self._key), str(revision))
-            psycopg.ClientCursor(c).execute("; ".join(sql), args)
+                    out.execute("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s",
+                                (rev, self._key, sid))
+            out.execute("UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
+                        (revision, self._key))
+            out.execute("SELECT pg_notify(%s, %s)", (channel(self._key), str(revision)))
+            out.execute("COMMIT")
+            # Bound on the client: the values are rendered as literals into the text
+            # (bytea as hex), which is what lets several statements go as one query.
+            cur = psycopg.ClientCursor(c)
+            for sql, args in out.chunks(CHUNK):
+                cur.execute(sql, args)
         except psycopg.Error as e:
             self._rollback(c)
             how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"

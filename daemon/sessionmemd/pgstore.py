@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -175,6 +175,36 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> None:
             conn.execute("UPDATE sessionmem_schema SET version = %s", (SCHEMA_VERSION,))
 
 
+class Sink(Protocol):
+    """Where :meth:`PgStore._apply_to` sends its statements: a psycopg cursor, or
+    :class:`Statements`."""
+
+    def execute(self, query: str, params: Sequence[Any] = ..., /) -> object: ...
+    def executemany(self, query: str, params_seq: Iterable[Sequence[Any]], /) -> object: ...
+
+
+class Statements:
+    """Statements collected, not sent: a write turn (pgshared) sends them with its frames,
+    revision, NOTIFY and COMMIT as one simple query, the values bound on the client
+    (psycopg.ClientCursor), so a small turn's writing is one round trip. A message each
+    is one INSERT each, in order: the identity column numbers them as executemany did."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Sequence[Any]]] = []
+
+    def execute(self, query: str, params: Sequence[Any] = (), /) -> None:
+        self.statements.append((query, params))
+
+    def executemany(self, query: str, params_seq: Iterable[Sequence[Any]], /) -> None:
+        self.statements += ((query, params) for params in params_seq)
+
+    def chunks(self, size: int) -> Iterable[tuple[str, list[Any]]]:
+        """The statements as queries of at most ``size`` each, with their values."""
+        for i in range(0, len(self.statements), size):
+            part = self.statements[i:i + size]
+            yield "; ".join(q for q, _ in part), [x for _, params in part for x in params]
+
+
 class PgReader:
     """storage.Reader on a connection of its own; each read one REPEATABLE READ
     transaction, so it is consistent in itself while the writer writes."""
@@ -288,6 +318,13 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
                     revision=revision, older=older, older_cursor=cursor if older else 0)
 
 
+LEASES = "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases WHERE project_key = %s"
+
+
+def lease_rows(rows: Iterable[tuple[Any, ...]]) -> list[LeaseRow]:
+    return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in rows]
+
+
 def session_rows(c: psycopg.Connection[Any], key: str) -> dict[str, SessionRow]:
     msgs = dict(c.execute("SELECT session_id, count(*) FROM sessionmem_messages WHERE project_key = %s "
                           "GROUP BY session_id", (key,)).fetchall())
@@ -337,9 +374,7 @@ class PgStore:
         self._conn = conn
 
     def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
-        return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in c.execute(
-            "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
-            "WHERE project_key = %s", (self._key,))]
+        return lease_rows(c.execute(LEASES, (self._key,)))
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(self._key),)).fetchone()
@@ -395,47 +430,52 @@ class PgStore:
         return rows
 
     def _apply(self, c: psycopg.Connection[Any], b: Batch) -> int:
-        key = self._key
         with c.cursor() as cur:
-            for sid in b.deleted:
-                for table in ("sessionmem_messages", "sessionmem_files", "sessionmem_context"):
-                    cur.execute(f"DELETE FROM {table} WHERE project_key = %s AND session_id = %s", (key, sid))
-                cur.execute("DELETE FROM sessionmem_sessions WHERE project_key = %s AND id = %s", (key, sid))
-            for ch in b.sessions:
-                self._apply_session(cur, ch)
-            if b.marks:
-                cur.executemany("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s",
-                                [(rev, key, sid) for sid, rev in b.marks])
-            if b.current is not None:
-                cur.execute("UPDATE sessionmem_projects SET current_session = %s WHERE project_key = %s",
-                            (b.current, key))
-            if b.reserve is not None:
-                cur.execute("UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
-                            (b.reserve, key))
-            if b.log_rows:
-                cur.executemany(
-                    "INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT (project_key, revision) DO UPDATE SET "
-                    "session_id = excluded.session_id, frame = excluded.frame",
-                    [(key, r, s, f) for r, s, f in b.log_rows])
-            if b.log_floor is not None:
-                cur.execute("DELETE FROM sessionmem_changes WHERE project_key = %s AND revision < %s",
-                            (key, b.log_floor))
-            for name, row in b.leases:
-                if row is None:
-                    cur.execute("DELETE FROM sessionmem_leases WHERE project_key = %s AND name = %s",
-                                (key, _b(name)))
-                else:
-                    n, owner, token, expires_at, ttl_ms, sid = row
-                    cur.execute(
-                        "INSERT INTO sessionmem_leases (project_key, name, owner, token, expires_at, ttl_ms, "
-                        "session_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_key, name) DO UPDATE "
-                        "SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at, "
-                        "ttl_ms = excluded.ttl_ms, session_id = excluded.session_id",
-                        (key, _b(n), _b(owner), token, expires_at, ttl_ms, sid))
+            self._apply_to(cur, b)
         return len(b)
 
-    def _apply_session(self, cur: psycopg.Cursor[Any], ch: Changes) -> None:
+    def _apply_to(self, cur: Sink, b: Batch) -> None:
+        """The batch's statements, executed by ``cur`` (a cursor), or collected by it
+        (:class:`Statements`) to go out later in one round trip."""
+        key = self._key
+        for sid in b.deleted:
+            for table in ("sessionmem_messages", "sessionmem_files", "sessionmem_context"):
+                cur.execute(f"DELETE FROM {table} WHERE project_key = %s AND session_id = %s", (key, sid))
+            cur.execute("DELETE FROM sessionmem_sessions WHERE project_key = %s AND id = %s", (key, sid))
+        for ch in b.sessions:
+            self._apply_session(cur, ch)
+        if b.marks:
+            cur.executemany("UPDATE sessionmem_sessions SET revision = %s WHERE project_key = %s AND id = %s",
+                            [(rev, key, sid) for sid, rev in b.marks])
+        if b.current is not None:
+            cur.execute("UPDATE sessionmem_projects SET current_session = %s WHERE project_key = %s",
+                        (b.current, key))
+        if b.reserve is not None:
+            cur.execute("UPDATE sessionmem_projects SET revisions_reserved = %s WHERE project_key = %s",
+                        (b.reserve, key))
+        if b.log_rows:
+            cur.executemany(
+                "INSERT INTO sessionmem_changes (project_key, revision, session_id, frame) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (project_key, revision) DO UPDATE SET "
+                "session_id = excluded.session_id, frame = excluded.frame",
+                [(key, r, s, f) for r, s, f in b.log_rows])
+        if b.log_floor is not None:
+            cur.execute("DELETE FROM sessionmem_changes WHERE project_key = %s AND revision < %s",
+                        (key, b.log_floor))
+        for name, row in b.leases:
+            if row is None:
+                cur.execute("DELETE FROM sessionmem_leases WHERE project_key = %s AND name = %s",
+                            (key, _b(name)))
+            else:
+                n, owner, token, expires_at, ttl_ms, sid = row
+                cur.execute(
+                    "INSERT INTO sessionmem_leases (project_key, name, owner, token, expires_at, ttl_ms, "
+                    "session_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_key, name) DO UPDATE "
+                    "SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at, "
+                    "ttl_ms = excluded.ttl_ms, session_id = excluded.session_id",
+                    (key, _b(n), _b(owner), token, expires_at, ttl_ms, sid))
+
+    def _apply_session(self, cur: Sink, ch: Changes) -> None:
         key, sid = self._key, ch.session_id
         if ch.wiped:
             for table in ("sessionmem_messages", "sessionmem_files", "sessionmem_context"):
