@@ -9,18 +9,32 @@ daemons ÷ on the same daemon. The PostgreSQL server is a throwaway cluster on a
 the ratio compares the stores' round trips, not the disks).
 
     .venv/bin/python benchmarks/pg_bench.py [--n 3000] [--json out.json]
+
+With ``--before REV`` the PostgreSQL figures are also measured for the daemon of git
+revision REV (its ``daemon`` and ``client`` folders unpacked from ``git archive``, run
+with PYTHONPATH), in the same run on the same cluster: ``--rounds`` rounds, each
+timing REV's daemons and this tree's one after the other (the order swapped every
+round, a fresh database each), so the machine's load, which moves by the second
+here, falls on both alike; each figure is the median of its rounds, with this tree's
+÷ REV's.
+
+    .venv/bin/python benchmarks/pg_bench.py --before main --rounds 3 [--n 3000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -111,13 +125,34 @@ def p50(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def shared(url: str, tmp: Path, n: int) -> dict[str, float]:
+def code_of(rev: str, into: Path) -> dict[str, str]:
+    """The daemon's code at git revision ``rev``, unpacked under ``into``: the env
+    (PYTHONPATH) that makes ``python -m sessionmemd`` run it."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "daemon", "client"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return {"PYTHONPATH": f"{into / 'daemon'}{os.pathsep}{into / 'client'}"}
+
+
+def daemon(tmp: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """bench.sessionmemd, run with ``env`` added to the environment (another revision)."""
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        return sessionmemd(tmp, name, *args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def shared(url: str, tmp: Path, n: int, env: dict[str, str] | None = None) -> dict[str, float]:
     """Two daemons (own folders, sockets) of one project key in PostgreSQL."""
     out: dict[str, float] = {}
     ds = []
     for name in ("hostA", "hostB"):
         (tmp / name).mkdir()
-        ds.append(sessionmemd(tmp / name, name, "--store", url, "--project-key", "shared-bench"))
+        ds.append(daemon(tmp / name, name, "--store", url, "--project-key", "shared-bench", env=env))
     try:
         a, b = (d.sock for d in ds)
         writes(a, 200, "warm")
@@ -159,11 +194,60 @@ def run(n: int) -> dict[str, float]:
     return out
 
 
+def postgresql(cluster: Cluster, tmp: Path, n: int, env: dict[str, str] | None) -> dict[str, float]:
+    """The PostgreSQL figures of one daemon's code (``env``: another revision's), each
+    part on a fresh database: one daemon, then two of one project key."""
+    tmp.mkdir()
+    out: dict[str, float] = {}
+    d = daemon(tmp, "pg", "--store", cluster.create_database(tmp.name), "--project-key", "bench", env=env)
+    try:
+        writes(d.sock, 200, "warm")
+        out["postgresqlSequentialPerSec"] = round(writes(d.sock, n, "seq"), 1)
+        out["postgresql8WritersPerSec"] = round(parallel(d.sock, n, 8), 1)
+    finally:
+        d.stop()
+    out.update(shared(cluster.create_database(tmp.name + "_shared"), tmp, n, env))
+    return out
+
+
+def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
+    """The PostgreSQL figures of REV's daemon and of this tree's, alternately, in one run."""
+    cluster = Cluster()
+    cluster.start()
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    try:
+        with tempfile.TemporaryDirectory() as td:
+            tmp = Path(td)
+            env = code_of(rev, tmp / "before-code")
+            for r in range(rounds):
+                for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                    got = postgresql(cluster, tmp / f"{which}{r}", n, env if which == "before" else None)
+                    print(which, r, json.dumps(got), flush=True)
+                    runs[which].append(got)
+    finally:
+        cluster.destroy()
+    out: dict[str, Any] = {"before": rev, "rounds": runs}
+    for k in runs["after"][0]:
+        b = statistics.median(x[k] for x in runs["before"])
+        a = statistics.median(x[k] for x in runs["after"])
+        out[k] = {"before": b, "after": a, "afterOverBefore": round(a / b, 3)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--json")
+    ap.add_argument("--before", metavar="REV", default=None,
+                    help="the PostgreSQL figures of git revision REV's daemon and this tree's, alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: rounds of both")
     a = ap.parse_args()
+    if a.before is not None:
+        compared = before_after(a.before, a.n, a.rounds)
+        print(json.dumps({k: v for k, v in compared.items() if k != "rounds"}, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(compared))
+        return
     figures = run(a.n)
     print(json.dumps(figures, indent=2))
     if a.json:
