@@ -114,3 +114,16 @@ def test_pg_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures["postgresql8WritersOn2DaemonsPerSec"] > 0 and figures["writers8On2DaemonsRatio"] > 0
     assert figures["feedSameDaemonP50Ms"] > 0 and figures["feedCrossDaemonP50Ms"] > 0
+
+
+def test_pg_bench_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """--before REV: REV's daemon (from git archive) and this tree's, each round, one cluster."""
+    out = tmp_path / "pg.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_bench.py"), "--n", "40", "--before", "HEAD", "--rounds", "1",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["before"] == "HEAD" and len(figures["rounds"]["before"]) == len(figures["rounds"]["after"]) == 1
+    seq = figures["postgresqlSequentialPerSec"]
+    assert seq["before"] > 0 and seq["after"] > 0 and seq["afterOverBefore"] > 0
+    assert figures["postgresql8WritersOn2DaemonsPerSec"]["afterOverBefore"] > 0
