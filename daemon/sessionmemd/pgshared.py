@@ -71,6 +71,12 @@ class Fetched:
     leases: list[LeaseRow] | None = None  # None: not read (replay keeps the table)
 
 
+# The changes after a revision, up to the project row's (what a turn replays).
+CHANGES = ("SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s AND revision > %s "
+           "AND revision <= (SELECT revisions_reserved FROM sessionmem_projects WHERE project_key = %s) "
+           "ORDER BY revision")
+
+
 class PgSharedReader(PgReader):
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         # The session's own revision as stored with it (not the caller's idea of it): the
@@ -107,43 +113,48 @@ class PgShared(PgStore):
 
     # -- turns ---------------------------------------------------------------------------
     def fetch(self, applied: int, loaded: frozenset[str], current: str, lock: bool, full: bool = False,
-              own_pending: bool = False, leases: bool = True) -> Fetched:
+              own_pending: bool = False, leases: bool = True, expect: bool = True) -> Fetched:
         """Open a turn: with ``lock``, a transaction holding the project row until
         :meth:`finish` or :meth:`abort`; without, a consistent read (sync, a NOTIFY).
         The changes after ``applied``, and what replay needs besides; the ttl leases
         with ``leases`` (a renewal on another daemon is no change: only the table has
         it; a daemon that knows no lease has none to refresh, as every acquisition is
-        a change it replays)."""
+        a change it replays). ``expect``: changes after ``applied`` are likely (another
+        daemon announced them), so they are asked for with the row; otherwise only when
+        the row says so, one more round trip (a daemon alone pays nothing for them)."""
         c = self._live()
         try:
-            # BEGIN, the row, the changes after ours and the leases in one round trip
-            # (bound here, sent as one simple query). The changes are read by a
-            # statement after the row's: under READ COMMITTED it sees every commit
-            # made before the row lock was granted, and none can come after it (each
-            # needs that lock); a join in the locking statement would not (PostgreSQL
-            # rechecks a locked row, not the rows joined to it).
+            # BEGIN, the row (and the changes after ours, the leases) in one round trip,
+            # bound here and sent as one simple query. The changes are read by a
+            # statement after the row's: under READ COMMITTED it sees every commit made
+            # before the row lock was granted, and none can come after it (each needs
+            # that lock); a join in the locking statement would not (PostgreSQL rechecks
+            # a locked row, not the rows joined to it).
             cur = psycopg.ClientCursor(c)
             cur.execute(("BEGIN ISOLATION LEVEL READ COMMITTED; " if lock else "BEGIN ISOLATION LEVEL REPEATABLE READ; ")
                         + f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; "
                         + f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'; "
                         + "SELECT revisions_reserved, current_session FROM sessionmem_projects WHERE project_key = %s"
-                        + (" FOR UPDATE; " if lock else "; ")
-                        + "SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s "
-                          "AND revision > %s AND revision <= (SELECT revisions_reserved FROM sessionmem_projects "
-                          "WHERE project_key = %s) ORDER BY revision"
+                        + (" FOR UPDATE" if lock else "")
+                        + ("; " + CHANGES if expect else "")
                         + ("; " + LEASES if leases else ""),
-                        (self._key, self._key, applied, self._key) + ((self._key,) if leases else ()))
+                        (self._key,) + ((self._key, applied, self._key) if expect else ())
+                        + ((self._key,) if leases else ()))
             for _ in range(3):  # past BEGIN and the two SETs, to the row
                 cur.nextset()
             row = cur.fetchone()
             assert row is not None  # made at open
             now, db_current = int(row[0]), row[1]
             got = Fetched(now)
-            cur.nextset()
-            got.rows = [(int(r), str(s), bytes(f)) for r, s, f in cur.fetchall()]
+            if expect:
+                cur.nextset()
+                got.rows = [(int(r), str(s), bytes(f)) for r, s, f in cur.fetchall()]
             if leases:
                 cur.nextset()
                 got.leases = lease_rows(cur.fetchall())
+            if not expect and now > applied:  # committed, not announced yet
+                got.rows = [(int(r), str(s), bytes(f))
+                            for r, s, f in c.execute(CHANGES, (self._key, applied, self._key))]
             whole = [r[0] for r in got.rows] == list(range(applied + 1, now + 1))
             if own_pending and db_current is not None and db_current != current:
                 full = True  # another daemon made the project's first session: take it, not ours

@@ -81,6 +81,9 @@ class Turns:
         self.turns = 0  # write turns committed (stats, benchmarks)
         self.in_turn = False  # a write turn is running its calls (under the row lock)
         self.outages = 0
+        # The newest revision another daemon announced (NOTIFY): a turn asks for the
+        # changes with its first query only when some are expected (pgshared.fetch).
+        self._announced = 0
         dispatcher.defer = self.defer
 
     # -- what the dispatcher, the lifecycle and sync hand in ------------------------------
@@ -119,8 +122,10 @@ class Turns:
         """Another daemon may have committed (a NOTIFY with its revision, the heartbeat
         with None): catch up, unless that revision is applied here already (this
         daemon's own commits notify it too) or a turn is due anyway."""
-        if revision is not None and revision <= self._host.revision:
-            return
+        if revision is not None:
+            if revision <= self._host.revision:
+                return
+            self._announced = max(self._announced, revision)
         self._schedule()  # a turn with nothing to run reads
 
     def poke_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int | None], None]:
@@ -171,7 +176,7 @@ class Turns:
         host = self._host
         return await self._run_blocking(self._store.fetch, host.revision, frozenset(host.loaded),  # type: ignore[no-any-return]
                                         host.current_id, lock, False, host.own_changes_pending(),
-                                        bool(host.leases.held))
+                                        bool(host.leases.held), self._announced > host.revision)
 
     async def _read(self) -> None:
         try:
