@@ -16,7 +16,8 @@ with PYTHONPATH), in the same run on the same cluster: ``--rounds`` rounds, each
 timing REV's daemons and this tree's one after the other (the order swapped every
 round, a fresh database each), so the machine's load, which moves by the second
 here, falls on both alike; each figure is the median of its rounds, with this tree's
-÷ REV's.
+÷ REV's; and once a round SQLite ``always`` (this tree's), for the issue's ratios of
+both.
 
     .venv/bin/python benchmarks/pg_bench.py --before main --rounds 3 [--n 3000]
 """
@@ -214,12 +215,22 @@ def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
     """The PostgreSQL figures of REV's daemon and of this tree's, alternately, in one run."""
     cluster = Cluster()
     cluster.start()
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": [], "sqlite": []}
     try:
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)
             env = code_of(rev, tmp / "before-code")
             for r in range(rounds):
+                # The SQLite baseline (this tree's, durability always) once a round: the
+                # issue's ratios for both revisions.
+                d = sessionmemd(tmp, f"sqlite{r}", "--durability", "always")
+                try:
+                    writes(d.sock, 200, "warm")
+                    runs["sqlite"].append({"sqliteSequentialPerSec": round(writes(d.sock, n, "seq"), 1),
+                                           "sqlite8WritersPerSec": round(parallel(d.sock, n, 8), 1)})
+                finally:
+                    d.stop()
+                print("sqlite", r, json.dumps(runs["sqlite"][-1]), flush=True)
                 for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
                     got = postgresql(cluster, tmp / f"{which}{r}", n, env if which == "before" else None)
                     print(which, r, json.dumps(got), flush=True)
@@ -231,6 +242,13 @@ def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
         b = statistics.median(x[k] for x in runs["before"])
         a = statistics.median(x[k] for x in runs["after"])
         out[k] = {"before": b, "after": a, "afterOverBefore": round(a / b, 3)}
+    for k in runs["sqlite"][0]:
+        out[k] = statistics.median(x[k] for x in runs["sqlite"])
+    # The issue's ratios, each round's PostgreSQL figure over the same round's SQLite one.
+    for name, pg, lite in (("sequentialRatio", "postgresqlSequentialPerSec", "sqliteSequentialPerSec"),
+                           ("writers8On2DaemonsRatio", "postgresql8WritersOn2DaemonsPerSec", "sqlite8WritersPerSec")):
+        out[name] = {which: round(statistics.median(x[pg] / y[lite] for x, y in zip(runs[which], runs["sqlite"])), 3)
+                     for which in ("before", "after")}
     return out
 
 

@@ -127,3 +127,4 @@ def test_pg_bench_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
     seq = figures["postgresqlSequentialPerSec"]
     assert seq["before"] > 0 and seq["after"] > 0 and seq["afterOverBefore"] > 0
     assert figures["postgresql8WritersOn2DaemonsPerSec"]["afterOverBefore"] > 0
+    assert figures["writers8On2DaemonsRatio"]["before"] > 0 and figures["writers8On2DaemonsRatio"]["after"] > 0
