@@ -10,6 +10,12 @@ and the new revision into the project row, sends ``NOTIFY`` and commits. The row
 is held from the read to the commit, so no two daemons give out one revision, and
 each decides on the latest committed state.
 
+A write turn is two round trips to the server: BEGIN + the row lock (+ the changes
+another daemon announced, + the leases) as one query; then its rows, frames, revision,
+NOTIFY and COMMIT as one more (client-bound: :class:`pgstore.Statements`), in parts
+of CHUNK statements for a big turn. One more when the row shows changes nobody
+announced yet, or when sessions must be read anew.
+
 ``revisions_reserved`` of the project row is the exact last revision here (a
 single-writer daemon reserves blocks ahead; a block's unused rest is a gap the
 shared daemons step over). The changes table keeps the last KEEP revisions.
