@@ -305,14 +305,15 @@ def test_a_turn_waits_for_the_project_row_at_most_ten_seconds(
 
 def test_a_turn_bigger_than_one_query_commits_whole_and_in_order(
         make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
-    """A turn's writing goes as one query of at most pgshared.CHUNK statements (a
-    message is one); a bigger turn (an import of 1,200 messages, and 40 writes
-    pipelined into one turn) goes in several, the last with the COMMIT: all of it is
-    there, in order, on another daemon and on one started afterwards from the store."""
-    from sessionmemd.pgshared import CHUNK
+    """A small turn's writing and commit go as one query, its values bound on the
+    client (40 writes pipelined into one turn; quotes, %s, backslashes, NUL in the
+    text); a turn of more than pgshared.SMALL rows (an import of 1,200 messages) sends
+    its rows first: all of it is there, in order, with its ids, on another daemon and
+    on one started afterwards from the store."""
+    from sessionmemd.pgshared import SMALL
 
     a, b = (d.conn() for d in daemons(make_daemon, pg_url, tmp_path, 2))
-    n = 2 * CHUNK + 200
+    n = 6 * SMALL
     records: list[dict[str, Any]] = [{"type": "session", "format": 1, "sessionId": "big", "startTime": 1,
                                       "currentTask": "t", "activeTicket": None, "messages": n}]
     records += [{"type": "message", "role": "user", "content": f"m{i} 'q' %s \\ \x00", "timestamp": i,
@@ -321,14 +322,30 @@ def test_a_turn_bigger_than_one_query_commits_whole_and_in_order(
     # Many calls sent at once run in one turn (group commit): one query's worth and more.
     for i in range(40):
         a.send(json.dumps({"jsonrpc": "2.0", "id": 1000 + i, "method": "addMessage",
-                           "params": {"role": "user", "content": f"p{i}", "session": "big"}}).encode() + b"\n")
+                           "params": {"role": "user", "content": f"p{i} 'q' %s \\ \x00", "session": "big",
+                                      "id": f"p-{i}"}}).encode() + b"\n")
     for _ in range(40):
         assert "error" not in a.recv()
-    want = [f"m{i} 'q' %s \\ \x00" for i in range(n)] + [f"p{i}" for i in range(40)]
+    want = [f"m{i} 'q' %s \\ \x00" for i in range(n)] + [f"p{i} 'q' %s \\ \x00" for i in range(40)]
     b.result("sync")
     assert [m["content"] for m in b.result("getAllMessages", {"session": "big"})] == want
     # The ids went with their messages: a retry through the other daemon is no new one.
     b.result("addMessage", {"role": "user", "content": "again", "session": "big", "id": "id-7"})
+    b.result("addMessage", {"role": "user", "content": "again", "session": "big", "id": "p-7"})
     later = make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / "later", name="later").conn()
     later.result("sync")
     assert [m["content"] for m in later.result("getAllMessages", {"session": "big"})] == want
+
+
+def test_statements_go_in_parts_with_their_values() -> None:
+    """pgstore.Statements: the collected statements as queries of at most ``size``,
+    each with exactly its own statements' values, in order."""
+    from sessionmemd.pgstore import Statements
+
+    out = Statements()
+    out.execute("A")
+    out.executemany("B %s %s", [(1, 2), (3, 4)])
+    out.execute("COMMIT")
+    out.execute("C %s", ("x",))
+    assert list(out.chunks(2)) == [("A; B %s %s", [1, 2]), ("B %s %s; COMMIT", [3, 4]), ("C %s", ["x"])]
+    assert list(out.chunks(10)) == [("A; B %s %s; B %s %s; COMMIT; C %s", [1, 2, 3, 4, "x"])]
