@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import os
 import random
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from ...protocol import ContextEntry, ContextPage
 from ...session import Session
 from ...typed import SessionMethods
 from . import keys as k
+from .connection import Connection
 
 PAGE = 100  # checkpoints per listContext page (each carries its whole checkpoint)
 WRITES_PAGE = 1000  # pending writes per page (the daemon's default and a fair reply size)
@@ -52,7 +52,7 @@ PendingWrites = list[tuple[str, str, Any]]  # (module level: the class's ``list`
 RETRIES = 20  # optimistic put_writes rounds before giving up (another writer kept winning)
 
 
-class SessionmemSaver(BaseCheckpointSaver[str]):
+class SessionmemSaver(Connection, BaseCheckpointSaver[str]):
     """A ``BaseCheckpointSaver`` (sync and async) over a project's sessionmemd.
 
     ``SessionmemSaver()`` finds the project from the working directory as every client
@@ -63,31 +63,8 @@ class SessionmemSaver(BaseCheckpointSaver[str]):
     def __init__(self, *, project: str | os.PathLike[str] | None = None,
                  socket: str | os.PathLike[str] | None = None, autostart: bool = True,
                  client: Session | None = None, serde: SerializerProtocol | None = None) -> None:
-        super().__init__(serde=serde)
-        self._project, self._socket, self._autostart = project, socket, autostart
-        self._client = client
-        self._own = client is None
-        self._lock = threading.Lock()
-
-    # -- the connection ------------------------------------------------------------------
-    @property
-    def client(self) -> Session:
-        with self._lock:
-            if self._client is None:
-                self._client = Session(project=self._project, socket=self._socket, autostart=self._autostart)
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._own and self._client is not None:
-                self._client.close()
-            self._client = None
-
-    def __enter__(self) -> SessionmemSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        BaseCheckpointSaver.__init__(self, serde=serde)
+        Connection.__init__(self, project, socket, autostart, client)
 
     def _thread(self, thread_id: str) -> SessionMethods:
         return self.client.bound(k.thread_session(thread_id))

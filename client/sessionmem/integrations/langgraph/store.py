@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -41,6 +40,7 @@ from ... import errors
 from ...session import Session
 from ...typed import SessionMethods
 from . import keys as k
+from .connection import Connection
 from .match import compare_values, does_match
 
 try:
@@ -54,7 +54,7 @@ CHUNK = 4000  # puts per transact (each may take two ops; the daemon takes 10,00
 RETRIES = 20
 
 
-class SessionmemStore(BaseStore):
+class SessionmemStore(Connection, BaseStore):
     """A ``BaseStore`` over a project's sessionmemd (``project``/``socket``/``autostart``
     as for every client, or an open ``client``); ``session_id`` names the session."""
 
@@ -62,29 +62,8 @@ class SessionmemStore(BaseStore):
                  socket: str | os.PathLike[str] | None = None, autostart: bool = True,
                  client: Session | None = None) -> None:
         self.session_id = session_id
-        self._project, self._socket, self._autostart = project, socket, autostart
-        self._client = client
-        self._own = client is None
-        self._lock = threading.Lock()
+        Connection.__init__(self, project, socket, autostart, client)
 
-    @property
-    def client(self) -> Session:
-        with self._lock:
-            if self._client is None:
-                self._client = Session(project=self._project, socket=self._socket, autostart=self._autostart)
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._own and self._client is not None:
-                self._client.close()
-            self._client = None
-
-    def __enter__(self) -> SessionmemStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def _s(self) -> SessionMethods:
