@@ -10,8 +10,6 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-
-
 PROTOCOL_VERSION: Final = 3
 JSONRPC: Final = "2.0"
 

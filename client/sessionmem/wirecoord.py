@@ -5,13 +5,9 @@ all or none). Fencing's ``lease`` param is in wirebase.py: every mutating call h
 
 from __future__ import annotations
 
-
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from .wirebase import (
-    Fence, Revision, SessionRef, TtlMs,
-    LeaseName, LeaseOwner, _Params,
-)
+from .wirebase import Fence, LeaseName, LeaseOwner, Revision, SessionRef, TtlMs, _Params
 
 
 class TransactOp(_Params):

@@ -10,7 +10,17 @@ from typing import Any, Generic
 from msgspec import UNSET, Raw, Struct, UnsetType
 
 from .wirebase import (
-    Count, EpochMs, Expect, Fence, MessageId, Revision, Role, SessionRef, T, JSONRPC, _Params,
+    JSONRPC,
+    Count,
+    EpochMs,
+    Expect,
+    Fence,
+    MessageId,
+    Revision,
+    Role,
+    SessionRef,
+    T,
+    _Params,
 )
 from .wirecoord import Lease
 

@@ -4,12 +4,9 @@ hello (versions, capabilities, the store) and getStats.
 
 from __future__ import annotations
 
-
 from msgspec import UNSET, Struct, UnsetType
 
-from .wirebase import (
-    _Params,
-)
+from .wirebase import _Params
 
 
 class HelloParams(_Params):

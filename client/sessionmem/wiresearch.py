@@ -8,10 +8,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .wirebase import (
-    EpochMs, SessionRef, _Params,
-)
-
+from .wirebase import EpochMs, SessionRef, _Params
 
 # listContext's page size: a page of framework records (checkpoints, events) in one
 # reply, bounded so that one call cannot build an unbounded reply.

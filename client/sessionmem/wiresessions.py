@@ -4,12 +4,9 @@ list, make current, delete, clear, and export/import with the export records.
 
 from __future__ import annotations
 
-
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from .wirebase import (
-    Count, EpochMs, Fence, MessageId, SessionId, SessionRef, _Params,
-)
+from .wirebase import Count, EpochMs, Fence, MessageId, SessionId, SessionRef, _Params
 
 
 class CreateSessionParams(_Params):
