@@ -149,9 +149,8 @@ class SessionHost(TransactChanges):
         s.revision = self.revision
         return new
 
-    def restored(self, current: SessionState, known: dict[str, int]) -> None:
-        """Every session reloaded from the last snapshot (``restore``): a change too."""
-        self._check_room()
+    def _reloaded(self, current: SessionState, known: dict[str, int]) -> None:
+        """Memory is ``current`` alone, every other session only known (by revision)."""
         self.loaded = {current.session_id: current}
         self.known = known
         self.known.setdefault(current.session_id, current.revision)
@@ -161,6 +160,11 @@ class SessionHost(TransactChanges):
         self._deleted = []
         self._current_moved = False
         self._unsaved_current(current)
+
+    def restored(self, current: SessionState, known: dict[str, int]) -> None:
+        """Every session reloaded from the last snapshot (``restore``): a change too."""
+        self._check_room()
+        self._reloaded(current, known)
         self._reserving = None  # a reservation among the dropped batches is void
         self._watermark = self.reserved - BLOCK // 2
         self._record(self._next("restore", current.session_id, current=current.session_id))
@@ -175,15 +179,7 @@ class SessionHost(TransactChanges):
         again). The ephemeral leases of connections still open stay (they are never
         stored) unless one of them was taken by a lost change. Returns how many changes
         were dropped."""
-        self.loaded = {current.session_id: current}
-        self.known = known
-        self.known.setdefault(current.session_id, current.revision)
-        self.current_id = current.session_id
-        self._used = {current.session_id: self.tick}
-        self._dirty = {}
-        self._deleted = []
-        self._current_moved = False
-        self._unsaved_current(current)
+        self._reloaded(current, known)
         dropped = self.log.truncate(committed)
         self.revision = self._drained = committed
         self._logged = min(self._logged, committed)
