@@ -338,9 +338,9 @@ def test_a_turn_bigger_than_one_query_commits_whole_and_in_order(
 
 
 def test_statements_go_in_parts_with_their_values() -> None:
-    """pgstore.Statements: the collected statements as queries of at most ``size``,
+    """pgstatements.Statements: the collected statements as queries of at most ``size``,
     each with exactly its own statements' values, in order."""
-    from sessionmemd.pgstore import Statements
+    from sessionmemd.pgstatements import Statements
 
     out = Statements()
     out.execute("A")

@@ -17,7 +17,8 @@ from sessionmemd.storeurl import StoreChoiceError, choose, mask, normalise_origi
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
-from sessionmemd.pgstore import SCHEMA_VERSION, NewerSchema, PgStore, ProjectBusy  # noqa: E402
+from sessionmemd.pgschema import SCHEMA_VERSION, NewerSchema  # noqa: E402
+from sessionmemd.pgstore import PgStore, ProjectBusy  # noqa: E402
 
 from test_seam import contents, session  # noqa: E402  (one home for the store tests' helpers)
 

@@ -101,3 +101,26 @@ def test_every_public_name_resolves_lazily() -> None:
     for name in sessionmem.__all__:
         assert getattr(sessionmem, name) is not None
     assert issubclass(sessionmem.PersistFailed, sessionmem.SessionmemError)
+
+
+def test_protocol_re_exports_every_part_of_the_wire() -> None:
+    # protocol.py is the one namespace clients read (p.X); the Structs live in its parts
+    # (wire*.py). A name added to a part but not re-exported would be missing from p.
+    import importlib
+    import inspect
+
+    parts = ["wirebase", "wirecore", "wiresessions", "wirecoord", "wiresearch", "wirehello"]
+    missing = []
+    for name in parts:
+        mod = importlib.import_module(f"sessionmem.{name}")
+        for attr, value in vars(mod).items():
+            own = getattr(value, "__module__", None) == mod.__name__ or (
+                attr.isupper() and not inspect.ismodule(value))  # constants (codes, limits)
+            if attr.startswith("_") or not own:
+                continue
+            if getattr(p, attr, None) is not value:
+                missing.append(f"{name}.{attr}")
+    assert missing == []
+    # Every method's params and result are reachable through p as well.
+    for spec in p.METHODS.values():
+        assert getattr(p, spec.params.__name__) is spec.params

@@ -18,7 +18,8 @@ from sessionmem.paths import Paths
 from .app import App
 from .changelog import ChangeLog
 from .feed import Feed
-from .host import BLOCK, SessionHost
+from .host import SessionHost
+from .hostcore import BLOCK
 from .leases import Leases
 from .loader import Loader
 from .methods import build_handlers

@@ -1,7 +1,8 @@
 """Leases: named claims with an owner, an expiry and a fencing token. Sans-I/O, like
 host.py: the clock is handed in (``now``, epoch ms, the daemon's wall clock, so a ttl
-lease's expiry is still counted across a restart), and the host turns what happens
-here into changes (acquireLease, releaseLease, leaseExpired: one revision each).
+lease's expiry is still counted across a restart), and the host (hostleases.py) turns
+what happens here into changes (acquireLease, releaseLease, leaseExpired: one revision
+each).
 
 One namespace per project: a lease's ``session`` only says which session it concerns
 (for listLeases and the change's sessionId).

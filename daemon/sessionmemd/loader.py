@@ -35,7 +35,8 @@ from msgspec import UNSET
 from sessionmem import errors
 from sessionmem import protocol as p
 
-from .host import SessionHost, no_such_session
+from .host import SessionHost
+from .hostcore import no_such_session
 from .state import SessionState
 from .searchquery import Query
 from .storage import TAIL, ChangeRow, HitRow, Reader, StoreError

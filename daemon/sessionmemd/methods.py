@@ -170,7 +170,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         needs = always if needs_history(ops, host.max_messages) else None
         return call(a.session, lambda s: host.transact(s, ops, expected, a.lease), needs, len(ops))  # type: ignore[arg-type]
 
-    # -- leases (host.py, leases.py) ------------------------------------------------------
+    # -- leases (hostleases.py, leases.py) -------------------------------------------------
     def acquire_lease(a: p.AcquireLeaseParams, conn: Any) -> Any:
         ttl = None if a.ttlMs is UNSET else a.ttlMs
 

@@ -12,7 +12,7 @@ each decides on the latest committed state.
 
 A write turn is two round trips to the server: BEGIN + the row lock (+ the changes
 another daemon announced, + the leases) as one query; then its rows, frames, revision,
-NOTIFY and COMMIT as one more (client-bound: :class:`pgstore.Statements`), in parts
+NOTIFY and COMMIT as one more (client-bound: :class:`pgstatements.Statements`), in parts
 of CHUNK statements for a turn of many calls; a turn of more than SMALL rows sends
 them first. One more when the row shows changes nobody announced yet, or when
 sessions must be read anew.
@@ -40,8 +40,8 @@ import psycopg
 from . import replay
 from .changelog import KEEP
 from .leases import LeaseRow
-from .pgstore import (LEASES, PgReader, PgStore, ProjectBusy, Statements, _connect, _lock_id, _reason,
-                      lease_rows, load_session)
+from .pgstatements import Statements
+from .pgstore import LEASES, PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, lease_rows, load_session
 from .state import Batch, Restored
 from .storage import Catalogue, StoreError
 from .storeurl import mask

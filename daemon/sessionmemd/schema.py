@@ -12,7 +12,7 @@ Our additions (schema version 1 on):
   path instead of in the order they were tracked.
 * (version 3) ``session_messages.message_id`` and ``.data`` (nullable TEXT: a message's
   client-given id, its JSON data), ``sessionmem_changes`` (the change log a clean stop
-  leaves for the next start), and meta ``revisions_reserved`` (see host.py).
+  leaves for the next start), and meta ``revisions_reserved`` (see hostcore.py).
 * (version 4) many sessions: an index on ``session_messages(session_id)`` (a session
   is loaded, its newest messages first, without scanning every other session's; it
   costs a second page write per committed message), and ``sessionmem_sessions

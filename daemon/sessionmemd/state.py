@@ -67,7 +67,7 @@ class Batch:
     # interval's sessions stale, never their content.
     marks: list[tuple[str, int]] = field(default_factory=list)
     # The database's revision when drained (written with the rows), and a new block of
-    # revisions to reserve durably (see host.py), or None.
+    # revisions to reserve durably (see hostcore.py), or None.
     revision: int = 0
     reserve: int | None = None
     # The changes logged since the last batch that carried them (revision, session,

@@ -184,7 +184,7 @@ class PgSource:
         self.url: str | None = url
         self._key = key
         psycopg = _driver()
-        from .pgstore import SCHEMA_VERSION
+        from .pgschema import SCHEMA_VERSION
 
         try:
             conn = psycopg.connect(url, connect_timeout=5, application_name="sessionmem store copy")
