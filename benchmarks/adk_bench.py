@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,22 +35,10 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
 
-from sessionmem import Session
 from sessionmem.integrations.adk import SessionmemSessionService
 
-
-def start_daemon(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
-    sock = tmp / "d.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "sessionmemd", "--project", str(tmp), "--socket", str(sock),
-                             "--db", str(tmp / "s.db"), "--log-level", "warning", *extra])
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            Session(project=tmp, socket=sock, autostart=False).close()
-            return proc, sock
-        except Exception:
-            time.sleep(0.02)
-    raise RuntimeError("sessionmemd did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from feed_bench import start_daemon  # noqa: E402
 
 
 def event(i: int) -> Event:

@@ -35,10 +35,10 @@ from sessionmem import Session
 WATCH = b'{"jsonrpc":"2.0","method":"watch","id":1}\n'
 
 
-def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_daemon(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     sock = tmp / "d.sock"
     proc = subprocess.Popen([sys.executable, "-m", "sessionmemd", "--project", str(tmp), "--socket", str(sock),
-                             "--db", str(tmp / "s.db"), "--log-level", "warning"])
+                             "--db", str(tmp / "s.db"), "--log-level", "warning", *extra])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
