@@ -258,6 +258,8 @@ class App:
         writes got their replies), and the change log is read back."""
         await self.loader.settled()
         await self.persister.settled()
+        if self.turns is not None:
+            await self.turns.flush()
         if self.feed.restoring is not None:
             await self.feed.restoring  # its rows stay on disk either way; let the read end
 
@@ -268,6 +270,7 @@ class App:
         if self.turns is not None:  # another daemon's commit wakes a catch-up turn
             self._listener = self.persister.store.listener(  # type: ignore[attr-defined]
                 self.turns.poke_threadsafe(asyncio.get_running_loop()))
+            self.turns.poke()  # a first turn: commits a current session made at the start
 
     def close(self) -> None:
         if self.turns is not None:

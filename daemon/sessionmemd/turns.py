@@ -118,6 +118,15 @@ class Turns:
         self._schedule()
         return await fut
 
+    async def flush(self) -> None:
+        """The clean stop's last turn: what this daemon changed without a call (the new
+        current session it made at its start, on a project that had none) is committed
+        before it exits; the persister's final snapshot has nothing to write here."""
+        if self._recovering is None and (self._calls or self._host.own_changes_pending()):
+            await self._turn()
+        if self._host.own_changes_pending():
+            log.error("stopping with changes the store did not take (it is unreachable)")
+
     def poke(self, revision: int | None = None) -> None:
         """Another daemon may have committed (a NOTIFY with its revision, the heartbeat
         with None): catch up, unless that revision is applied here already (this
