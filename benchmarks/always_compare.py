@@ -23,8 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import multi_process, session_writes, sessionmemd  # noqa: E402
-from search_bench import code_of  # noqa: E402
+from bench import code_of, multi_process, session_writes, sessionmemd  # noqa: E402
 
 
 def start(tmp: Path, name: str, env: dict[str, str] | None):  # type: ignore[no-untyped-def]

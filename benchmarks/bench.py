@@ -39,6 +39,16 @@ MIX = [
 
 
 # -- processes ------------------------------------------------------------------------------
+def code_of(rev: str, into: Path) -> dict[str, str]:
+    """The daemon's code at git revision ``rev``, unpacked under ``into``: the env
+    (PYTHONPATH) that makes ``python -m sessionmemd`` run it."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "daemon", "client"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return {"PYTHONPATH": f"{into / 'daemon'}{os.pathsep}{into / 'client'}"}
+
+
 def wait_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,7 +29,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench import sessionmemd  # noqa: E402
+from bench import code_of, sessionmemd  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 
@@ -62,17 +61,6 @@ def writes(sock: Path, n: int, tag: str) -> float:
     dt = time.perf_counter() - t
     s.close()
     return n / dt
-
-
-def parallel(sock: Path, n: int, writers: int) -> float:
-    """``writers`` connections writing at once; total writes per second."""
-    threads = [threading.Thread(target=writes, args=(sock, n // writers, f"w{i}")) for i in range(writers)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return (n // writers * writers) / (time.perf_counter() - t)
 
 
 def parallel_on(socks: list[Path], n: int, writers: int) -> float:
@@ -126,16 +114,6 @@ def p50(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def code_of(rev: str, into: Path) -> dict[str, str]:
-    """The daemon's code at git revision ``rev``, unpacked under ``into``: the env
-    (PYTHONPATH) that makes ``python -m sessionmemd`` run it."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "daemon", "client"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return {"PYTHONPATH": f"{into / 'daemon'}{os.pathsep}{into / 'client'}"}
-
-
 def daemon(tmp: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Any:
     """bench.sessionmemd, run with ``env`` added to the environment (another revision)."""
     saved = dict(os.environ)
@@ -182,7 +160,7 @@ def run(n: int) -> dict[str, float]:
                 try:
                     writes(d.sock, 200, "warm")
                     out[f"{name}SequentialPerSec"] = round(writes(d.sock, n, "seq"), 1)
-                    out[f"{name}8WritersPerSec"] = round(parallel(d.sock, n, 8), 1)
+                    out[f"{name}8WritersPerSec"] = round(parallel_on([d.sock], n, 8), 1)
                 finally:
                     d.stop()
             out.update(shared(cluster.create_database("bench_shared"), Path(tmp), n))
@@ -204,7 +182,7 @@ def postgresql(cluster: Cluster, tmp: Path, n: int, env: dict[str, str] | None) 
     try:
         writes(d.sock, 200, "warm")
         out["postgresqlSequentialPerSec"] = round(writes(d.sock, n, "seq"), 1)
-        out["postgresql8WritersPerSec"] = round(parallel(d.sock, n, 8), 1)
+        out["postgresql8WritersPerSec"] = round(parallel_on([d.sock], n, 8), 1)
     finally:
         d.stop()
     out.update(shared(cluster.create_database(tmp.name + "_shared"), tmp, n, env))
@@ -227,7 +205,7 @@ def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
                 try:
                     writes(d.sock, 200, "warm")
                     runs["sqlite"].append({"sqliteSequentialPerSec": round(writes(d.sock, n, "seq"), 1),
-                                           "sqlite8WritersPerSec": round(parallel(d.sock, n, 8), 1)})
+                                           "sqlite8WritersPerSec": round(parallel_on([d.sock], n, 8), 1)})
                 finally:
                     d.stop()
                 print("sqlite", r, json.dumps(runs["sqlite"][-1]), flush=True)

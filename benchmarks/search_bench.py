@@ -23,7 +23,6 @@ import os
 import random
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import sessionmemd  # noqa: E402
+from bench import code_of, sessionmemd  # noqa: E402
 
 SESSIONS = 10
 WORDS_PER_MESSAGE = 20
@@ -96,16 +95,6 @@ def build_vs_load(path: Path) -> dict[str, float]:
     assert searchindex.consistent(c)
     c.close()
     return {"loadHistoryS": load, "buildIndexS": build, "buildOverLoad": build / load}
-
-
-def code_of(rev: str, into: Path) -> dict[str, str]:
-    """The daemon's code at git revision ``rev``, unpacked under ``into``: the env
-    (PYTHONPATH) that makes ``python -m sessionmemd`` run it."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "daemon", "client"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return {"PYTHONPATH": f"{into / 'daemon'}{os.pathsep}{into / 'client'}"}
 
 
 def words_p50(tmp: Path, path: Path, terms: list[str], name: str,
