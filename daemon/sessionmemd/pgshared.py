@@ -43,7 +43,7 @@ from .leases import LeaseRow
 from .pgstatements import Statements
 from .pgstore import LEASES, PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, lease_rows, load_session
 from .state import Batch, Restored
-from .storage import Catalogue, StoreError
+from .storage import Catalogue, StoreError, StoreRefused
 from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
@@ -228,8 +228,12 @@ class PgShared(PgStore):
                 cur.execute(sql, args)
         except psycopg.Error as e:
             self._rollback(c)
-            how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
-            raise StoreError(f"{self._where} {how}: {_reason(e, self._url)}") from None
+            # Refused only when the server said so on a connection still whole: after a
+            # broken one, whether the COMMIT happened is unknown (turns.py reads anew).
+            if c.broken or c.closed or isinstance(e, psycopg.OperationalError) \
+                    or not isinstance(e, psycopg.DatabaseError):
+                raise StoreError(f"{self._where} is unreachable: {_reason(e, self._url)}") from None
+            raise StoreRefused(f"{self._where} refused the write: {_reason(e, self._url)}") from None
 
     def abort(self) -> None:
         if self._conn is not None:
