@@ -163,8 +163,9 @@ class SessionHost(TransactChanges):
             self._used[sid] = self.tick
         if dirty:
             self._dirty[sid] = None
-        deleted = self._deleted  # the last time it was deleted is the one undone
-        del deleted[len(deleted) - 1 - deleted[::-1].index(sid)]
+        deleted = self._deleted  # the last time it was deleted is the one undone (unless drained)
+        if sid in deleted:
+            del deleted[len(deleted) - 1 - deleted[::-1].index(sid)]
 
     def clear(self) -> str:
         """The original's ``clear``: a new, empty current session; the old one deleted."""

@@ -19,6 +19,7 @@ stop writes the exact last revision as the mark, so the feed resumes without a g
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -153,8 +154,11 @@ class HostCore:
         self.revision = revision
 
     def call_begins(self) -> Mark:
-        assert self.undo is not None
-        return self.undo.mark(self.revision)
+        u = self.undo
+        assert u is not None
+        mark = u.mark(self.revision)
+        u.add(partial(setattr, self, "_dirty", dict(self._dirty)))  # (a few sessions)
+        return mark
 
     def call_undone(self, mark: Mark) -> None:
         """A call of the turn broke: what it changed is undone, the rest of the turn stays."""
@@ -162,7 +166,6 @@ class HostCore:
         self.undo.run_back_to(mark.steps)
         self.log.truncate(mark.revision)
         self.revision = mark.revision
-        self._dirty = {sid: None for sid in self._dirty if sid in self.loaded}
 
     def end_turn(self, committed: bool) -> None:
         """The turn is settled: committed (its changes stay), or not (every one of them
@@ -254,6 +257,8 @@ class HostCore:
         sid = change.sessionId
         s = self.loaded.get(sid)  # None: a deleted one (clear's change names the old session)
         if s is not None:
+            if self.undo is not None:  # a change naming it (made current, say): its revision too
+                s.checkpoint(self.undo)
             s.revision = change.revision
             self._dirty[sid] = None
         self.log.append(change.revision, sid, b"%s%s}\n" % (FRAME_HEAD, encode(change)))

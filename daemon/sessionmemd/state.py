@@ -330,6 +330,7 @@ class SessionState:
     def track_file(self, path: str) -> bool:
         if path in self._files:
             return False
+        self._save_files()
         self._files[path] = None
         self._touch_file(path)
         return True
@@ -337,13 +338,16 @@ class SessionState:
     def untrack_file(self, path: str) -> bool:
         if path not in self._files:
             return False
+        self._save_files()
         del self._files[path]
         self._touch_file(path)
         return True
 
-    def _touch_file(self, path: str) -> None:
-        if self._undo is not None:  # the tracking order matters: the whole (short) list back
+    def _save_files(self) -> None:
+        if self._undo is not None:  # their order matters: the whole (short) list back
             self._undo.append(partial(setattr, self, "_files", dict(self._files)))
+
+    def _touch_file(self, path: str) -> None:
         # Re-inserting keeps the dirty order that of the latest touch. The files still
         # tracked among them were all added after every untouched one, so writing them
         # in this order keeps the table's rowid order equal to the tracking order.
@@ -476,6 +480,11 @@ class SessionState:
         self._call = -1
         self._messages.held = False
         self._messages.compact_if_due()
+
+    @property
+    def undoing(self) -> bool:
+        """Its changes are being recorded (a turn that may be undone is running)."""
+        return self._undo is not None
 
     @property
     def pending_changes(self) -> int:

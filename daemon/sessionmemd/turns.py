@@ -150,7 +150,7 @@ class Turns:
             # This daemon's own commits notify it too: not worth a wake-up of the loop
             # per write (poke would drop them there, by the same test). Read off the
             # loop, the revision may be a moment old: lower, the loop is woken for
-            # nothing; higher (a failed turn's, before recovery reads the store anew),
+            # nothing; higher (during a turn whose changes are undone when it fails),
             # the same as poke would decide, and the heartbeat reads within a second.
             if revision is not None and revision <= self._host.revision:
                 return
