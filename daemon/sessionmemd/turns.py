@@ -43,7 +43,7 @@ from .feed import Feed
 from .host import SessionHost
 from .rpc import Dispatcher
 from .state import SessionState
-from .storage import StoreRefused
+from .storage import StoreRefused, TurnStale
 
 if TYPE_CHECKING:  # psycopg is imported only with a PostgreSQL store
     from .pgshared import Fetched, PgShared
@@ -89,6 +89,7 @@ class Turns:
         self.turns = 0  # write turns committed (stats, benchmarks)
         self.in_turn = False  # a write turn is running its calls (under the row lock)
         self.outages = 0
+        self.skips_lost = 0  # turns decided on memory that found another daemon first (stats)
         # The newest revision another daemon announced (NOTIFY): a turn asks for the
         # changes with its first query only when some are expected (pgshared.fetch).
         self._announced = 0
@@ -207,17 +208,37 @@ class Turns:
             self._lost(e, [])
 
     async def _write(self, calls: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
-        host = self._host
+        if self._current_here():
+            # Decided on memory, committed in one round trip that checks nothing was
+            # committed meanwhile (pgshared.finish ``applied``); if something was, the turn
+            # is undone and decided again the usual way, on what the store holds.
+            if not await self._turn_calls(calls, None):
+                return
+            self.skips_lost += 1
         try:
             fetched = await self._fetch(lock=True)
         except Exception as e:
             self._lost(e, calls)
             return
+        await self._turn_calls(calls, fetched)
+
+    def _current_here(self) -> bool:
+        """Memory is likely what the store holds: no other daemon announced a change
+        beyond it, and no lease is held (a renewal elsewhere is no change: only the
+        store's table has it, read by :meth:`_fetch`)."""
+        host = self._host
+        return self._announced <= host.revision and not host.leases.held
+
+    async def _turn_calls(self, calls: list[tuple[Thunk, asyncio.Future[Any]]], fetched: Fetched | None) -> bool:
+        """Run the calls and commit them; True when the turn must be decided again
+        (``fetched`` None: decided on memory, and another daemon had committed)."""
+        host = self._host
         # Each call's outcome, given once the turn is settled: a reply (or an error such
         # as a conflict) is sent only when what it was decided on is committed.
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            self._absorb(fetched)
+            if fetched is not None:
+                self._absorb(fetched)
             host.begin_turn()  # from here every change can be undone (undo.py)
             self._dispatcher.hold = self.hold  # reads wait for the commit, not see its calls before it
             self.in_turn = True
@@ -237,14 +258,21 @@ class Turns:
                     outcomes.append((fut, None, errors.InternalError(f"internal error: {e!r}")))
             self.in_turn = False
             batch = host.drain(marks=True)
-            await self._run_blocking(self._store.finish, batch, host.revision)
+            await self._run_blocking(self._store.finish, batch, host.revision,
+                                     self.committed if fetched is None else None)
+        except TurnStale:
+            self.in_turn = False
+            host.end_turn(committed=False)
+            self._release_held()
+            self._announced = max(self._announced, host.revision + 1)  # the changes come with the lock
+            return True
         except Exception as e:
             self.in_turn = False
             self._undone(e, outcomes)
             await self._run_blocking(self._store.abort)
             if not isinstance(e, StoreRefused):
                 self._lost(e, [])  # whether it committed is unknown: read everything anew
-            return
+            return False
         host.end_turn(committed=True)
         self.committed = host.revision
         self.turns += 1
@@ -256,6 +284,7 @@ class Turns:
                     fut.set_result(r)
                 else:
                     fut.set_exception(err)
+        return False
 
     def _undone(self, e: Exception, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         """The turn did not commit: memory back to what the store holds (before any
