@@ -10,6 +10,7 @@ import itertools
 import random
 from typing import Any
 
+import msgspec
 import pytest
 from msgspec import Raw
 
@@ -17,7 +18,8 @@ from sessionmem import errors
 from sessionmem import protocol as p
 from sessionmemd.changelog import ChangeLog
 from sessionmemd.host import SessionHost
-from sessionmemd.state import SessionState
+from sessionmemd.messages import MessageLog
+from sessionmemd.state import Restored, SessionState
 from sessionmemd.transact import Op
 
 KEYS = [f"k{i}" for i in range(6)]
@@ -197,15 +199,39 @@ def test_trims_in_a_turn_compact_only_once_it_is_settled() -> None:
     assert s.message_log()._head == 0  # the trimmed ones are gone from the buffer now
 
 
-def test_work_waiting_for_the_turn_runs_once_it_is_settled() -> None:
+def _incomplete(host: SessionHost, sid: str, older: int, tail: int) -> tuple[SessionState, MessageLog]:
+    """A session loaded tail first (its ``older`` oldest messages not yet), and those."""
+    def log(lo: int, hi: int) -> MessageLog:
+        m = MessageLog()
+        m.extend((("user", f"m{i}", 1, f"id{i}", None) for i in range(lo, hi)))
+        return m
+    s = SessionState.from_restored(Restored(sid, 1, None, None, log(older, older + tail), [], {}, 0, older, "cursor"))
+    host.adopt(s)
+    host.known[sid] = 0
+    return s, log(0, older)
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_history_spliced_in_during_a_turn_is_taken_out_again_when_it_is_undone(committed: bool) -> None:
     host = make_host()
-    ran: list[str] = []
-    host.when_settled(lambda: ran.append("now"))
+    s, older = _incomplete(host, "big", 30, 10)
+    before = view(host)
     host.begin_turn()
-    host.when_settled(lambda: ran.append("after"))
-    assert ran == ["now"]
-    host.end_turn(committed=False)
-    assert ran == ["now", "after"]
+    host.call_begins()
+    host.add_message(s, "user", "new", None, "n1", None)
+    s.add_older(older)  # a later call of the turn waits for the whole history (loader.py)
+    host.call_begins()
+    host.pop_message(s)
+    host.add_message(s, "user", "newer", None, "id3", None)  # a retry of an older message: nothing
+    assert s.complete and s.messages_count == 40
+    host.end_turn(committed)
+    if committed:
+        assert s.complete and [m["content"] for m in msgspec.json.decode(bytes(s.all_messages()))] == \
+            [f"m{i}" for i in range(40)]
+    else:
+        assert view(host) == before and not s.complete and s.older == 30 and s.older_cursor == "cursor"
+        s.add_older(_incomplete(host, "again", 30, 0)[1])  # loaded again later: whole, once
+        assert [m["content"] for m in msgspec.json.decode(bytes(s.all_messages()))] == [f"m{i}" for i in range(40)]
 
 
 def test_no_session_is_unloaded_while_a_turn_may_be_undone() -> None:

@@ -177,16 +177,7 @@ class HostCore:
             u.run_back_to(0)
             self.on_leases()
         self.undo = None
-        for work in u.settle():
-            work()
-
-    def when_settled(self, work: Callable[[], None]) -> None:
-        """Run ``work`` now, or once the running turn is settled (it must not mix with
-        changes that may still be undone)."""
-        if self.undo is None:
-            work()
-        else:
-            self.undo.after.append(work)
+        u.settle()
 
     def _touch(self, s: SessionState) -> None:
         """``s`` is about to change: within a turn, its changes become undoable."""

@@ -58,7 +58,7 @@ class MessageLog:
     ``data``: lists with an entry per message (None for most), and a set of the ids
     held, so a retried append is recognised whatever its age."""
 
-    __slots__ = ("_buf", "_offs", "_ids", "_data", "_by_id", "_head", "_base", "_shared", "held")
+    __slots__ = ("_buf", "_offs", "_ids", "_data", "_by_id", "_head", "_base", "_shared", "_held_trims")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -69,7 +69,8 @@ class MessageLog:
         self._head = 0  # messages trimmed but not yet compacted away
         self._base = 0  # the virtual offset of _buf[0]
         self._shared = 0  # bytes of _buf a MessageSlice may still read
-        self.held = False  # a turn may undo its trims: no compaction until it is settled
+        # Messages trimmed while a turn may undo it (``held``): kept in the buffer.
+        self._held_trims: int | None = None
 
     def append(self, role: str, content: str, timestamp: int, msg_id: str | None = None,
                data: bytes | None = None) -> bytes:
@@ -213,13 +214,26 @@ class MessageLog:
             if msg_id is not None:
                 self._by_id.discard(msg_id)
         self._head += count
+        if self._held_trims is not None:
+            self._held_trims += count
         self.compact_if_due()
         return count
+
+    @property
+    def held(self) -> bool:
+        """A turn may undo this log's trims: no compaction until it is settled."""
+        return self._held_trims is not None
+
+    @held.setter
+    def held(self, on: bool) -> None:
+        self._held_trims = 0 if on else None
 
     def untrim(self, count: int) -> None:
         """Bring back the ``count`` oldest messages trimmed last (the log was ``held``
         since, so they are still in the buffer)."""
         self._head -= count
+        if self._held_trims is not None:
+            self._held_trims -= count
         for msg_id in self._ids[self._head : self._head + count]:
             if msg_id is not None:
                 self._by_id.add(msg_id)
@@ -267,6 +281,8 @@ class MessageLog:
         this log takes over its buffers."""
         if not len(older):
             return
+        if self._held_trims:  # never: a trim needs the whole history, so nothing to splice after it
+            raise RuntimeError("older history spliced in front of messages a turn trimmed")
         older._compact()
         mine = len(self)
         shift = len(older._buf) + older._base - (self._pos(0) + self._base if mine else 0)

@@ -208,11 +208,20 @@ class SessionState:
         return s
 
     def add_older(self, older: MessageLog) -> None:
-        """The rest of the history, loaded after the tail: put in front of it."""
+        """The rest of the history, loaded after the tail: put in front of it. Within a
+        turn that may be undone (a call of it may be what waits for this history), the
+        undo takes it out again: the session is then as loaded before, its tail only."""
         n = len(older)  # before: prepend takes over older's buffers
+        if self._undo is not None:
+            self._undo.append(partial(self._unsplice, n, self.older, self.older_cursor))
         self._messages.prepend(older)
         self._saved_messages += n
         self.older = 0
+
+    def _unsplice(self, n: int, older: int, cursor: object) -> None:
+        self._messages.trim_front(n)
+        self._saved_messages -= n
+        self.older, self.older_cursor = older, cursor
 
     @property
     def complete(self) -> bool:

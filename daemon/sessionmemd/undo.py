@@ -30,9 +30,9 @@ class Mark(NamedTuple):
 
 
 class Undo:
-    """The inverse steps of one turn, oldest first, and what waits for its end."""
+    """The inverse steps of one turn, oldest first."""
 
-    __slots__ = ("steps", "touched", "after", "calls")
+    __slots__ = ("steps", "touched", "calls")
 
     def __init__(self) -> None:
         self.steps: list[Step] = []
@@ -40,9 +40,6 @@ class Undo:
         # Objects that record steps while the turn runs (sessions, the lease table):
         # told when it ends, so that they stop.
         self.touched: list[Callable[[], None]] = []
-        # Work that must not interleave with a turn that may still be undone (older
-        # history spliced in front of a session): run once the turn is settled.
-        self.after: list[Callable[[], None]] = []
 
     def add(self, step: Step) -> None:
         self.steps.append(step)
@@ -58,11 +55,8 @@ class Undo:
         while len(steps) > n:
             steps.pop()()
 
-    def settle(self) -> list[Callable[[], None]]:
-        """The turn is over (committed, or undone): the touched objects stop recording;
-        returns the work that waited for it."""
+    def settle(self) -> None:
+        """The turn is over (committed, or undone): the touched objects stop recording."""
         for stop in self.touched:
             stop()
         self.steps, self.touched = [], []
-        after, self.after = self.after, []
-        return after
