@@ -122,3 +122,25 @@ def test_a_read_waits_for_a_slow_commit_at_most_two_seconds(
     assert 1.5 < waited < 5, waited  # the commit takes 6 s: the read was not kept that long
     assert writer.recv() == {"jsonrpc": "2.0", "id": 1, "result": None}  # committed, slowly
     assert r.result("getContext", {"key": "k"}) == "poison"
+
+
+def test_a_write_waiting_for_a_sessions_whole_history_in_a_turn(
+        make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """A session longer than the tail a load reads first, not in memory: an append with
+    an id (checked against the whole history) loads the rest within its turn, which may
+    still be undone (the splice is taken out again then); it used to wait for the turn
+    it was part of, forever."""
+    d: Daemon = make_daemon("--store", pg_url, "--project-key", "splice", root=tmp_path / "proj")
+    c = d.conn()
+    c.result("createSession", {"sessionId": "big"})
+    n = 1_500  # more than the tail (storage.TAIL = 1000)
+    c.send([{"jsonrpc": "2.0", "id": i, "method": "addMessage",
+             "params": {"session": "big", "role": "user", "content": f"m{i}", "id": f"id{i}"}} for i in range(n)])
+    assert all("result" in r for r in c.recv())
+    d.stop()
+    d.start()
+    c = d.conn()
+    assert c.result("addMessage", {"session": "big", "role": "user", "content": "again", "id": "id3"}) is None
+    assert c.result("addMessage", {"session": "big", "role": "user", "content": "new", "id": "new"}) is None
+    contents = [m["content"] for m in c.result("getAllMessages", {"session": "big"})]
+    assert contents == [f"m{i}" for i in range(n)] + ["new"]
