@@ -241,7 +241,7 @@ class PgSource:
                     "WHERE project_key = %s ORDER BY token")]
 
     def session(self, sid: str, revision: int) -> Restored:
-        from .pgstore import load_session
+        from .pgread import load_session
 
         try:
             r = load_session(self._conn, self._key, sid, revision, None)
