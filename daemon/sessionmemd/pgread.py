@@ -58,15 +58,10 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
                          "WHERE project_key = %s AND session_id = %s ORDER BY seq", (key, sid)).fetchall()
         messages.extend(_messages(rows))
     else:
-        rows = c.execute("SELECT seq, role, content, ts, message_id, data FROM sessionmem_messages "
-                         "WHERE project_key = %s AND session_id = %s ORDER BY seq DESC LIMIT %s",
-                         (key, sid, tail)).fetchall()
-        rows.reverse()
+        rows, total = _tail(c, key, sid, tail)
         if len(rows) == tail and rows:
             cursor = int(rows[0][0])
-            counted = c.execute("SELECT count(*) FROM sessionmem_messages WHERE project_key = %s "
-                                "AND session_id = %s AND seq < %s", (key, sid, cursor)).fetchone()
-            older = int(counted[0]) if counted else 0
+            older = total - len(rows)
         messages.extend(_messages(r[1:] for r in rows))
     files = [decode(r[0]) for r in c.execute("SELECT file_path FROM sessionmem_files WHERE project_key = %s "
                                              "AND session_id = %s ORDER BY seq", (key, sid))]
@@ -75,6 +70,34 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
         (key, sid))}
     return Restored(sid, int(start_time), task, ticket, messages, files, context,
                     revision=revision, older=older, older_cursor=cursor if older else 0)
+
+
+# The newest messages through a cursor, not ``ORDER BY seq DESC LIMIT n``: a cursor is
+# planned for its first rows (cursor_tuple_fraction), so it walks the session's index
+# backwards whatever the table's statistics say. With LIMIT, a table that was never
+# analyzed (a bulk load that autovacuum has not reached yet, e.g. right after `store
+# copy`) looks like it holds ~50 rows of the session, and PostgreSQL chose a bitmap
+# scan of all of them plus a sort: 840 ms instead of 2 ms at 1,000,000 messages.
+_TAIL = ("DECLARE sessionmem_tail NO SCROLL CURSOR FOR SELECT seq, role, content, ts, message_id, data "
+         "FROM sessionmem_messages WHERE project_key = %s AND session_id = %s ORDER BY seq DESC; "
+         "FETCH %s FROM sessionmem_tail; CLOSE sessionmem_tail; "
+         "SELECT count(*) FROM sessionmem_messages WHERE project_key = %s AND session_id = %s")
+
+
+def _tail(c: psycopg.Connection[Any], key: str, sid: str, tail: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The session's newest ``tail`` rows, oldest first, and how many it has in all:
+    one round trip (bound on the client, sent as one simple query), inside the
+    caller's transaction (a cursor needs one; the count sees what the fetch saw: the
+    loader's reads are REPEATABLE READ, the writer's hold the project)."""
+    cur = psycopg.ClientCursor(c)
+    cur.execute(_TAIL, (key, sid, int(tail), key, sid))
+    cur.nextset()  # past DECLARE, to FETCH's rows
+    rows = cur.fetchall()
+    rows.reverse()
+    cur.nextset()  # CLOSE
+    cur.nextset()
+    counted = cur.fetchone()
+    return rows, int(counted[0]) if counted else len(rows)
 
 
 def session_rows(c: psycopg.Connection[Any], key: str) -> dict[str, SessionRow]:
