@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, Raw
+from conftest import Daemon
+from test_pg_shared import changes
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
@@ -32,16 +33,6 @@ END $$;
 CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON sessionmem_changes
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION poison_check();
 """
-
-
-def _changes(c: Raw, until: int) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    c.sock.settimeout(10)
-    while not got or got[-1]["revision"] < until:
-        msg = c.recv()
-        assert msg.get("method") == "changed", msg
-        got.append(msg["params"])
-    return got
 
 
 def test_a_turn_refused_at_commit_is_undone_and_never_seen(
@@ -97,8 +88,8 @@ def test_a_turn_refused_at_commit_is_undone_and_never_seen(
     assert [s["sessionId"] for s in c.result("listSessions")].count("new") == 0
     c.result("setContext", {"key": "k", "value": 3})
     assert c.result("addMessage", {"role": "user", "content": "again", "id": "m1"}) is None  # still a retry
-    changes = _changes(watcher, start + 1)
-    assert [(ch["revision"], ch["op"], ch.get("value")) for ch in changes] == [(start + 1, "setContext", 3)]
+    got = changes(watcher, start + 1)
+    assert [(ch["revision"], ch["op"], ch.get("value")) for ch in got] == [(start + 1, "setContext", 3)]
     stored = pg_cluster.psql("SELECT convert_from(key, 'UTF8') || '=' || value FROM sessionmem_context "
                              "WHERE project_key = 'undo'", database=db)
     assert stored == "k=3"
