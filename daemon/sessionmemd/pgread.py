@@ -58,10 +58,15 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
                          "WHERE project_key = %s AND session_id = %s ORDER BY seq", (key, sid)).fetchall()
         messages.extend(_messages(rows))
     else:
-        rows, total = _tail(c, key, sid, tail)
+        rows = _tail(c, key, sid, tail)
         if len(rows) == tail and rows:
             cursor = int(rows[0][0])
-            older = total - len(rows)
+            # Those before the tail's first seq (not all the session's less the tail: in a
+            # READ COMMITTED open, a message another daemon adds meanwhile is counted by
+            # neither, and the seqs it gets are above the tail's).
+            counted = c.execute("SELECT count(*) FROM sessionmem_messages WHERE project_key = %s "
+                                "AND session_id = %s AND seq < %s", (key, sid, cursor)).fetchone()
+            older = int(counted[0]) if counted else 0
         messages.extend(_messages(r[1:] for r in rows))
     files = [decode(r[0]) for r in c.execute("SELECT file_path FROM sessionmem_files WHERE project_key = %s "
                                              "AND session_id = %s ORDER BY seq", (key, sid))]
@@ -80,24 +85,19 @@ def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
 # scan of all of them plus a sort: 840 ms instead of 2 ms at 1,000,000 messages.
 _TAIL = ("DECLARE sessionmem_tail NO SCROLL CURSOR FOR SELECT seq, role, content, ts, message_id, data "
          "FROM sessionmem_messages WHERE project_key = %s AND session_id = %s ORDER BY seq DESC; "
-         "FETCH %s FROM sessionmem_tail; CLOSE sessionmem_tail; "
-         "SELECT count(*) FROM sessionmem_messages WHERE project_key = %s AND session_id = %s")
+         "FETCH %s FROM sessionmem_tail; CLOSE sessionmem_tail")
 
 
-def _tail(c: psycopg.Connection[Any], key: str, sid: str, tail: int) -> tuple[list[tuple[Any, ...]], int]:
-    """The session's newest ``tail`` rows, oldest first, and how many it has in all:
-    one round trip (bound on the client, sent as one simple query), inside the
-    caller's transaction (a cursor needs one; the count sees what the fetch saw: the
-    loader's reads are REPEATABLE READ, the writer's hold the project)."""
+def _tail(c: psycopg.Connection[Any], key: str, sid: str, tail: int) -> list[tuple[Any, ...]]:
+    """The session's newest ``tail`` rows, oldest first: one round trip (bound on the
+    client, sent as one simple query), inside the caller's transaction (a cursor
+    needs one)."""
     cur = psycopg.ClientCursor(c)
-    cur.execute(_TAIL, (key, sid, int(tail), key, sid))
+    cur.execute(_TAIL, (key, sid, int(tail)))
     cur.nextset()  # past DECLARE, to FETCH's rows
     rows = cur.fetchall()
     rows.reverse()
-    cur.nextset()  # CLOSE
-    cur.nextset()
-    counted = cur.fetchone()
-    return rows, int(counted[0]) if counted else len(rows)
+    return rows
 
 
 def session_rows(c: psycopg.Connection[Any], key: str) -> dict[str, SessionRow]:
