@@ -18,7 +18,10 @@ by the ``store copy`` of git revision REV (its code unpacked and run with PYTHON
 and PostgreSQL daemons of both revisions start on both databases, in alternating
 order: REV's daemon on REV's copy is where a user of REV stood; this checkout's
 daemon on REV's copy shows the daemon's change alone (a table no VACUUM has seen);
-REV's daemon on this checkout's copy the copy's change alone.
+REV's daemon on this checkout's copy the copy's change alone. Both revisions' modules
+are compiled before the runs (bench.code_of; this checkout's here): with
+PYTHONDONTWRITEBYTECODE set, code never compiled would be compiled at every start
+(~60 ms of it).
 
     .venv/bin/python benchmarks/pg_start_bench.py [--n 1000000] [--runs 3] [--before REV] [--json out.json]
 """
@@ -76,6 +79,8 @@ def start(tmp: Path, name: str, db: Path, args: tuple[str, ...], env: dict[str, 
 
 def run(n: int, runs: int, before: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"messages": n}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "daemon"), str(HERE.parent / "client")],
+                   check=True, capture_output=True)  # see the docstring
     cluster = Cluster()
     cluster.start()
     try:
