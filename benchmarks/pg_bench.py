@@ -20,6 +20,13 @@ here, falls on both alike; each figure is the median of its rounds, with this tr
 both.
 
     .venv/bin/python benchmarks/pg_bench.py --before main --rounds 3 [--n 3000]
+
+``--durable``: the production comparison, labelled so: SQLite ``always`` with
+``--fsync`` (``synchronous=FULL``: every commit fsynced) ÷ a throwaway cluster with
+``fsync=on``, ``synchronous_commit=on`` (PostgreSQL's defaults: every commit flushed to
+its WAL), both under /tmp on the same disk. Without it, as above (no fsync either side).
+
+    .venv/bin/python benchmarks/pg_bench.py --durable [--n 3000] [--before main --rounds 3]
 """
 
 from __future__ import annotations
@@ -147,14 +154,21 @@ def shared(url: str, tmp: Path, n: int, env: dict[str, str] | None = None) -> di
     return out
 
 
-def run(n: int) -> dict[str, float]:
-    cluster = Cluster()
+def sqlite_args(durable: bool) -> tuple[str, ...]:
+    return ("--durability", "always", "--fsync") if durable else ("--durability", "always")
+
+
+def run(n: int, durable: bool = False) -> dict[str, Any]:
+    cluster = Cluster(durable=durable)
     cluster.start()
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {"variant": "durable" if durable else "no fsync"}
     try:
+        # The settings the server runs with, read back from it: the label is checked.
+        out["postgresqlFsync"] = cluster.psql("SHOW fsync")
+        out["postgresqlSynchronousCommit"] = cluster.psql("SHOW synchronous_commit")
         url = cluster.create_database("bench")
         with tempfile.TemporaryDirectory() as tmp:
-            for name, args in (("sqlite", ("--durability", "always")),
+            for name, args in (("sqlite", sqlite_args(durable)),
                                ("postgresql", ("--store", url, "--project-key", "bench"))):
                 d = sessionmemd(Path(tmp), name, *args)
                 try:
@@ -189,19 +203,21 @@ def postgresql(cluster: Cluster, tmp: Path, n: int, env: dict[str, str] | None) 
     return out
 
 
-def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
+def before_after(rev: str, n: int, rounds: int, durable: bool = False) -> dict[str, Any]:
     """The PostgreSQL figures of REV's daemon and of this tree's, alternately, in one run."""
-    cluster = Cluster()
+    cluster = Cluster(durable=durable)
     cluster.start()
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": [], "sqlite": []}
     try:
+        settings = {"postgresqlFsync": cluster.psql("SHOW fsync"),
+                    "postgresqlSynchronousCommit": cluster.psql("SHOW synchronous_commit")}
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)
             env = code_of(rev, tmp / "before-code")
             for r in range(rounds):
                 # The SQLite baseline (this tree's, durability always) once a round: the
                 # issue's ratios for both revisions.
-                d = sessionmemd(tmp, f"sqlite{r}", "--durability", "always")
+                d = sessionmemd(tmp, f"sqlite{r}", *sqlite_args(durable))
                 try:
                     writes(d.sock, 200, "warm")
                     runs["sqlite"].append({"sqliteSequentialPerSec": round(writes(d.sock, n, "seq"), 1),
@@ -215,7 +231,7 @@ def before_after(rev: str, n: int, rounds: int) -> dict[str, Any]:
                     runs[which].append(got)
     finally:
         cluster.destroy()
-    out: dict[str, Any] = {"before": rev, "rounds": runs}
+    out: dict[str, Any] = {"before": rev, "variant": "durable" if durable else "no fsync", **settings, "rounds": runs}
     for k in runs["after"][0]:
         b = statistics.median(x[k] for x in runs["before"])
         a = statistics.median(x[k] for x in runs["after"])
@@ -237,14 +253,16 @@ def main() -> None:
     ap.add_argument("--before", metavar="REV", default=None,
                     help="the PostgreSQL figures of git revision REV's daemon and this tree's, alternately")
     ap.add_argument("--rounds", type=int, default=3, help="with --before: rounds of both")
+    ap.add_argument("--durable", action="store_true",
+                    help="SQLite always + --fsync ÷ PostgreSQL with fsync=on, synchronous_commit=on")
     a = ap.parse_args()
     if a.before is not None:
-        compared = before_after(a.before, a.n, a.rounds)
+        compared = before_after(a.before, a.n, a.rounds, a.durable)
         print(json.dumps({k: v for k, v in compared.items() if k != "rounds"}, indent=2))
         if a.json:
             Path(a.json).write_text(json.dumps(compared))
         return
-    figures = run(a.n)
+    figures = run(a.n, a.durable)
     print(json.dumps(figures, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(figures))

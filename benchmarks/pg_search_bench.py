@@ -32,7 +32,8 @@ def main() -> None:
     import psycopg
 
     from sessionmemd import searchquery
-    from sessionmemd.pgstore import PgReader, PgStore
+    from sessionmemd.pgread import PgReader
+    from sessionmemd.pgstore import PgStore
 
     cluster = Cluster()
     cluster.start()

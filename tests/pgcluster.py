@@ -40,7 +40,10 @@ def _run_as() -> list[str]:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        # durable: fsync on (PostgreSQL's default) for benchmarks comparing production
+        # settings; the tests' clusters run without it (see start).
+        self.durable = durable
         bin_dir = server_bin()
         if bin_dir is None:
             raise RuntimeError("no PostgreSQL server here (Debian package postgresql; .ci/run installs it)")
@@ -69,7 +72,8 @@ class Cluster:
         self._pg_ctl_start()
 
     def _pg_ctl_start(self) -> None:
-        opts = f"-c listen_addresses='' -k {self.sock_dir} -c fsync=off -c max_connections=100"
+        sync = "-c fsync=on -c synchronous_commit=on" if self.durable else "-c fsync=off"
+        opts = f"-c listen_addresses='' -k {self.sock_dir} {sync} -c max_connections=100"
         r = self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
                       "-w", "-t", "60", "start")
         if r.returncode != 0:

@@ -105,6 +105,18 @@ def test_pg_start_benchmark_runs_tiny(pg_cluster: object, tmp_path: Path) -> Non
     assert figures["sqliteFirstAnswerS"] > 0 and figures["postgresqlFirstAnswerS"] > 0
 
 
+def test_pg_start_benchmark_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """--before REV: REV's copy in a database of its own, both revisions' daemons on both copies."""
+    out = tmp_path / "start.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_start_bench.py"), "--n", "500", "--runs", "1",
+                        "--before", "HEAD", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["before"] == "HEAD" and figures["beforeCopyToS"] > 0
+    for name in ("postgresql", "beforeOnBeforeCopy", "afterOnBeforeCopy", "beforeOnAfterCopy"):
+        assert figures[f"{name}FirstAnswerS"] > 0 and figures[f"{name}FirstAnswerRatio"] > 0, name
+
+
 def test_pg_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
     """Writes through both stores, 8 writers on 2 daemons of one key, the feed across them."""
     out = tmp_path / "pg.json"
@@ -112,8 +124,21 @@ def test_pg_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     figures = json.loads(out.read_text())
+    assert figures["variant"] == "no fsync" and figures["postgresqlFsync"] == "off"
     assert figures["postgresql8WritersOn2DaemonsPerSec"] > 0 and figures["writers8On2DaemonsRatio"] > 0
     assert figures["feedSameDaemonP50Ms"] > 0 and figures["feedCrossDaemonP50Ms"] > 0
+
+
+def test_pg_bench_durable_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """--durable: SQLite always + --fsync ÷ a cluster that flushes every commit (read back from it)."""
+    out = tmp_path / "pg.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_bench.py"), "--n", "40", "--durable", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["variant"] == "durable"
+    assert figures["postgresqlFsync"] == "on" and figures["postgresqlSynchronousCommit"] == "on"
+    assert figures["sqliteSequentialPerSec"] > 0 and figures["sequentialRatio"] > 0
 
 
 def test_pg_bench_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:

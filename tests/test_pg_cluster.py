@@ -21,6 +21,18 @@ def test_the_cluster_serves_a_database_of_the_tests_own_over_its_socket_only(pg_
     assert pg_cluster.psql("SELECT sum(x) FROM t", db) == "3"
 
 
+def test_the_durable_cluster_flushes_every_commit_the_tests_one_does_not(pg_cluster: Any) -> None:
+    from pgcluster import Cluster
+
+    assert (pg_cluster.psql("SHOW fsync"), pg_cluster.psql("SHOW synchronous_commit")) == ("off", "on")
+    durable = Cluster(durable=True)  # benchmarks' production comparison (pg_bench.py --durable)
+    durable.start()
+    try:
+        assert (durable.psql("SHOW fsync"), durable.psql("SHOW synchronous_commit")) == ("on", "on")
+    finally:
+        durable.destroy()
+
+
 def test_a_restarted_cluster_keeps_what_was_committed(pg_cluster: Any, pg_url: str) -> None:
     db = pg_url.split("///", 1)[1].split("?", 1)[0]
     pg_cluster.psql("CREATE TABLE kept (x text); INSERT INTO kept VALUES ('before')", db)

@@ -19,7 +19,8 @@ DAEMON = Path(__file__).resolve().parent.parent / "daemon" / "sessionmemd"
 # Modules above the seam: they may use storage.py, never a store's driver or files.
 ABOVE = ("app", "daemon", "persist", "loader", "host", "methods", "server", "replies", "rpc",
          "state", "messages", "changelog", "records", "feed")
-BELOW = {"sqlite3", "store", "storeread", "sqlitestore", "dbcheck", "schema", "pgstore", "psycopg"}
+BELOW = {"sqlite3", "store", "storeread", "sqlitestore", "dbcheck", "schema", "pgstore", "pgread", "pgshared",
+         "psycopg"}
 
 
 def imported(module: str) -> set[str]:

@@ -386,3 +386,21 @@ def test_a_copy_while_an_agent_writes_is_one_moment_of_the_source(make_daemon: A
     # has at most one call in flight, applied perhaps before its reply was counted)
     assert before <= len(got) <= after + 1, (before, len(got), after)
     assert got == [f"m{i}" for i in range(len(got))]
+
+
+def test_the_copy_leaves_postgresql_vacuumed_and_analyzed(
+        make_daemon: Any, env: dict[str, str], pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
+    # A daemon's first reads on a bulk load need the planner's statistics and the
+    # visibility map (storecopy.PgTarget.settle): the copy makes them, not autovacuum later.
+    src: Daemon = make_daemon(root=tmp_path / "src", name="src")
+    with src.session() as s:
+        for i in range(50):
+            s.add_message("user", f"m{i}")
+    db = pg_url.split("/")[3].split("?")[0]
+    r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
+    assert r.returncode == 0, r.stderr
+    seen = pg_cluster.psql("SELECT relname, last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                           "WHERE relname IN ('sessionmem_messages', 'sessionmem_sessions') ORDER BY relname",
+                           database=db)
+    assert seen.splitlines() == ["sessionmem_messages|t|t", "sessionmem_sessions|t|t"], seen
+    assert pg_cluster.psql("SELECT reltuples FROM pg_class WHERE relname = 'sessionmem_messages'", database=db) == "50"

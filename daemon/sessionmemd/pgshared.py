@@ -41,7 +41,9 @@ from . import replay
 from .changelog import KEEP
 from .leases import LeaseRow
 from .pgstatements import Statements
-from .pgstore import LEASES, PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, lease_rows, load_session
+from .pgread import PgReader, load_session
+from .pgread import connect as _connect
+from .pgstore import LEASES, PgStore, ProjectBusy, _lock_id, _reason, lease_rows
 from .state import Batch, Restored
 from .storage import Catalogue, StoreError, StoreRefused, TurnStale
 from .storeurl import mask

@@ -28,7 +28,8 @@ design (with the project row's ``revisions_reserved`` as the exact last revision
   connection is retried with backoff and the changes table read from the applied
   revision on.
 
-Schema: pgschema.py (version, migrations).
+Schema: pgschema.py (version, migrations). Reads (a session tail-first, the list of
+sessions, the loader's reader): pgread.py.
 
 Durability: every commit is a PostgreSQL commit before the reply (the daemon runs
 ``always`` on this store); the changes of one loop turn share a transaction.
@@ -44,18 +45,17 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import pgsearch
+from .leases import LeaseRow
 from .listener import AlreadyRunning
-from .messages import MessageLog
+from .pgread import PgReader, connect, decode, load_session
 from .pgschema import migrate
 from .pgstatements import Sink
 from .state import Batch, Changes, Restored
-from .leases import LeaseRow
-from .searchquery import Query
-from .storage import TAIL, Catalogue, ChangeRow, HitRow, Reader, SessionRow, Storage, StoreError, StoreFault
+from .storage import TAIL, Catalogue, Reader, Storage, StoreError, StoreFault
 from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
+
 
 class ProjectBusy(AlreadyRunning):
     """Another daemon serves this project key in this database (the exit code and
@@ -67,142 +67,16 @@ def _lock_id(project_key: str) -> int:
     return int.from_bytes(hashlib.sha256(project_key.encode()).digest()[:8], "big") >> 1
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
-    # A start, or a write after PostgreSQL went away, waits at most this long for it.
-    return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="sessionmemd")
-
-
-class PgReader:
-    """storage.Reader on a connection of its own; each read one REPEATABLE READ
-    transaction, so it is consistent in itself while the writer writes."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self._conn = _connect(url)
-        # A read of several statements (a session, the list) sees one snapshot.
-        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        self._key = key
-
-    def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
-        try:
-            with self._conn.transaction():
-                return load_session(self._conn, self._key, sid, revision, tail)
-        except psycopg.Error as e:
-            raise StoreError(str(e)) from e
-
-    def load_older(self, sid: str, cursor: object) -> MessageLog:
-        assert isinstance(cursor, int)  # the tail's first seq (load_session)
-        try:
-            rows = self._conn.execute(
-                "SELECT role, content, ts, message_id, data FROM sessionmem_messages "
-                "WHERE project_key = %s AND session_id = %s AND seq < %s ORDER BY seq",
-                (self._key, sid, cursor)).fetchall()
-        except psycopg.Error as e:
-            raise StoreError(str(e)) from e
-        messages = MessageLog()
-        messages.extend(_messages(rows))
-        return messages
-
-    def session_rows(self) -> dict[str, SessionRow]:
-        try:
-            with self._conn.transaction():
-                return session_rows(self._conn, self._key)
-        except psycopg.Error as e:
-            raise StoreError(str(e)) from e
-
-    def search(self, query: Query) -> tuple[list[HitRow], bool]:
-        try:
-            with self._conn.transaction():  # the hits and their indexes: one snapshot
-                return pgsearch.search(self._conn, self._key, query)
-        except psycopg.Error as e:
-            raise StoreError(str(e)) from e
-
-    def change_rows(self, since: int, upto: int) -> list[ChangeRow]:
-        try:
-            return [(int(r), str(s), bytes(f)) for r, s, f in self._conn.execute(
-                "SELECT revision, session_id, frame FROM sessionmem_changes WHERE project_key = %s "
-                "AND revision > %s AND revision <= %s ORDER BY revision", (self._key, since, upto))]
-        except psycopg.Error as e:
-            raise StoreError(str(e)) from e
-
-    def shrink(self) -> None:
-        pass  # the server holds the caches
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-# Free text (roles, contents, tasks, paths, keys, message ids) is kept as bytea, UTF-8:
-# PostgreSQL's text cannot hold a NUL character, which the wire allows in any string.
+# Free text is kept as bytea, UTF-8 (pgread.decode reads it back).
 def _b(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
-
-
-def _s(raw: bytes) -> str:
-    return bytes(raw).decode()
-
-
-def _o(raw: bytes | None) -> str | None:
-    return None if raw is None else bytes(raw).decode()
-
-
-def _messages(rows: Iterable[tuple[Any, ...]]) -> Iterable[tuple[str, str, int, str | None, bytes | None]]:
-    for role, content, ts, mid, data in rows:
-        yield _s(role), _s(content), int(ts), _o(mid), None if data is None else data.encode()
-
-
-def load_session(c: psycopg.Connection[Any], key: str, sid: str, revision: int,
-                 tail: int | None) -> Restored | None:
-    """One session of project ``key`` (inside the caller's transaction), its newest
-    ``tail`` messages when it has more."""
-    row = c.execute("SELECT start_time, current_task, active_ticket FROM sessionmem_sessions "
-                    "WHERE project_key = %s AND id = %s", (key, sid)).fetchone()
-    if row is None:
-        return None
-    start_time, task, ticket = row[0], _o(row[1]), _o(row[2])
-    older, cursor = 0, 0
-    messages = MessageLog()
-    if tail is None:
-        rows = c.execute("SELECT role, content, ts, message_id, data FROM sessionmem_messages "
-                         "WHERE project_key = %s AND session_id = %s ORDER BY seq", (key, sid)).fetchall()
-        messages.extend(_messages(rows))
-    else:
-        rows = c.execute("SELECT seq, role, content, ts, message_id, data FROM sessionmem_messages "
-                         "WHERE project_key = %s AND session_id = %s ORDER BY seq DESC LIMIT %s",
-                         (key, sid, tail)).fetchall()
-        rows.reverse()
-        if len(rows) == tail and rows:
-            cursor = int(rows[0][0])
-            counted = c.execute("SELECT count(*) FROM sessionmem_messages WHERE project_key = %s "
-                                "AND session_id = %s AND seq < %s", (key, sid, cursor)).fetchone()
-            older = int(counted[0]) if counted else 0
-        messages.extend(_messages(r[1:] for r in rows))
-    files = [_s(r[0]) for r in c.execute("SELECT file_path FROM sessionmem_files WHERE project_key = %s "
-                                     "AND session_id = %s ORDER BY seq", (key, sid))]
-    context = {_s(k): v.encode() for k, v in c.execute(
-        "SELECT key, value FROM sessionmem_context WHERE project_key = %s AND session_id = %s ORDER BY seq",
-        (key, sid))}
-    return Restored(sid, int(start_time), task, ticket, messages, files, context,
-                    revision=revision, older=older, older_cursor=cursor if older else 0)
 
 
 LEASES = "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases WHERE project_key = %s"
 
 
 def lease_rows(rows: Iterable[tuple[Any, ...]]) -> list[LeaseRow]:
-    return [(_s(n), _s(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in rows]
-
-
-def session_rows(c: psycopg.Connection[Any], key: str) -> dict[str, SessionRow]:
-    msgs = dict(c.execute("SELECT session_id, count(*) FROM sessionmem_messages WHERE project_key = %s "
-                          "GROUP BY session_id", (key,)).fetchall())
-    files = dict(c.execute("SELECT session_id, count(*) FROM sessionmem_files WHERE project_key = %s "
-                           "GROUP BY session_id", (key,)).fetchall())
-    ctx = dict(c.execute("SELECT session_id, count(*) FROM sessionmem_context WHERE project_key = %s "
-                         "GROUP BY session_id", (key,)).fetchall())
-    return {sid: (int(start), _o(task), _o(ticket), int(msgs.get(sid, 0)), int(files.get(sid, 0)), int(ctx.get(sid, 0)))
-            for sid, start, task, ticket in c.execute(
-                "SELECT id, start_time, current_task, active_ticket FROM sessionmem_sessions "
-                "WHERE project_key = %s", (key,))}
+    return [(decode(n), decode(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in rows]
 
 
 class PgStore:
@@ -216,7 +90,7 @@ class PgStore:
         self._where = f"the PostgreSQL store {mask(url)} (project key {key!r})"
         self._conn: psycopg.Connection[Any] | None = None
         try:
-            conn = _connect(url)
+            conn = connect(url)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to {self._where}: {_reason(e, url)}") from None
         try:
@@ -414,7 +288,7 @@ class PgStore:
             self._conn.close()
             self._conn = None
         try:
-            conn = _connect(self._url)
+            conn = connect(self._url)
         except psycopg.Error as e:
             cause = RuntimeError(f"{self._where} is unreachable: {_reason(e, self._url)}")
             raise StoreFault(f"{cause}; the changes are kept in memory and retried", cause) from None

@@ -22,6 +22,8 @@ serving it is reported, and nothing is done. Everything is written by one
 is left, and a SQLite file this copy created is removed again. A target that already
 holds a session with anything in it, or a lease, is refused; its empty sessions (the
 one every daemon start makes) are replaced. One session at a time is held in memory.
+A PostgreSQL target is vacuumed and analyzed once the copy committed (PgTarget.settle),
+so the first daemon on it reads as fast as on a table autovacuum has seen.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class Target(Protocol):
 
     def undo(self) -> None:
         """After a failure, remove what opening it made (a new SQLite file)."""
+        ...
+
+    def settle(self) -> None:
+        """After a copy that committed: leave the target ready for a daemon's reads.
+        Never fails (the copy is done)."""
         ...
 
 
@@ -241,7 +248,7 @@ class PgSource:
                     "WHERE project_key = %s ORDER BY token")]
 
     def session(self, sid: str, revision: int) -> Restored:
-        from .pgstore import load_session
+        from .pgread import load_session
 
         try:
             r = load_session(self._conn, self._key, sid, revision, None)
@@ -278,6 +285,9 @@ class SqliteTarget:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
 
+    def settle(self) -> None:
+        pass  # SQLite plans without statistics, and its count needs no visibility map
+
 
 class PgTarget:
     def __init__(self, url: str, key: str) -> None:
@@ -295,6 +305,23 @@ class PgTarget:
 
     def undo(self) -> None:
         pass  # the write was one transaction; the schema stays, as a daemon's start leaves it
+
+    def settle(self) -> None:
+        """VACUUM (ANALYZE) the tables the copy filled, now rather than when autovacuum
+        gets to them (a minute or more later): a daemon started on a bulk load that no
+        VACUUM has seen counts the session's older messages (its first answer) through
+        a visit to every row's heap page, not the index alone (1,000,000 messages:
+        390 ms, then 70). 1 s per million messages. A role that does not own the
+        tables only gets PostgreSQL's warning, skipped; a failure leaves it to
+        autovacuum."""
+        from .pgread import connect
+
+        try:
+            with connect(self._url) as conn:  # autocommit: VACUUM runs outside a transaction
+                conn.execute("VACUUM (ANALYZE) sessionmem_sessions, sessionmem_messages, sessionmem_files, "
+                             "sessionmem_context")
+        except _driver().Error:
+            pass
 
 
 def _driver() -> Any:
@@ -371,6 +398,7 @@ def copy(source: Source, target: Target) -> Report:
     except BaseException:
         target.undo()
         raise
+    target.settle()
     return report
 
 
