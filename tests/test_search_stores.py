@@ -19,6 +19,8 @@ from conftest import Daemon
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
+from sessionmemd.pgschema import SCHEMA_VERSION  # noqa: E402
+
 # (session, role, content): punctuation, paths, addresses, numbers, case, hyphens,
 # repeated words, non-ASCII letters, and a NUL, which PostgreSQL text cannot hold.
 MESSAGES = [
@@ -134,7 +136,7 @@ def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
         indexes = pg_cluster.psql("SELECT indexname FROM pg_indexes WHERE tablename = 'sessionmem_messages' "
                                   "ORDER BY 1", database=db).split()
         assert "sessionmem_messages_search" in indexes and "sessionmem_messages_trgm" in indexes
-        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == "3"
+        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == str(SCHEMA_VERSION)
         want = hits(pg, labels, "arser", "substring", {})
         # A database where pg_trgm could not be made has no trigram index: the same hits, by a scan.
         pg_cluster.psql("DROP INDEX sessionmem_messages_trgm", database=db)

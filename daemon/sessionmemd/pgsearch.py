@@ -38,6 +38,7 @@ from typing import Any, Final
 import psycopg
 
 from .searchindex import SUBSTRING_BUDGET_S
+from .searchpos import Positions
 from .searchquery import MARK_CLOSE, MARK_OPEN, SNIPPET_TOKENS, Query, substring_snippet
 from .storage import HitRow
 
@@ -69,6 +70,29 @@ DO $do$ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RAISE NOTICE 'sessionmem: no trigram index (%); a substring search scans', SQLERRM;
 END $do$;
+"""
+
+# Schema 4: a count of each project's deletions of messages, kept by the database for
+# every deleter (a statement trigger: one update per DELETE or TRUNCATE statement, not per
+# row), in the deleting transaction, so a reader's snapshot sees the count that goes with
+# its rows. Search hits' checkpoints (searchpos.py) are right while it stays put. Cheap on
+# a big table: a column with a constant default and a trigger, no rewrite.
+DELETIONS_MIGRATION: Final = """
+ALTER TABLE sessionmem_projects ADD COLUMN deletions bigint NOT NULL DEFAULT 0;
+CREATE FUNCTION sessionmem_count_deletions() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    UPDATE sessionmem_projects SET deletions = deletions + 1;
+  ELSE
+    UPDATE sessionmem_projects SET deletions = deletions + 1
+      WHERE project_key IN (SELECT DISTINCT project_key FROM gone);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER sessionmem_messages_deleted AFTER DELETE ON sessionmem_messages
+  REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION sessionmem_count_deletions();
+CREATE TRIGGER sessionmem_messages_truncated AFTER TRUNCATE ON sessionmem_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION sessionmem_count_deletions();
 """
 
 # What unicode61 calls a token: a run of letters and digits (underscore is a separator).
@@ -116,9 +140,11 @@ def token_snippet(content: str, q: Query, tokens: int = SNIPPET_TOKENS) -> str:
     return ("…" if lo > 0 else "") + "".join(out) + ("…" if lo + tokens < len(spans) else "")
 
 
-def search(c: psycopg.Connection[Any], key: str, q: Query) -> tuple[list[HitRow], bool]:
-    """The page of hits (``limit + 1`` rows), best first, with indexes; and whether it
-    is complete. Inside the caller's (repeatable read) transaction."""
+def search(c: psycopg.Connection[Any], key: str, q: Query,
+           positions: Positions | None = None) -> tuple[list[HitRow], bool]:
+    """The page of hits (``limit + 1`` rows), best first, with indexes (from the
+    reader's checkpoints, ``positions``: searchpos.py); and whether it is complete.
+    Inside the caller's (repeatable read) transaction."""
     where = ["m.project_key = %s"]
     args: list[object] = [key]
     if q.sessions is not None:
@@ -151,7 +177,7 @@ def search(c: psycopg.Connection[Any], key: str, q: Query) -> tuple[list[HitRow]
                     f"ORDER BY m.seq DESC LIMIT %s OFFSET %s", (q.like, *args, q.limit + 1, q.offset)).fetchall()
         except psycopg.errors.QueryCanceled:
             rows, complete = [], False
-    index = _indexes(c, key, [(str(r[1]), int(r[0])) for r in rows])
+    index = (positions or Positions()).index(PgRows(c, key), [(str(r[1]), int(r[0])) for r in rows])
     hits: list[HitRow] = []
     for seq, sid, role, ts, content, mid, score in rows:
         text = bytes(content).decode(errors="replace")  # a hand-edited row may not be UTF-8
@@ -161,23 +187,39 @@ def search(c: psycopg.Connection[Any], key: str, q: Query) -> tuple[list[HitRow]
     return hits, complete
 
 
-def _indexes(c: psycopg.Connection[Any], key: str, hits: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Each hit's position in its session: per session one walk of its index up to its
-    last hit, counting for all its hits at once. The row comparison names the
-    (project, session, seq) index's columns, so the planner walks that index: with a
-    plain ``seq <`` it may take the primary key and filter every row (seen: 130 ms for
-    one count of 6,000 before a VACUUM). Measured best of four ways, and still a walk
-    (~30-65 ms for a page over 100,000 messages here): not as cheap as SQLite's
-    checkpoints (searchpos.py), which rest on the SQLite store's delete trigger."""
-    out: dict[tuple[str, int], int] = {}
-    by_session: dict[str, list[int]] = {}
-    for sid, seq in hits:
-        by_session.setdefault(sid, []).append(seq)
-    for sid, seqs in by_session.items():
-        counts = ", ".join(["count(*) FILTER (WHERE seq < %s)"] * len(seqs))
-        row = c.execute(f"SELECT {counts} FROM sessionmem_messages WHERE project_key = %s AND session_id = %s "
-                        f"AND (project_key, session_id, seq) < (%s, %s, %s)",
-                        (*seqs, key, sid, key, sid, max(seqs))).fetchone()
-        assert row is not None
-        out.update({(sid, seq): int(n) for seq, n in zip(seqs, row)})
-    return out
+class PgRows:
+    """searchpos.Rows on the PostgreSQL store, for one project, inside the reader's
+    (repeatable read) transaction. Each range names the (project, session, seq) index's
+    columns as a row comparison, so the planner walks that index: with a plain ``seq <``
+    it may take the primary key and filter every row (seen: 130 ms for one count of
+    6,000 before a VACUUM)."""
+
+    def __init__(self, c: psycopg.Connection[Any], key: str) -> None:
+        self._c = c
+        self._key = key
+
+    def deletions(self) -> int | None:
+        row = self._c.execute("SELECT deletions FROM sessionmem_projects WHERE project_key = %s",
+                              (self._key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def marks(self, sid: str, step: int, start: int | None) -> list[int]:
+        k = self._key
+        return [int(r[0]) for r in self._c.execute(
+            "SELECT seq FROM (SELECT seq, row_number() OVER (ORDER BY seq) - 1 AS pos FROM sessionmem_messages "
+            "WHERE project_key = %s AND session_id = %s AND (project_key, session_id, seq) >= (%s, %s, %s)) t "
+            "WHERE pos %% %s = 0" + ("" if start is None else " AND pos > 0") + " ORDER BY seq",
+            (k, sid, k, sid, -(2**63) if start is None else start, step))]
+
+    def counts(self, spans: list[tuple[str, int, int]]) -> list[int]:
+        if not spans:
+            return []
+        # One round trip for the page: a count of at most a step per hit.
+        k = self._key
+        rows = self._c.execute(
+            "SELECT (SELECT count(*) FROM sessionmem_messages m WHERE m.project_key = %s AND m.session_id = h.sid "
+            "AND (m.project_key, m.session_id, m.seq) >= (%s, h.sid, h.lo) "
+            "AND (m.project_key, m.session_id, m.seq) < (%s, h.sid, h.hi)) "
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS h(sid, lo, hi, i) ORDER BY h.i",
+            (k, k, k, [s for s, _, _ in spans], [lo for _, lo, _ in spans], [hi for _, _, hi in spans])).fetchall()
+        return [int(r[0]) for r in rows]

@@ -51,6 +51,7 @@ from .pgschema import migrate
 from .pgstatements import Sink
 from .state import Batch, Changes, Restored
 from .leases import LeaseRow
+from .searchpos import Positions
 from .searchquery import Query
 from .storage import TAIL, Catalogue, ChangeRow, HitRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .storeurl import mask
@@ -81,6 +82,7 @@ class PgReader:
         # A read of several statements (a session, the list) sees one snapshot.
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._key = key
+        self._positions = Positions()  # search hits' indexes without walking sessions
 
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         try:
@@ -112,7 +114,7 @@ class PgReader:
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
         try:
             with self._conn.transaction():  # the hits and their indexes: one snapshot
-                return pgsearch.search(self._conn, self._key, query)
+                return pgsearch.search(self._conn, self._key, query, self._positions)
         except psycopg.Error as e:
             raise StoreError(str(e)) from e
 
