@@ -9,13 +9,17 @@ sessions, 20 Zipf words each, as search_bench.py's) are loaded by COPY. Then a r
 (``--runs`` later starts on the migrated database give the baseline's median), and a
 search on it is checked to find what a LIKE count finds.
 
-    .venv/bin/python benchmarks/pg_migrate_bench.py [--messages 1000000] [--runs 3] [--json out.json]
+    .venv/bin/python benchmarks/pg_migrate_bench.py [--messages 1000000] [--runs 3] [--before REV] [--json out.json]
+
+``--before REV``: also the first answer of git revision REV's daemon (bench.code_of)
+on a second schema-2 database of the same messages, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import statistics
@@ -30,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from bench import code_of  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary  # noqa: E402
 
@@ -84,13 +89,16 @@ def call(sock: Path, method: str, params: dict[str, Any] | None = None) -> Any:
         s.close()
 
 
-def start(tmp: Path, name: str, url: str) -> tuple[float, subprocess.Popen[bytes], Path]:
-    """Seconds from spawning a daemon on ``url`` to its first getStats answer."""
+def start(tmp: Path, name: str, url: str, env: dict[str, str] | None = None) -> tuple[
+        float, subprocess.Popen[bytes], Path]:
+    """Seconds from spawning a daemon on ``url`` (``env``: another revision's code) to
+    its first getStats answer."""
     sock = tmp / f"{name}.sock"
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "sessionmemd", "--project", str(tmp), "--socket", str(sock),
                              "--db", str(tmp / "unused.db"), "--store", url, "--project-key", KEY,
-                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"sessionmemd exited with {proc.returncode}")
@@ -106,7 +114,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(120)
 
 
-def run(messages: int, runs: int) -> dict[str, Any]:
+def run(messages: int, runs: int, before: str | None = None) -> dict[str, Any]:
     import psycopg
 
     cluster = Cluster()
@@ -116,10 +124,16 @@ def run(messages: int, runs: int) -> dict[str, Any]:
         out: dict[str, Any] = {"messages": messages, "loadS": round(schema_2(url, messages), 2)}
         with tempfile.TemporaryDirectory(prefix="smpgmigrate-") as td:
             tmp = Path(td)
+            if before:
+                old_url = cluster.create_database("migrate_before")
+                schema_2(old_url, messages)
+                first, proc, _ = start(tmp, "before", old_url, code_of(before, tmp / "before-code"))
+                stop(proc)
+                out["beforeFirstAnswerS"] = round(first, 3)
             first, proc, sock = start(tmp, "migrating", url)
             out["migratingFirstAnswerS"] = round(first, 3)
             # What a search answers right away, and once the store says it is complete.
-            term = vocabulary()[50]
+            term = vocabulary()[500]  # a middling word (0.4 % of the messages): every hit is paged
             with psycopg.connect(url) as c:
                 row = c.execute("SELECT count(*) FROM sessionmem_messages WHERE project_key = %s AND "
                                 "convert_from(content, 'UTF8') ~ %s", (KEY, rf"\m{term}\M")).fetchone()
@@ -133,14 +147,14 @@ def run(messages: int, runs: int) -> dict[str, Any]:
                 r = call(sock, "searchMessages", params)["result"]
             out["searchCompleteAfterS"] = round(time.perf_counter() - t, 2)
             hits, cursor = 0, None
-            while True:  # every hit of a middling word, paged, against the count
+            while True:  # every hit, paged (up to the 10,000 deep paging allows), against the count
                 page = call(sock, "searchMessages", {**params, "limit": 100, **({"cursor": cursor} if cursor else {})})
                 hits += len(page["result"]["hits"])
                 cursor = page["result"]["nextCursor"]
-                if cursor is None or hits >= 2_000:
+                if cursor is None or hits >= 10_000:
                     break
             out["hitsChecked"] = hits
-            out["hitsAgree"] = hits == min(want, 2_000) or cursor is not None and hits >= 2_000
+            out["hitsAgree"] = hits == min(want, 10_000)
             stop(proc)
             with psycopg.connect(url) as c:
                 row = c.execute("SELECT version FROM sessionmem_schema").fetchone()
@@ -161,13 +175,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--before", metavar="REV", default=None)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    r = run(a.messages, a.runs)
+    r = run(a.messages, a.runs, a.before)
     print(f"schema-2 database with {r['messages']:,} messages (loaded in {r['loadS']:.1f} s)")
     print(f"  first answer, migrating to schema {r['schemaVersion']}: {r['migratingFirstAnswerS'] * 1000:,.0f} ms")
     print(f"  first answer, already migrated (median of {a.runs}):  {r['migratedFirstAnswerS'] * 1000:,.0f} ms")
     print(f"  ratio {r['ratio']:.2f}")
+    if "beforeFirstAnswerS" in r:
+        print(f"  before ({a.before}), first answer while migrating: {r['beforeFirstAnswerS'] * 1000:,.0f} ms "
+              f"(ratio to migrated {r['beforeFirstAnswerS'] / r['migratedFirstAnswerS']:.2f})")
     print(f"  first search complete: {r['firstSearchComplete']}; complete after {r['searchCompleteAfterS']:.1f} s; "
           f"{r['hitsChecked']} hits paged, agree with a regex count: {r['hitsAgree']}")
     if a.json:

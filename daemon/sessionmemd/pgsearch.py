@@ -44,11 +44,10 @@ from .storage import HitRow
 
 INDEXED_CHARS: Final = 100_000
 
-# Schema 3 (pgstore's _MIGRATIONS). The trigram index is made when pg_trgm can be
-# (Debian's postgresql ships it in postgresql-contrib; it is a trusted extension, so a
-# database owner may create it); without it a substring search scans, bounded.
-MIGRATION: Final = rf"""
-CREATE FUNCTION sessionmem_search_text(b bytea) RETURNS text
+# The text a message's words are taken from, and its vector (one definition, used by
+# the row trigger and by the builder of an existing table's vectors).
+_FUNCTIONS: Final = rf"""
+CREATE OR REPLACE FUNCTION sessionmem_search_text(b bytea) RETURNS text
   LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
   IF position('\x00'::bytea IN b) > 0 THEN
@@ -59,16 +58,55 @@ BEGIN
 EXCEPTION WHEN character_not_in_repertoire THEN
   RETURN encode(b, 'escape');  -- not UTF-8 (no writer of ours makes that): its ASCII stays searchable
 END $$;
-ALTER TABLE sessionmem_messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
-  to_tsvector('simple'::regconfig, regexp_replace(left(sessionmem_search_text(content), {INDEXED_CHARS}),
-    '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', ' ', 'g'))) STORED;
-CREATE INDEX sessionmem_messages_search ON sessionmem_messages USING gin (search);
+CREATE OR REPLACE FUNCTION sessionmem_search_vector(b bytea) RETURNS tsvector
+  LANGUAGE sql IMMUTABLE STRICT AS $$
+  SELECT to_tsvector('simple'::regconfig, regexp_replace(left(sessionmem_search_text(b), {INDEXED_CHARS}),
+    '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', ' ', 'g'))
+$$;
+CREATE OR REPLACE FUNCTION sessionmem_search_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.search := sessionmem_search_vector(NEW.content);
+  RETURN NEW;
+END $$;
+"""
+_ROW_TRIGGER: Final = """
+DROP TRIGGER IF EXISTS sessionmem_messages_search ON sessionmem_messages;
+CREATE TRIGGER sessionmem_messages_search BEFORE INSERT OR UPDATE OF content ON sessionmem_messages
+  FOR EACH ROW EXECUTE FUNCTION sessionmem_search_row();
+"""
+# The search indexes: made by the migration on an empty table, else by pgsearchbuild.py
+# once every row has its vector. The trigram index where pg_trgm can be made (Debian's
+# postgresql ships it in postgresql-contrib; it is a trusted extension, so a database
+# owner may create it); without it a substring search scans, bounded.
+SEARCH_INDEX: Final = "CREATE INDEX {how} sessionmem_messages_search ON sessionmem_messages USING gin (search)"
+TRGM_INDEX: Final = ("CREATE INDEX {how} sessionmem_messages_trgm ON sessionmem_messages "
+                     "USING gin (sessionmem_search_text(content) gin_trgm_ops)")
+NO_TRGM: Final = "sessionmem: no trigram index (%s); a substring search scans"
+
+# Schema 3 (pgschema's _MIGRATIONS): quick on a table of any size, so a daemon's start
+# never waits for it (benchmarks/pg_migrate_bench.py: the first version, a generated
+# column and both indexes made in the migration, held a start 15 s per 200,000
+# messages, the table locked throughout). A plain column, filled by a row trigger for
+# every row written from now on; a table that already holds messages gets a row in
+# ``sessionmem_search_build`` (the highest seq to fill), and pgsearchbuild.py fills the
+# vectors in short transactions after the start, then builds the indexes concurrently.
+# Until that row is gone searches say ``complete: false``.
+MIGRATION: Final = _FUNCTIONS + """
+ALTER TABLE sessionmem_messages ADD COLUMN search tsvector;
+""" + _ROW_TRIGGER + f"""
+CREATE TABLE sessionmem_search_build (upto bigint NOT NULL, done bigint NOT NULL);
+INSERT INTO sessionmem_search_build (upto, done) SELECT max(seq), 0 FROM sessionmem_messages
+  HAVING max(seq) IS NOT NULL;
 DO $do$ BEGIN
-  CREATE EXTENSION IF NOT EXISTS pg_trgm;
-  CREATE INDEX sessionmem_messages_trgm ON sessionmem_messages
-    USING gin (sessionmem_search_text(content) gin_trgm_ops);
-EXCEPTION WHEN OTHERS THEN
-  RAISE NOTICE 'sessionmem: no trigram index (%); a substring search scans', SQLERRM;
+  IF NOT EXISTS (SELECT 1 FROM sessionmem_search_build) THEN
+    {SEARCH_INDEX.format(how="")};
+    BEGIN
+      CREATE EXTENSION IF NOT EXISTS pg_trgm;
+      {TRGM_INDEX.format(how="")};
+    EXCEPTION WHEN OTHERS THEN
+      RAISE NOTICE '{NO_TRGM.replace("%s", "%")}', SQLERRM;
+    END;
+  END IF;
 END $do$;
 """
 
@@ -77,7 +115,14 @@ END $do$;
 # row), in the deleting transaction, so a reader's snapshot sees the count that goes with
 # its rows. Search hits' checkpoints (searchpos.py) are right while it stays put. Cheap on
 # a big table: a column with a constant default and a trigger, no rewrite.
-DELETIONS_MIGRATION: Final = """
+#
+# A database that went through the first version of migration 3 (a generated column,
+# indexes made at once) is brought to the shape above: the column made plain (its
+# values kept; no rewrite) and filled by the row trigger from now on.
+DELETIONS_MIGRATION: Final = _FUNCTIONS + """
+ALTER TABLE sessionmem_messages ALTER COLUMN search DROP EXPRESSION IF EXISTS;
+""" + _ROW_TRIGGER + """
+CREATE TABLE IF NOT EXISTS sessionmem_search_build (upto bigint NOT NULL, done bigint NOT NULL);
 ALTER TABLE sessionmem_projects ADD COLUMN deletions bigint NOT NULL DEFAULT 0;
 CREATE FUNCTION sessionmem_count_deletions() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -140,6 +185,17 @@ def token_snippet(content: str, q: Query, tokens: int = SNIPPET_TOKENS) -> str:
     return ("…" if lo > 0 else "") + "".join(out) + ("…" if lo + tokens < len(spans) else "")
 
 
+def _bounded(c: psycopg.Connection[Any], sql: str, args: tuple[object, ...]) -> tuple[list[Any], bool]:
+    """The rows of a query that may scan the table, run for at most
+    SUBSTRING_BUDGET_S: (rows, True), or ([], False) when it ran out."""
+    try:
+        with c.transaction():  # a savepoint: a cancelled scan leaves the read usable
+            c.execute(f"SET LOCAL statement_timeout = {int(SUBSTRING_BUDGET_S * 1000)}")
+            return c.execute(sql, args).fetchall(), True
+    except psycopg.errors.QueryCanceled:
+        return [], False
+
+
 def search(c: psycopg.Connection[Any], key: str, q: Query,
            positions: Positions | None = None) -> tuple[list[HitRow], bool]:
     """The page of hits (``limit + 1`` rows), best first, with indexes (from the
@@ -160,23 +216,25 @@ def search(c: psycopg.Connection[Any], key: str, q: Query,
         where.append("m.ts < %s")
         args.append(q.until)
     cols = "m.seq, m.session_id, m.role, m.ts, m.content, m.message_id"
-    complete = True
+    # While an existing table's vectors are being filled (pgsearchbuild.py) the rows
+    # not filled yet are not found, and without the index a words search scans: bounded
+    # as a substring scan is, and the answer says it may be incomplete.
+    building = c.execute("SELECT EXISTS (SELECT 1 FROM sessionmem_search_build)").fetchone() == (True,)
     if q.match is not None:
-        rows = c.execute(
-            f"SELECT {cols}, ts_rank(m.search, tq, 1) AS score FROM sessionmem_messages m, "
-            f"to_tsquery('simple', %s) AS tq WHERE m.search @@ tq AND {' AND '.join(where)} "
-            f"ORDER BY score DESC, m.seq DESC LIMIT %s OFFSET %s",
-            (tsquery(q), *args, q.limit + 1, q.offset)).fetchall()
+        sql = (f"SELECT {cols}, ts_rank(m.search, tq, 1) AS score FROM sessionmem_messages m, "
+               f"to_tsquery('simple', %s) AS tq WHERE m.search @@ tq AND {' AND '.join(where)} "
+               f"ORDER BY score DESC, m.seq DESC LIMIT %s OFFSET %s")
+        sql_args: tuple[object, ...] = (tsquery(q), *args, q.limit + 1, q.offset)
     else:
-        try:
-            with c.transaction():  # a savepoint: a cancelled scan leaves the read usable
-                c.execute(f"SET LOCAL statement_timeout = {int(SUBSTRING_BUDGET_S * 1000)}")
-                rows = c.execute(
-                    f"SELECT {cols}, 0.0 FROM sessionmem_messages m WHERE "
-                    f"sessionmem_search_text(m.content) ILIKE %s AND {' AND '.join(where)} "
-                    f"ORDER BY m.seq DESC LIMIT %s OFFSET %s", (q.like, *args, q.limit + 1, q.offset)).fetchall()
-        except psycopg.errors.QueryCanceled:
-            rows, complete = [], False
+        sql = (f"SELECT {cols}, 0.0 FROM sessionmem_messages m WHERE "
+               f"sessionmem_search_text(m.content) ILIKE %s AND {' AND '.join(where)} "
+               f"ORDER BY m.seq DESC LIMIT %s OFFSET %s")
+        sql_args = (q.like, *args, q.limit + 1, q.offset)
+    if q.match is not None and not building:
+        rows, complete = c.execute(sql, sql_args).fetchall(), True
+    else:
+        rows, complete = _bounded(c, sql, sql_args)
+        complete = complete and q.match is None  # a substring scan reads the text, built or not
     index = (positions or Positions()).index(PgRows(c, key), [(str(r[1]), int(r[0])) for r in rows])
     hits: list[HitRow] = []
     for seq, sid, role, ts, content, mid, score in rows:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import pgsearch
+from . import pgsearch, pgsearchbuild
 from .listener import AlreadyRunning
 from .messages import MessageLog
 from .pgschema import migrate
@@ -217,6 +217,7 @@ class PgStore:
         self._tail = tail
         self._where = f"the PostgreSQL store {mask(url)} (project key {key!r})"
         self._conn: psycopg.Connection[Any] | None = None
+        self._builder: pgsearchbuild.Builder | None = None
         try:
             conn = _connect(url)
         except psycopg.Error as e:
@@ -241,6 +242,8 @@ class PgStore:
             conn.close()
             raise
         self._conn = conn
+        if pgsearchbuild.pending(conn):  # a table that held messages before schema 3
+            self._builder = pgsearchbuild.Builder(lambda: _connect(url))
 
     def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
         return lease_rows(c.execute(LEASES, (self._key,)))
@@ -434,6 +437,9 @@ class PgStore:
 
     def close(self) -> None:
         """Idempotent; closing the session releases the project's advisory lock."""
+        if self._builder is not None:
+            self._builder.stop()
+            self._builder = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
