@@ -13,8 +13,8 @@ whose rows may lack one. This builder then, on a thread and connection of its ow
 3. deletes the row: from then on searches use the index and say ``complete: true``.
 
 One builder per database: it holds an advisory lock while it works; a daemon that finds
-it taken (another daemon builds) tries again every RETRY_S, so the build goes on when
-that daemon stops. Meanwhile a search answers at once: the rows filled so far, by a scan
+it taken (another daemon builds) waits for it, so the build goes on as soon as that
+daemon stops (and ends at once when it finds the build done). Meanwhile a search answers at once: the rows filled so far, by a scan
 bounded as a substring scan is, with ``complete: false`` (pgsearch.search).
 """
 
@@ -32,7 +32,6 @@ from . import pgsearch
 log = logging.getLogger("sessionmemd")
 
 CHUNK: Final = 5_000  # seqs per fill transaction: ~0.1-0.3 s of row locks
-RETRY_S: Final = 5.0  # how often a daemon that is not the builder looks again
 _BUILD_LOCK: Final = 0x5E55_1012  # (pgschema's migration lock is 0x5E55_1011)
 
 
@@ -100,16 +99,11 @@ class Builder:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                with self._lock:
-                    if self._stop.is_set():
-                        return
-                    self._conn = c = self._connect()
-                if c.execute("SELECT pg_try_advisory_lock(%s)", (_BUILD_LOCK,)).fetchone() == (True,):
-                    break
-                c.close()
-                if self._stop.wait(RETRY_S):
+            with self._lock:
+                if self._stop.is_set():
                     return
+                self._conn = c = self._connect()
+            c.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK,))  # stop() cancels the wait
             if not pending(c):  # another daemon finished it meanwhile
                 self.done.set()
                 return
