@@ -114,7 +114,11 @@ END $do$;
 # every deleter (a statement trigger: one update per DELETE or TRUNCATE statement, not per
 # row), in the deleting transaction, so a reader's snapshot sees the count that goes with
 # its rows. Search hits' checkpoints (searchpos.py) are right while it stays put. Cheap on
-# a big table: a column with a constant default and a trigger, no rewrite.
+# a big table: a column with a constant default and a trigger, no rewrite. It takes no
+# lock a writer did not hold already: a turn on a shared project takes the project's row
+# before it writes anything (pgshared), and with one daemon per key nothing else
+# updates that row (a separate counter row would be a second lock, taken in the middle
+# of a turn: a deadlock with a turn that holds the project's row and deletes).
 #
 # A database that went through the first version of migration 3 (a generated column,
 # indexes made at once) is brought to the shape above: the column made plain (its
