@@ -128,7 +128,7 @@ def test_a_schema_2_database_with_messages_migrates_in_the_background(
             assert one(c, "SELECT count(*) FROM sessionmem_messages WHERE search IS NULL") == MESSAGES
         hits, complete = search(d, "parser")
         assert complete is False  # not built yet, and it says so (whatever it found meanwhile)
-        s = d.session("s1")  # writes go on while it builds: their rows get vectors at once
+        s = d.session()  # writes go on while it builds: their rows get vectors at once
         for i in range(30):
             s.add_message("user", f"parser written while building {i}", message_id=f"new{i}")
         s.pop_message()
