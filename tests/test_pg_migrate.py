@@ -197,6 +197,33 @@ def test_a_build_stopped_half_way_goes_on_and_remakes_an_invalid_index(pg_url: s
             store.close()
 
 
+def test_a_build_whose_connection_fails_starts_over(pg_url: str) -> None:
+    """The builder's backend ends (as when the server restarts) while it waits for the
+    build lock: it connects again and finishes once the lock is free."""
+    schema_2(pg_url, 3_000)
+    holder = psycopg.connect(pg_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (pgsearchbuild._BUILD_LOCK,))
+    store = PgStore(pg_url, KEY)
+    try:
+        assert store._builder is not None
+
+        def waiting() -> list[Any]:
+            return holder.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                  "AND query LIKE '%%pg_advisory_lock%%' AND pid <> pg_backend_pid()").fetchall()
+
+        pids = wait_for(waiting, 30, "the builder waiting for the build lock")
+        holder.execute("SELECT pg_terminate_backend(%s)", (pids[0][0],))
+        wait_for(lambda: waiting() and waiting() != pids, 30, "the builder back, waiting again")
+        holder.close()
+        assert store._builder.done.wait(60)
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            assert shape(c) == BUILT
+    finally:
+        if not holder.closed:
+            holder.close()
+        store.close()
+
+
 # The first migration 3 (before the build moved to the background), as databases hold it.
 FIRST_MIGRATION_3 = pgsearch._FUNCTIONS + rf"""
 ALTER TABLE sessionmem_messages ADD COLUMN search tsvector GENERATED ALWAYS AS (

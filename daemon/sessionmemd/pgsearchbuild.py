@@ -14,7 +14,8 @@ whose rows may lack one. This builder then, on a thread and connection of its ow
 
 One builder per database: it holds an advisory lock while it works; a daemon that finds
 it taken (another daemon builds) waits for it, so the build goes on as soon as that
-daemon stops (and ends at once when it finds the build done). Meanwhile a search answers at once: the rows filled so far, by a scan
+daemon stops (and ends at once when it finds the build done). A build whose connection
+fails (the server restarted) starts over after RETRY_S, where the database says it was. Meanwhile a search answers at once: the rows filled so far, by a scan
 bounded as a substring scan is, with ``complete: false`` (pgsearch.search).
 """
 
@@ -32,6 +33,7 @@ from . import pgsearch
 log = logging.getLogger("sessionmemd")
 
 CHUNK: Final = 5_000  # seqs per fill transaction: ~0.1-0.3 s of row locks
+RETRY_S: Final = 2.0  # after the build's connection failed, before it starts over
 _BUILD_LOCK: Final = 0x5E55_1012  # (pgschema's migration lock is 0x5E55_1011)
 
 
@@ -98,32 +100,44 @@ class Builder:
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            with self._lock:
-                if self._stop.is_set():
+        # Lost connection, the server restarted, the builder's backend ended: start over
+        # after RETRY_S (what was filled is noted in the database; nothing is done twice).
+        while not self._stop.is_set():
+            try:
+                if self._build():
                     return
-                self._conn = c = self._connect()
-            c.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK,))  # stop() cancels the wait
-            if not pending(c):  # another daemon finished it meanwhile
-                self.done.set()
+            except psycopg.Error as e:
+                if not self._stop.is_set():
+                    log.warning("search index: build interrupted (%s); trying again in %.0f s",
+                                str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, RETRY_S)
+            finally:
+                with self._lock:
+                    if self._conn is not None:
+                        self._conn.close()
+                        self._conn = None
+            if self._stop.wait(RETRY_S):
                 return
-            log.info("search index: filling the vectors of the existing messages")
-            while not self._stop.is_set() and fill_step(c, self._chunk):
-                pass
+
+    def _build(self) -> bool:
+        """One attempt; True when the build is done (by this daemon or another)."""
+        with self._lock:
             if self._stop.is_set():
-                return
-            log.info("search index: building the indexes")
-            finish(c)
-            log.info("search index: built")
+                return False
+            self._conn = c = self._connect()
+        c.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK,))  # stop() cancels the wait
+        if not pending(c):  # another daemon finished it meanwhile
             self.done.set()
-        except psycopg.Error as e:  # stopped, or the server went away: the next start goes on
-            if not self._stop.is_set():
-                log.warning("search index: build stopped: %s", str(e).strip().splitlines()[0] if str(e) else e)
-        finally:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+            return True
+        log.info("search index: filling the vectors of the existing messages")
+        while not self._stop.is_set() and fill_step(c, self._chunk):
+            pass
+        if self._stop.is_set():
+            return False
+        log.info("search index: building the indexes")
+        finish(c)
+        log.info("search index: built")
+        self.done.set()
+        return True
 
     def stop(self) -> None:
         self._stop.set()
