@@ -153,3 +153,33 @@ def test_pg_bench_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
     assert seq["before"] > 0 and seq["after"] > 0 and seq["afterOverBefore"] > 0
     assert figures["postgresql8WritersOn2DaemonsPerSec"]["afterOverBefore"] > 0
     assert figures["writers8On2DaemonsRatio"]["before"] > 0 and figures["writers8On2DaemonsRatio"]["after"] > 0
+
+
+def test_pg_migrate_benchmark_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """A schema-2 database migrated by a real daemon (and by HEAD's, --before), then searched."""
+    out = tmp_path / "migrate.json"
+    r = subprocess.run([sys.executable, str(BENCH / "pg_migrate_bench.py"), "--messages", "2000", "--runs", "1",
+                        "--before", "HEAD", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    from sessionmemd.pgschema import SCHEMA_VERSION
+
+    assert figures["schemaVersion"] == SCHEMA_VERSION and figures["hitsAgree"] is True and figures["hitsChecked"] > 0
+    assert figures["migratingFirstAnswerS"] > 0 and figures["migratedFirstAnswerS"] > 0
+    assert figures["beforeFirstAnswerS"] > 0
+
+
+def test_pg_search_benchmark_runs_tiny(pg_cluster: object) -> None:
+    r = subprocess.run([sys.executable, str(BENCH / "pg_search_bench.py"), "--messages", "2000", "--queries", "4",
+                        "--vacuum", "--before", "HEAD"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ILIKE scan p50" in r.stdout and "now / before" in r.stdout
+
+
+def test_search_profile_runs_tiny() -> None:
+    r = subprocess.run([sys.executable, str(BENCH / "search_profile.py"), "--messages", "2000", "--options"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(1 for x in lines if x.split()[:1] in (["5"], ["50"], ["500"], ["5000"])) >= 4
+    assert any(x.startswith("detail=column") and "refused" in x for x in lines)  # no phrase mode there

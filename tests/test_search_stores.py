@@ -19,6 +19,8 @@ from conftest import Daemon
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
+from sessionmemd.pgschema import SCHEMA_VERSION  # noqa: E402
+
 # (session, role, content): punctuation, paths, addresses, numbers, case, hyphens,
 # repeated words, non-ASCII letters, and a NUL, which PostgreSQL text cannot hold.
 MESSAGES = [
@@ -134,7 +136,7 @@ def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
         indexes = pg_cluster.psql("SELECT indexname FROM pg_indexes WHERE tablename = 'sessionmem_messages' "
                                   "ORDER BY 1", database=db).split()
         assert "sessionmem_messages_search" in indexes and "sessionmem_messages_trgm" in indexes
-        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == "3"
+        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == str(SCHEMA_VERSION)
         want = hits(pg, labels, "arser", "substring", {})
         # A database where pg_trgm could not be made has no trigram index: the same hits, by a scan.
         pg_cluster.psql("DROP INDEX sessionmem_messages_trgm", database=db)
@@ -143,5 +145,75 @@ def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
         pg_cluster.psql("UPDATE sessionmem_messages SET content = '\\xff20706172736572'::bytea "
                         "WHERE content = convert_to('same words here', 'UTF8')", database=db)
         assert len(hits(pg, labels, "parser", "words", {})) == 5 + 2
+    finally:
+        pg.stop()
+
+
+def needles(d: Daemon, sid: str) -> list[tuple[str, int]]:
+    """(id, index) of every hit of "needle" in session ``sid``, best first."""
+    out: list[tuple[str, int]] = []
+    cursor = None
+    c = d.conn()
+    try:
+        while True:
+            r = c.result("searchMessages", {"query": "needle", "session": sid, "limit": 100,
+                                            **({"cursor": cursor} if cursor else {})})
+            assert r["complete"] is True
+            out += [(h["id"], h["index"]) for h in r["hits"]]
+            cursor = r["nextCursor"]
+            if cursor is None:
+                return out
+    finally:
+        c.close()
+
+
+def positions(d: Daemon, sid: str) -> dict[str, int]:
+    """Each message id's position in the session, as getAllMessages gives it."""
+    s = d.session(sid)
+    try:
+        return {str(m.id): i for i, m in enumerate(s.get_all_messages(full=True))}
+    finally:
+        s.close()
+
+
+def test_indexes_past_checkpoints_and_after_deletions_agree_on_both_stores(
+        make_daemon: Any, tmp_path: Path, env: dict[str, str], pg_url: str) -> None:
+    """A session of 3,000 messages (checkpoints every 1,024th) searched, then trimmed,
+    popped and grown: every hit's index is its getAllMessages position on both stores,
+    so checkpoints made before a deletion are never used after it (searchpos.py)."""
+    lite = make_daemon(name="lite")
+    root = tmp_path / "pgproj"
+    root.mkdir()
+    pg = Daemon(root, tmp_path / "pg.sock", root / "unused.db",
+                ["--store", pg_url, "--project-key", "example.com/search/checkpoints"], env).start()
+    try:
+        sids = {}
+        for name, d in (("lite", lite), ("pg", pg)):
+            s = d.session()
+            sids[name] = sid = s.create_session("long", make_current=False)
+            s.close()
+            s = d.session(sid)
+            for start in range(0, 3_000, 500):
+                s.add_messages({"role": "user", "content": ("needle " if i % 97 == 0 else "") + f"filler {i}",
+                                "message_id": f"m{i}"} for i in range(start, start + 500))
+            s.close()
+        for step in ("made", "trimmed", "popped", "grown"):
+            got = {}
+            for name, d in (("lite", lite), ("pg", pg)):
+                sid = sids[name]
+                if step == "trimmed":
+                    d.session(sid).trim_messages(2_100)  # the oldest 900 go: every position moves
+                elif step == "popped":
+                    d.session(sid).pop_message()
+                elif step == "grown":
+                    s = d.session(sid)
+                    s.add_messages({"role": "user", "content": f"needle grown {i}", "message_id": f"g{i}"}
+                                   for i in range(1_500))
+                    s.close()
+                hits = needles(d, sid)
+                truth = positions(d, sid)
+                assert hits and all(index == truth[mid] for mid, index in hits), (name, step)
+                got[name] = sorted(hits)
+            assert got["lite"] == got["pg"], step
     finally:
         pg.stop()

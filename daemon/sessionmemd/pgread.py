@@ -17,6 +17,7 @@ import psycopg
 
 from . import pgsearch
 from .messages import MessageLog
+from .searchpos import Positions
 from .searchquery import Query
 from .state import Restored
 from .storage import ChangeRow, HitRow, SessionRow, StoreError
@@ -124,6 +125,7 @@ class PgReader:
         # A read of several statements (a session, the list) sees one snapshot.
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._key = key
+        self._positions = Positions()  # search hits' indexes without walking sessions
 
     def load_session(self, sid: str, revision: int, tail: int | None) -> Restored | None:
         try:
@@ -155,7 +157,7 @@ class PgReader:
     def search(self, query: Query) -> tuple[list[HitRow], bool]:
         try:
             with self._conn.transaction():  # the hits and their indexes: one snapshot
-                return pgsearch.search(self._conn, self._key, query)
+                return pgsearch.search(self._conn, self._key, query, self._positions)
         except psycopg.Error as e:
             raise StoreError(str(e)) from e
 

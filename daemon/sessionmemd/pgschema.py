@@ -1,13 +1,14 @@
 """The PostgreSQL store's schema (pgstore.py): its version, the migrations that build
 it, and ``migrate``, which brings a database up to it or refuses a newer one.
 
-Schema (version 3; additive migrations, a newer version is refused): a version
+Schema (version 4; additive migrations, a newer version is refused): a version
 table, ``sessionmem_projects`` (current session, reserved revision mark),
 ``sessionmem_sessions``, ``sessionmem_messages`` (a global identity column gives
 the order; an index on (project, session, seq) loads a session tail-first),
 ``sessionmem_files`` (tracking order by seq), ``sessionmem_context`` and
 ``sessionmem_changes`` (the change log a clean stop leaves for the next start);
-2 adds ``sessionmem_leases``; 3 the search indexes (pgsearch.py).
+2 adds ``sessionmem_leases``; 3 the search indexes, 4 ``sessionmem_projects.deletions``
+and its trigger (pgsearch.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import psycopg
 from . import pgsearch
 from .storage import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each migration takes the schema from its index to the next; only ever appended to,
 # and each only adds (tables, columns with defaults, indexes).
@@ -88,6 +89,8 @@ _MIGRATIONS: list[str] = [
     """,
     # 3: searchMessages' full-text (and, where pg_trgm can be made, trigram) index.
     pgsearch.MIGRATION,
+    # 4: a count of each project's message deletions, for search hits' indexes.
+    pgsearch.DELETIONS_MIGRATION,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import pgsearchbuild
 from .leases import LeaseRow
 from .listener import AlreadyRunning
 from .pgread import PgReader, connect, decode, load_session
@@ -89,6 +90,7 @@ class PgStore:
         self._tail = tail
         self._where = f"the PostgreSQL store {mask(url)} (project key {key!r})"
         self._conn: psycopg.Connection[Any] | None = None
+        self._builder: pgsearchbuild.Builder | None = None
         try:
             conn = connect(url)
         except psycopg.Error as e:
@@ -113,6 +115,8 @@ class PgStore:
             conn.close()
             raise
         self._conn = conn
+        if pgsearchbuild.pending(conn):  # a table that held messages before schema 3
+            self._builder = pgsearchbuild.Builder(lambda: connect(url))
 
     def _read_leases(self, c: psycopg.Connection[Any]) -> list[LeaseRow]:
         return lease_rows(c.execute(LEASES, (self._key,)))
@@ -306,6 +310,9 @@ class PgStore:
 
     def close(self) -> None:
         """Idempotent; closing the session releases the project's advisory lock."""
+        if self._builder is not None:
+            self._builder.stop()
+            self._builder = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
