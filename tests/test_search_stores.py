@@ -134,7 +134,9 @@ def test_postgresql_search_indexes_and_a_substring_search_without_pg_trgm(
         indexes = pg_cluster.psql("SELECT indexname FROM pg_indexes WHERE tablename = 'sessionmem_messages' "
                                   "ORDER BY 1", database=db).split()
         assert "sessionmem_messages_search" in indexes and "sessionmem_messages_trgm" in indexes
-        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == "3"
+        from sessionmemd.pgschema import SCHEMA_VERSION
+
+        assert pg_cluster.psql("SELECT version FROM sessionmem_schema", database=db) == str(SCHEMA_VERSION)
         want = hits(pg, labels, "arser", "substring", {})
         # A database where pg_trgm could not be made has no trigram index: the same hits, by a scan.
         pg_cluster.psql("DROP INDEX sessionmem_messages_trgm", database=db)

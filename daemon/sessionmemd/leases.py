@@ -11,8 +11,14 @@ A lease is *held* while it is in the table and its time has not passed: an expir
 lease that the timer has not removed yet is no longer held (fencing and acquire see
 it as gone), so the timer's lateness never lets a stale holder write.
 
-Ephemeral leases (no ttl) end with the connection that took them; they are never
-written to disk, so a restart, clean or not, ends them too.
+Ephemeral leases (no ttl) end with the connection that took them. With one daemon
+(SQLite) they are never written to disk, so a restart, clean or not, ends them too.
+Several daemons sharing a PostgreSQL project (``shared``) write them too, so that every
+daemon knows them, each row naming its holder (the store connection of the daemon that
+granted it, written by the store). The store reads back an ephemeral lease whose
+holder is gone (its daemon killed, or disconnected) with an end time, the time it
+found it gone: like a lease whose connection closed, it is no longer held, and the
+lease timer of whichever daemon turns first ends it with a change (:meth:`reloaded`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from dataclasses import dataclass
 from sessionmem import errors
 from sessionmem import protocol as p
 
-# What the store keeps of a ttl lease: name, owner, token, expiresAt, ttlMs, sessionId.
-LeaseRow = tuple[str, str, int, int, int, str]
+# What the store keeps of a lease: name, owner, token, expiresAt, ttlMs, sessionId. A
+# ttl lease has both numbers; an ephemeral one (shared stores only) neither while its
+# holder lives, and an end time (no ttl) once the store found its holder gone.
+LeaseRow = tuple[str, str, int, int | None, int | None, str]
 
 
 @dataclass(slots=True)
@@ -56,7 +64,9 @@ def held_error(name: str, h: Held | None, why: str) -> errors.LeaseHeld:
 class Leases:
     """The lease table and its rules; the host records the changes."""
 
-    def __init__(self, rows: list[LeaseRow] | None = None) -> None:
+    def __init__(self, rows: list[LeaseRow] | None = None, shared: bool = False) -> None:
+        # Several daemons on one store: ephemeral leases are written too (see above).
+        self.shared = shared
         self.held: dict[str, Held] = {}
         for name, owner, token, expires_at, ttl, sid in rows or ():
             self.held[name] = Held(name, owner, token, expires_at, ttl, sid)
@@ -79,7 +89,14 @@ class Leases:
         return h
 
     def touched(self, h: Held) -> None:
-        self.dirty[h.name] = h.row()
+        row = h.row()
+        if row is None and self.shared and h.expires_at is None:
+            if h.conn is None:
+                # Another daemon's ephemeral lease (renewed here without a ttl: nothing
+                # changed): its row names that daemon as the holder, and stays so.
+                return
+            row = (h.name, h.owner, h.token, None, None, h.session_id)  # the store adds the holder: us
+        self.dirty[h.name] = row
 
     def put(self, h: Held) -> None:
         self.held[h.name] = h
@@ -115,6 +132,25 @@ class Leases:
 
     def _live(self, now: int) -> Iterator[Held]:
         return (h for h in self.held.values() if h.expires_at is None or h.expires_at > now)
+
+    def reloaded(self, rows: list[LeaseRow], upto: int | None = None) -> Leases:
+        """The table as a shared store holds it now (every lease, ephemeral ones too),
+        with what only this daemon knows kept: its own ephemeral leases' connections, and
+        the end already set on one (its connection closed; its holder found gone before:
+        the earliest end stays, so a store clock ahead of ours cannot put it off by
+        re-reading). ``upto``: leases of ours with a larger token are not kept (taken by
+        changes that were never committed: their tokens are handed out again)."""
+        new = Leases(rows, self.shared)
+        for name, h in new.held.items():
+            old = self.held.get(name)
+            if (h.ttl_ms is not None or old is None or old.ttl_ms is not None or old.token != h.token
+                    or (upto is not None and old.token > upto)):
+                continue
+            if h.expires_at is None:  # its holder lives: as we knew it (ours: with its connection)
+                new.held[name] = old
+            elif old.expires_at is not None and old.expires_at < h.expires_at:
+                h.expires_at = old.expires_at  # gone: ended from the first time it was found so
+        return new
 
     def drain(self) -> list[tuple[str, LeaseRow | None]]:
         out = list(self.dirty.items())

@@ -238,7 +238,7 @@ class PgSource:
         return [(bytes(n).decode(), bytes(o).decode(), int(t), int(e), int(ttl), str(sid))
                 for n, o, t, e, ttl, sid in self._rows(
                     "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
-                    "WHERE project_key = %s ORDER BY token")]
+                    "WHERE project_key = %s AND ttl_ms IS NOT NULL ORDER BY token")]  # ephemeral ones end with their daemon
 
     def session(self, sid: str, revision: int) -> Restored:
         from .pgstore import load_session
