@@ -148,3 +148,44 @@ def test_a_daemon_that_lost_its_connection_drops_its_ephemeral_leases(
     assert [ch["revision"] for ch in seen] == list(range(since + 1, got["token"] + 1))
     assert [ch["op"] for ch in seen if "lease" in ch] == ["acquireLease", "leaseExpired", "acquireLease"]
     assert ca.result("getContext", {"key": "k"}) == 1
+
+
+def test_a_cleanly_stopped_daemons_ephemeral_leases_end_once(make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    a, b = (start(make_daemon, pg_url, tmp_path, n) for n in ("a", "b"))
+    cb = b.conn()
+    since = cb.result("sync")["revision"]
+    wb = b.conn()
+    wb.result("watch", {"since": since})
+    ca = a.conn()
+    lease = ca.result("acquireLease", {"name": "job", "owner": "agent-a"})
+    cb.result("sync")
+    assert held_by(cb, "job", "agent-b")["owner"] == "agent-a"
+    assert a.stop() == 0  # its client still connected
+    wait_for(lambda: cb.result("listLeases") == [], 10, "the lease to end on b")
+    got = cb.result("acquireLease", {"name": "job", "owner": "agent-b"})
+    seen = changes(wb, got["token"])
+    assert [ch["revision"] for ch in seen] == list(range(since + 1, got["token"] + 1))
+    assert [(ch["op"], ch["lease"]["token"]) for ch in seen] == [
+        ("acquireLease", lease["token"]), ("leaseExpired", lease["token"]), ("acquireLease", got["token"])]
+
+
+def test_a_lone_daemon_killed_ends_its_ephemeral_leases_when_it_starts_again(
+        make_daemon: Any, pg_url: str, tmp_path: Path) -> None:
+    """No other daemon was there to end them: the next start does, with a change."""
+    a = start(make_daemon, pg_url, tmp_path, "a")
+    c = a.conn()
+    since = c.result("sync")["revision"]
+    lease = c.result("acquireLease", {"name": "solo", "owner": "agent-a"})
+    kept = c.result("acquireLease", {"name": "kept", "owner": "agent-a", "ttlMs": 600_000})
+    a.kill9()
+    a.start()
+    c = a.conn()
+    wait_for(lambda: [x["name"] for x in c.result("listLeases")] == ["kept"], 10, "the lease to end")
+    w = a.conn()
+    w.result("watch", {"since": since})
+    last = c.result("sync")["revision"]
+    seen = changes(w, last)
+    assert [(ch["op"], ch["lease"]["name"]) for ch in seen] == [
+        ("acquireLease", "solo"), ("acquireLease", "kept"), ("leaseExpired", "solo")]
+    assert seen[-1]["lease"]["token"] == lease["token"] and last == kept["token"] + 1
+    assert c.result("acquireLease", {"name": "solo", "owner": "agent-b"})["token"] > last

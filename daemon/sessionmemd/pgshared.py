@@ -55,6 +55,10 @@ LOCK_TIMEOUT = "10s"
 # PostgreSQL ends a turn's transaction idle this long (its daemon gone without closing
 # the connection: a host powered off), so the row it holds is free again.
 IDLE_TIMEOUT = "60s"
+# TCP keepalives of the turn connection (idle s, interval s, probes): PostgreSQL ends the
+# backend of a host that stopped answering after at most idle + interval x probes.
+KEEPALIVE = (10, 5, 3)
+KEEPALIVE_BOUND = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
 # A turn writing at most this many rows sends them with its frames, revision, NOTIFY
 # and COMMIT as one query (one round trip); a bigger one sends its rows first, as the
 # single-writer store does (pgstore._apply).
@@ -106,6 +110,13 @@ class PgShared(PgStore):
     shared = True  # persist.Persister: every change is committed by its turn
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
+        # This connection is the holder of the ephemeral leases this daemon grants
+        # (pgstore.LEASES): they end when PostgreSQL ends its backend. A killed daemon's
+        # socket closes at once; a host that vanished without closing it (powered off,
+        # cut off) is found out by TCP keepalives, asked for here so that it takes about
+        # KEEPALIVE_BOUND s, not the system's default of hours. (Over a Unix socket: no-op.)
+        conn.execute(f"SET tcp_keepalives_idle = {KEEPALIVE[0]}; SET tcp_keepalives_interval = {KEEPALIVE[1]}; "
+                     f"SET tcp_keepalives_count = {KEEPALIVE[2]}")
         got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_lock_id(self._key),)).fetchone()
         if not (got and got[0]):
             raise ProjectBusy(
