@@ -112,8 +112,8 @@ def test_a_killed_daemons_ephemeral_leases_end_within_the_bound(
     seen = [changes(w, got["token"]) for w in watchers]
     assert seen[0] == seen[1]
     assert [ch["revision"] for ch in seen[0]] == list(range(since + 1, got["token"] + 1))
-    ends = [ch["lease"]["name"] for ch in seen[0] if ch["op"] == "leaseExpired"]
-    assert sorted(ends) == ["one", "two"]
+    ends = sorted((ch["lease"]["name"], ch["lease"]["token"]) for ch in seen[0] if ch["op"] == "leaseExpired")
+    assert ends == [("one", one["token"]), ("two", two["token"])]
     # And a daemon started now (a's host back) sees them ended, the new one held.
     a2 = start(make_daemon, pg_url, tmp_path, "a2").conn()
     assert sorted((x["name"], x["owner"]) for x in a2.result("listLeases")) == [("one", "agent-c"), ("ttl", "agent-a")]
