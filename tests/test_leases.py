@@ -310,3 +310,19 @@ def test_a_shared_table_reloaded_keeps_connections_and_ends_gone_holders() -> No
     assert [x.name for x in new.listed(None, 1_000)] == ["live", "lost", "old", "ttl"]
     # Nothing of a reload is to be written.
     assert new.drain() == []
+
+
+def test_a_shared_table_never_writes_a_lease_that_is_ending() -> None:
+    """A renewal without a ttl of an ephemeral lease whose connection closed (or whose
+    holder was found gone, with an end a store clock ahead of ours put in the future)
+    writes nothing: deleting its row without its change would hide its end."""
+    from sessionmemd.leases import Held, Leases
+
+    t = Leases(shared=True)
+    h = Held("x", "a", 5, 2_000, None, "s", None)
+    t.held["x"] = h
+    assert t.live("x", 1_000) is h
+    t.extend(h, None, 1_000)
+    assert t.drain() == [] and h.expires_at == 2_000
+    t.extend(h, 300, 1_000)  # a ttl given: a ttl lease from now on, written
+    assert t.drain() == [("x", ("x", "a", 5, 1_300, 300, "s"))]

@@ -189,3 +189,31 @@ def test_a_lone_daemon_killed_ends_its_ephemeral_leases_when_it_starts_again(
         ("acquireLease", "solo"), ("acquireLease", "kept"), ("leaseExpired", "solo")]
     assert seen[-1]["lease"]["token"] == lease["token"] and last == kept["token"] + 1
     assert c.result("acquireLease", {"name": "solo", "owner": "agent-b"})["token"] > last
+
+
+def test_a_postgresql_restart_ends_every_ephemeral_lease_once(
+        make_daemon: Any, pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
+    """Every daemon's store connection ends with the server: every ephemeral lease ends
+    (whichever daemon reconnects first ends them), ttl leases stay; each watcher sees
+    each end once, the same sequence on both daemons."""
+    a, b = (start(make_daemon, pg_url, tmp_path, n) for n in ("a", "b"))
+    ca, cb = a.conn(), b.conn()
+    since = ca.result("sync")["revision"]
+    watchers = [a.conn(), b.conn()]
+    for w in watchers:
+        w.result("watch", {"since": since})
+    mine = ca.result("acquireLease", {"name": "on-a", "owner": "agent-a"})
+    theirs = cb.result("acquireLease", {"name": "on-b", "owner": "agent-b"})
+    ttl = ca.result("acquireLease", {"name": "ttl", "owner": "agent-a", "ttlMs": 600_000})
+    pg_cluster.restart()
+    for c in (ca, cb):
+        wait_for(lambda c=c: "result" in (r := c.call("listLeases")) and [x["name"] for x in r["result"]] == ["ttl"],
+                 30, "the ephemeral leases to end")
+    again = ca.result("acquireLease", {"name": "on-b", "owner": "agent-a"})
+    cb.result("sync")
+    seen = [changes(w, again["token"]) for w in watchers]
+    assert seen[0] == seen[1]
+    assert [ch["revision"] for ch in seen[0]] == list(range(since + 1, again["token"] + 1))
+    ends = sorted((ch["lease"]["name"], ch["lease"]["token"]) for ch in seen[0] if ch["op"] == "leaseExpired")
+    assert ends == [("on-a", mine["token"]), ("on-b", theirs["token"])]
+    assert held_by(cb, "ttl", "agent-b")["token"] == ttl["token"]

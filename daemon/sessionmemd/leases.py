@@ -89,14 +89,15 @@ class Leases:
         return h
 
     def touched(self, h: Held) -> None:
-        row = h.row()
-        if row is None and self.shared and h.expires_at is None:
-            if h.conn is None:
-                # Another daemon's ephemeral lease (renewed here without a ttl: nothing
-                # changed): its row names that daemon as the holder, and stays so.
+        if self.shared and h.ttl_ms is None:
+            if h.conn is None or h.expires_at is not None:
+                # Another daemon's ephemeral lease (its row names that daemon as the
+                # holder, and stays so), or one ending (its change deletes the row):
+                # renewed without a ttl, nothing of it changed.
                 return
-            row = (h.name, h.owner, h.token, None, None, h.session_id)  # the store adds the holder: us
-        self.dirty[h.name] = row
+            self.dirty[h.name] = (h.name, h.owner, h.token, None, None, h.session_id)  # the store adds us
+            return
+        self.dirty[h.name] = h.row()
 
     def put(self, h: Held) -> None:
         self.held[h.name] = h

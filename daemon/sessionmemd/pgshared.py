@@ -17,6 +17,14 @@ of CHUNK statements for a turn of many calls; a turn of more than SMALL rows sen
 them first. One more when the row shows changes nobody announced yet, or when
 sessions must be read anew.
 
+Ephemeral leases are in ``sessionmem_leases`` too, each with its holder: the backend
+of the turn connection of the daemon that granted it (pgstore.LEASES, HOLDER). Every
+turn that reads the leases reads whether each holder still lives; one gone (its
+daemon killed, or disconnected: a reconnected daemon is another backend) comes back
+with an end, and the lease timer of the first daemon to see it ends it in a write
+turn (leases.py). The heartbeat read (below) makes that happen within about a second
+when nobody writes.
+
 ``revisions_reserved`` of the project row is the exact last revision here (a
 single-writer daemon reserves blocks ahead; a block's unused rest is a gap the
 shared daemons step over). The changes table keeps the last KEEP revisions.

@@ -174,7 +174,8 @@ def catch_up(s: SessionState, log: ChangeLog, since: int) -> bool:
 
 def lease_of(f: Frame) -> Held | None:
     """The lease an ``acquireLease`` frame took (held here without a connection: the
-    daemon that took an ephemeral one ends it with a change of its own)."""
+    daemon that took an ephemeral one ends it with a change of its own, or, that daemon
+    gone, whichever daemon's turn finds its holder gone first: leases.py)."""
     if isinstance(f.lease, UnsetType):
         return None
     x = f.lease
