@@ -296,7 +296,7 @@ def test_a_shared_table_reloaded_keeps_connections_and_ends_gone_holders() -> No
             ("cut", "a", 7, 1_000, None, "s"), ("lost", "b", 12, None, None, "s"),
             ("old", "c", 11, None, None, "s"), ("seen", "b", 9, 1_000, None, "s"),
             ("ttl", "a", 3, 5_000, 100, "s")]
-    new = t.reloaded(rows, upto=11)
+    new = t.reloaded(rows, 2_000, upto=11)
     assert new.shared
     h = new.held
     assert h["live"].conn is mine and h["live"].expires_at is None and new.of_connection(mine) == ["live"]
@@ -306,6 +306,8 @@ def test_a_shared_table_reloaded_keeps_connections_and_ends_gone_holders() -> No
     assert h["old"].owner == "c" and h["old"].token == 11
     assert h["seen"].expires_at == 950  # the first time it was found gone stays
     assert h["ttl"].ttl_ms == 100
+    # A store clock ahead of ours cannot put an end off: ours is the latest it can be.
+    assert t.reloaded([("cut", "a", 7, 9_000, None, "s")], 2_000).held["cut"].expires_at == 2_000
     assert sorted(new.due(1_000)) == ["closing", "cut", "seen"]
     assert [x.name for x in new.listed(None, 1_000)] == ["live", "lost", "old", "ttl"]
     # Nothing of a reload is to be written.

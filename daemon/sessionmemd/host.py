@@ -187,7 +187,7 @@ class SessionHost(TransactChanges):
         self._watermark = self.reserved - BLOCK // 2
         # The store's leases (ephemeral ones too), this daemon's connections kept on those
         # it still holds by a committed change (leases.Leases.reloaded).
-        self.leases = self.leases.reloaded(lease_rows, upto=committed)
+        self.leases = self.leases.reloaded(lease_rows, self._now(), upto=committed)
         self.on_leases()
         return dropped
 

@@ -134,23 +134,28 @@ class Leases:
     def _live(self, now: int) -> Iterator[Held]:
         return (h for h in self.held.values() if h.expires_at is None or h.expires_at > now)
 
-    def reloaded(self, rows: list[LeaseRow], upto: int | None = None) -> Leases:
+    def reloaded(self, rows: list[LeaseRow], now: int, upto: int | None = None) -> Leases:
         """The table as a shared store holds it now (every lease, ephemeral ones too),
         with what only this daemon knows kept: its own ephemeral leases' connections, and
-        the end already set on one (its connection closed; its holder found gone before:
-        the earliest end stays, so a store clock ahead of ours cannot put it off by
-        re-reading). ``upto``: leases of ours with a larger token are not kept (taken by
-        changes that were never committed: their tokens are handed out again)."""
+        the end already set on one (its connection closed, or its holder found gone
+        before). A lease whose holder is gone ends at the earliest of: when it was first
+        found so, the store's time now, and ``now`` (ours: a store clock ahead of ours
+        cannot put its end off). ``upto``: leases of ours with a larger token are not
+        kept (taken by changes never committed: their tokens are handed out again)."""
         new = Leases(rows, self.shared)
         for name, h in new.held.items():
-            old = self.held.get(name)
-            if (h.ttl_ms is not None or old is None or old.ttl_ms is not None or old.token != h.token
-                    or (upto is not None and old.token > upto)):
+            if h.ttl_ms is not None:
                 continue
-            if h.expires_at is None:  # its holder lives: as we knew it (ours: with its connection)
-                new.held[name] = old
-            elif old.expires_at is not None and old.expires_at < h.expires_at:
-                h.expires_at = old.expires_at  # gone: ended from the first time it was found so
+            old = self.held.get(name)
+            if old is not None and (old.ttl_ms is not None or old.token != h.token
+                                    or (upto is not None and old.token > upto)):
+                old = None  # another lease of that name than the one we knew
+            if h.expires_at is None:
+                if old is not None:
+                    new.held[name] = old  # its holder lives: ours keeps its connection
+                continue
+            first = now if old is None or old.expires_at is None else old.expires_at
+            h.expires_at = min(h.expires_at, now, first)
         return new
 
     def drain(self) -> list[tuple[str, LeaseRow | None]]:

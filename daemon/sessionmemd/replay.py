@@ -235,7 +235,7 @@ def apply(host: SessionHost, rows: list[Row], fresh_states: dict[str, SessionSta
         # The store's table is the truth (a renewal is no change; an ephemeral lease
         # whose holder is gone comes back with an end): this daemon's own connections kept.
         before = host.leases.next_expiry()
-        host.leases = host.leases.reloaded(lease_rows)
+        host.leases = host.leases.reloaded(lease_rows, host.now())
         if host.leases.next_expiry() != before:
             host.on_leases()  # the lease timer ends the ones now due
     host.absorb_replayed(keep)
