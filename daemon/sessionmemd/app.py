@@ -182,8 +182,8 @@ class App:
     def applied_revision(self) -> int:
         """Every change up to here is applied in this daemon. One daemon per store (SQLite):
         all of them are its own. Several on PostgreSQL: the last revision read from or
-        committed to the store (while it is unreachable after a failed turn, memory may
-        hold that turn's changes beyond it, dropped on reconnecting)."""
+        committed to the store (a turn that failed to commit is undone: memory holds no
+        change beyond it)."""
         if self.turns is not None:
             return self.turns.committed
         return self.host.revision

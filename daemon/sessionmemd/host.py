@@ -18,6 +18,8 @@ adds the sessions themselves, replay's hooks and what to write (drain).
 
 from __future__ import annotations
 
+from functools import partial
+
 from sessionmem import errors
 from sessionmem import protocol as p
 
@@ -48,7 +50,10 @@ class SessionHost(TransactChanges):
     def unload_idle(self, idle_since: int, busy: set[str]) -> list[str]:
         """Drop sessions unused since tick ``idle_since`` whose changes are all drained
         (the caller has written them). Never the current one, one with older history
-        still loading, or one with calls waiting (``busy``)."""
+        still loading, or one with calls waiting (``busy``); none while a turn may
+        still be undone (undo.py)."""
+        if self.undo is not None:
+            return []
         gone = [sid for sid, s in self.loaded.items()
                 if sid != self.current_id and self._used.get(sid, -1) < idle_since
                 and not s.pending_changes and sid not in self._dirty and s.complete
@@ -69,6 +74,8 @@ class SessionHost(TransactChanges):
         self.loaded[sid] = s
         self._used[sid] = self.tick
         self.known[sid] = 0
+        if self.undo is not None:
+            self.undo.add(lambda: self._unadd(sid))
         if make_current:
             self._make_current(sid)
             change.current = sid
@@ -104,9 +111,21 @@ class SessionHost(TransactChanges):
             s.trim_messages(self.max_messages)
         return self._add(s, make_current, self._next("importSession", s.session_id))
 
+    def _unadd(self, sid: str) -> None:
+        """Undo (undo.py): a session made in the turn is gone again."""
+        self.loaded.pop(sid, None)
+        self.known.pop(sid, None)
+        self._used.pop(sid, None)
+        self._dirty.pop(sid, None)
+
     def _make_current(self, sid: str) -> None:
+        if self.undo is not None:
+            self.undo.add(partial(self._put_current_back, self.current_id, self._current_moved))
         self.current_id = sid
         self._current_moved = True
+
+    def _put_current_back(self, sid: str, moved: bool) -> None:
+        self.current_id, self._current_moved = sid, moved
 
     def set_current_session(self, sid: str) -> None:
         """Make ``sid`` (loaded) current: a change, unless it is already."""
@@ -128,11 +147,25 @@ class SessionHost(TransactChanges):
         self._record(self._next("deleteSession", sid))
 
     def _forget(self, sid: str) -> None:
+        if self.undo is not None:
+            self.undo.add(partial(self._unforget, sid, self.known[sid], self.loaded.get(sid), sid in self._dirty))
         del self.known[sid]
         self.loaded.pop(sid, None)
         self._used.pop(sid, None)
         self._dirty.pop(sid, None)
         self._deleted.append(sid)
+
+    def _unforget(self, sid: str, revision: int, state: SessionState | None, dirty: bool) -> None:
+        """Undo (undo.py): a session deleted in the turn is back as it was."""
+        self.known[sid] = revision
+        if state is not None:
+            self.loaded[sid] = state
+            self._used[sid] = self.tick
+        if dirty:
+            self._dirty[sid] = None
+        deleted = self._deleted  # the last time it was deleted is the one undone (unless drained)
+        if sid in deleted:
+            del deleted[len(deleted) - 1 - deleted[::-1].index(sid)]
 
     def clear(self) -> str:
         """The original's ``clear``: a new, empty current session; the old one deleted."""
@@ -142,6 +175,8 @@ class SessionHost(TransactChanges):
         s = SessionState(new, self._now())
         self.loaded[new] = s
         self.known[new] = 0
+        if self.undo is not None:
+            self.undo.add(lambda: self._unadd(new))
         self._make_current(new)
         self._forget(old)
         self._record(self._next("clear", old, newSessionId=new, current=new))

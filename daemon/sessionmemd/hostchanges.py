@@ -19,12 +19,14 @@ class SessionChanges(HostCore):
     def set_current_task(self, s: SessionState, task: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: encode(s.current_task))
         self._check_room()
+        self._touch(s)
         if s.set_current_task(task):
             self._record(self._next("setCurrentTask", s.session_id, task=task))
 
     def set_active_ticket(self, s: SessionState, ticket: str | None, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: encode(s.active_ticket))
         self._check_room()
+        self._touch(s)
         if s.set_active_ticket(ticket):
             self._record(self._next("setActiveTicket", s.session_id, ticketId=ticket))
 
@@ -32,6 +34,8 @@ class SessionChanges(HostCore):
                     msg_id: str | None, data: bytes | None = None) -> None:
         # The hot path of every agent: _next/_record written out, one clock read.
         self._check_room()
+        if self.undo is not None:
+            s.checkpoint(self.undo)
         now = self._now()
         encoded = s.add_message(role, content, now if timestamp is None else timestamp, msg_id, data)
         if encoded is None:
@@ -53,23 +57,27 @@ class SessionChanges(HostCore):
 
     def track_file(self, s: SessionState, path: str) -> None:
         self._check_room()
+        self._touch(s)
         if s.track_file(path):
             self._record(self._next("trackOpenFile", s.session_id, filePath=path))
 
     def untrack_file(self, s: SessionState, path: str) -> None:
         self._check_room()
+        self._touch(s)
         if s.untrack_file(path):
             self._record(self._next("untrackFile", s.session_id, filePath=path))
 
     def set_context(self, s: SessionState, key: str, value: bytes, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: s.context_json(key))
         self._check_room()
+        self._touch(s)
         if s.set_context(key, value):
             self._record(self._next("setContext", s.session_id, key=key, value=Raw(value)))
 
     def delete_context(self, s: SessionState, key: str, expect: Raw | p.UnsetType = UNSET) -> None:
         self._expect(expect, lambda: s.context_json(key))
         self._check_room()
+        self._touch(s)
         if s.delete_context(key):
             self._record(self._next("deleteContext", s.session_id, key=key))
 
@@ -78,6 +86,7 @@ class SessionChanges(HostCore):
         ``s`` must have its history loaded when its tail is empty."""
         self._expect(expect, s.newest_message)
         self._check_room()
+        self._touch(s)
         plain = s.newest_message()
         popped = s.pop_message()
         if popped is None or plain is None:
@@ -88,6 +97,7 @@ class SessionChanges(HostCore):
     def trim_messages(self, s: SessionState, keep: int) -> int:
         """Keep the newest ``keep`` messages (``s`` complete); how many went."""
         self._check_room()
+        self._touch(s)
         removed = s.trim_messages(keep)
         if removed:
             self._record(self._next("trimMessages", s.session_id, removed=removed))
@@ -96,6 +106,7 @@ class SessionChanges(HostCore):
     def wipe(self, s: SessionState) -> str:
         """``clear {session}``: empty it, keep its id (``s`` complete)."""
         self._check_room()
+        self._touch(s)
         s.wipe()
         self._record(self._next("clear", s.session_id))
         return s.session_id

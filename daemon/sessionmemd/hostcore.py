@@ -19,6 +19,7 @@ stop writes the exact last revision as the mark, so the feed resumes without a g
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from sessionmem import protocol as p
 from .changelog import ChangeLog
 from .leases import Leases
 from .state import SessionState
+from .undo import Mark, Undo
 
 BLOCK = 1_000_000  # revisions reserved at a time
 
@@ -113,6 +115,8 @@ class HostCore:
         # Several daemons on one store: other daemons' changes are replayed (replay.py).
         self.replays = False
         self.replays_since = revision  # the first revision replayed here is after this
+        # A write turn (turns.py) is running: every change records its inverse (undo.py).
+        self.undo: Undo | None = None
 
     def set_reserved(self, mark: int) -> None:
         """The durable mark at start (store.reserve_revisions)."""
@@ -126,6 +130,68 @@ class HostCore:
         if s.pending_changes:
             self._dirty[s.session_id] = None
             self._current_moved = True
+
+    # -- a write turn that may be undone (undo.py) ------------------------------------
+    def begin_turn(self) -> None:
+        """From now on until :meth:`end_turn`, every change can be undone. What the
+        turn's drain resets (the unwritten sessions, deletions, leases) is put back last."""
+        u = self.undo = Undo()
+        saved = (self.revision, self.current_id, self._current_moved, dict(self._dirty), list(self._deleted),
+                 self._drained, self._logged, self._reserving, self._watermark, dict(self.leases.dirty))
+        u.add(lambda: self._put_turn_back(saved))
+        leases = self.leases
+        leases.undo = u.steps
+        u.touched.append(leases.stop_undo)
+        for sid in self._dirty:  # this daemon's changes made between turns: drained by this one
+            s = self.loaded.get(sid)
+            if s is not None:
+                s.checkpoint(u)
+
+    def _put_turn_back(self, saved: tuple) -> None:  # type: ignore[type-arg]
+        (revision, self.current_id, self._current_moved, self._dirty, self._deleted, self._drained,
+         self._logged, self._reserving, self._watermark, self.leases.dirty) = saved
+        self.log.truncate(revision)
+        self.revision = revision
+
+    def call_begins(self) -> Mark:
+        u = self.undo
+        assert u is not None
+        mark = u.mark(self.revision)
+        u.add(partial(setattr, self, "_dirty", dict(self._dirty)))  # (a few sessions)
+        return mark
+
+    def call_undone(self, mark: Mark) -> None:
+        """A call of the turn broke: what it changed is undone, the rest of the turn stays."""
+        assert self.undo is not None
+        self.undo.run_back_to(mark.steps)
+        self.log.truncate(mark.revision)
+        self.revision = mark.revision
+
+    def end_turn(self, committed: bool) -> None:
+        """The turn is settled: committed (its changes stay), or not (every one of them
+        is undone: memory is what the store held before it). Then what waited for it."""
+        u = self.undo
+        if u is None:
+            return
+        if not committed:
+            u.run_back_to(0)
+            self.on_leases()
+        self.undo = None
+        for work in u.settle():
+            work()
+
+    def when_settled(self, work: Callable[[], None]) -> None:
+        """Run ``work`` now, or once the running turn is settled (it must not mix with
+        changes that may still be undone)."""
+        if self.undo is None:
+            work()
+        else:
+            self.undo.after.append(work)
+
+    def _touch(self, s: SessionState) -> None:
+        """``s`` is about to change: within a turn, its changes become undoable."""
+        if self.undo is not None:
+            s.checkpoint(self.undo)
 
     # -- which session ----------------------------------------------------------------
     @property
@@ -191,6 +257,8 @@ class HostCore:
         sid = change.sessionId
         s = self.loaded.get(sid)  # None: a deleted one (clear's change names the old session)
         if s is not None:
+            if self.undo is not None:  # a change naming it (made current, say): its revision too
+                s.checkpoint(self.undo)
             s.revision = change.revision
             self._dirty[sid] = None
         self.log.append(change.revision, sid, b"%s%s}\n" % (FRAME_HEAD, encode(change)))

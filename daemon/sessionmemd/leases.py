@@ -23,7 +23,7 @@ lease timer of whichever daemon turns first ends it with a change (:meth:`reload
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sessionmem import errors
@@ -72,6 +72,32 @@ class Leases:
             self.held[name] = Held(name, owner, token, expires_at, ttl, sid)
         # Leases changed since the last drain: name -> its row to write, or None (delete).
         self.dirty: dict[str, LeaseRow | None] = {}
+        # A write turn's inverse steps (undo.py): each change records how to put back the
+        # lease it replaced, and whether (and how) it was to be written.
+        self.undo: list[Callable[[], None]] | None = None
+
+    def stop_undo(self) -> None:
+        self.undo = None
+
+    def _record(self, name: str) -> None:
+        if self.undo is not None:
+            old = self.held.get(name)
+            fields = None if old is None else (old.expires_at, old.ttl_ms, old.conn)
+            was_dirty, row = name in self.dirty, self.dirty.get(name)
+            self.undo.append(lambda: self._put_back(name, old, fields, was_dirty, row))
+
+    def _put_back(self, name: str, old: Held | None, fields: tuple[int | None, int | None, object | None] | None,
+                  was_dirty: bool, row: LeaseRow | None) -> None:
+        if old is None:
+            self.held.pop(name, None)
+        else:
+            assert fields is not None
+            old.expires_at, old.ttl_ms, old.conn = fields
+            self.held[name] = old
+        if was_dirty:
+            self.dirty[name] = row
+        else:
+            self.dirty.pop(name, None)
 
     def live(self, name: str, now: int) -> Held | None:
         h = self.held.get(name)
@@ -100,10 +126,12 @@ class Leases:
         self.dirty[h.name] = h.row()
 
     def put(self, h: Held) -> None:
+        self._record(h.name)
         self.held[h.name] = h
         self.touched(h)
 
     def remove(self, name: str) -> Held:
+        self._record(name)
         h = self.held.pop(name)
         self.dirty[name] = None
         return h
@@ -111,6 +139,7 @@ class Leases:
     def extend(self, h: Held, ttl: int | None, now: int) -> None:
         """A renewal: a new expiry counted from now (a ttl given to an ephemeral lease
         makes it a ttl lease: from then on it ends by its time, not its connection)."""
+        self._record(h.name)
         if ttl is not None:
             h.ttl_ms = ttl
         if h.ttl_ms is not None:

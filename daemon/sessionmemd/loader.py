@@ -265,9 +265,22 @@ class Loader:
             raise errors.SessionmemError(
                 f"the older messages of session {s.session_id!r} cannot be read from the database: "
                 f"{e}; the newest {s.loaded_messages} are served", code=p.INTERNAL_ERROR) from e
-        if self._host.loaded.get(s.session_id) is s and not s.complete:
-            s.add_older(older)
-            self._host.adopt(s)  # applies --max-messages to the whole history
+        # Spliced in front once no write turn may still be undone (undo.py: its trims
+        # are put back by position, which a splice would move).
+        spliced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def splice() -> None:
+            try:
+                if self._host.loaded.get(s.session_id) is s and not s.complete:
+                    s.add_older(older)
+                    self._host.adopt(s)  # applies --max-messages to the whole history
+            except BaseException as e:  # adopt: changed on another daemon meanwhile
+                spliced.set_exception(e)
+            else:
+                spliced.set_result(None)
+
+        self._host.when_settled(splice)
+        await spliced
 
     async def list_sessions(self) -> list[p.SessionInfo]:
         """Every session, the most recently changed first: those in memory as they are

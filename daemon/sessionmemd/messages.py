@@ -18,6 +18,11 @@ buffer once it is half the log); a pop of a message that a slice may cover copie
 buffer first. Offsets are "virtual" (the buffer's byte 0 is offset ``_base``), so
 dropping a prefix, forking a prefix or splicing older history in front never rewrites
 a million offsets: arrays are sliced, not recomputed.
+
+A write turn that fails to commit (several daemons on PostgreSQL: undo.py) puts the
+log back as it was: :meth:`drop_last` undoes an append, :meth:`push` a pop, and
+:meth:`untrim` a trim, which is why a log ``held`` for a turn trims without compacting
+(the trimmed messages stay in the buffer until the turn is settled).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class MessageLog:
     ``data``: lists with an entry per message (None for most), and a set of the ids
     held, so a retried append is recognised whatever its age."""
 
-    __slots__ = ("_buf", "_offs", "_ids", "_data", "_by_id", "_head", "_base", "_shared")
+    __slots__ = ("_buf", "_offs", "_ids", "_data", "_by_id", "_head", "_base", "_shared", "held")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -64,6 +69,7 @@ class MessageLog:
         self._head = 0  # messages trimmed but not yet compacted away
         self._base = 0  # the virtual offset of _buf[0]
         self._shared = 0  # bytes of _buf a MessageSlice may still read
+        self.held = False  # a turn may undo its trims: no compaction until it is settled
 
     def append(self, role: str, content: str, timestamp: int, msg_id: str | None = None,
                data: bytes | None = None) -> bytes:
@@ -164,6 +170,11 @@ class MessageLog:
         if not len(self):
             return None
         popped = self.full(len(self) - 1)
+        self.drop_last()
+        return popped
+
+    def drop_last(self) -> None:
+        """Remove the newest message (there is one), returning nothing."""
         pos = self._offs.pop() - self._base
         msg_id = self._ids.pop()
         self._data.pop()
@@ -174,7 +185,24 @@ class MessageLog:
             self._shared = 0
         else:
             del self._buf[pos:]
-        return popped
+
+    def newest_entry(self) -> tuple[bytes, str | None, bytes | None] | None:
+        """The newest message as (plain JSON, id, data): what :meth:`push` puts back."""
+        n = len(self)
+        if not n:
+            return None
+        k = self._head + n - 1
+        return self.plain(n - 1), self._ids[k], self._data[k]
+
+    def push(self, plain: bytes, msg_id: str | None, data: bytes | None) -> None:
+        """Append a message given as its plain JSON (a popped one, put back)."""
+        self._offs.append(self._base + len(self._buf))
+        self._buf += plain
+        self._buf += b","
+        self._ids.append(msg_id)
+        self._data.append(data)
+        if msg_id is not None:
+            self._by_id.add(msg_id)
 
     def trim_front(self, count: int) -> int:
         """Drop the oldest ``count`` messages; returns how many were dropped."""
@@ -185,9 +213,20 @@ class MessageLog:
             if msg_id is not None:
                 self._by_id.discard(msg_id)
         self._head += count
-        if self._head >= _COMPACT_MIN and self._head * 2 >= len(self._offs):
-            self._compact()
+        self.compact_if_due()
         return count
+
+    def untrim(self, count: int) -> None:
+        """Bring back the ``count`` oldest messages trimmed last (the log was ``held``
+        since, so they are still in the buffer)."""
+        self._head -= count
+        for msg_id in self._ids[self._head : self._head + count]:
+            if msg_id is not None:
+                self._by_id.add(msg_id)
+
+    def compact_if_due(self) -> None:
+        if not self.held and self._head >= _COMPACT_MIN and self._head * 2 >= len(self._offs):
+            self._compact()
 
     def _compact(self) -> None:
         """Copy the live part into new objects (old slices keep the old ones)."""

@@ -51,7 +51,7 @@ from .leases import LeaseRow
 from .pgstatements import Statements
 from .pgstore import LEASES, PgReader, PgStore, ProjectBusy, _connect, _lock_id, _reason, lease_rows, load_session
 from .state import Batch, Restored
-from .storage import Catalogue, StoreError
+from .storage import Catalogue, StoreError, StoreRefused, TurnStale
 from .storeurl import mask
 
 log = logging.getLogger("sessionmemd")
@@ -207,13 +207,29 @@ class PgShared(PgStore):
             self._rollback(c)
             raise
 
-    def finish(self, batch: Batch | None, revision: int) -> None:
+    def finish(self, batch: Batch | None, revision: int, applied: int | None = None) -> None:
         """Write the turn's changes (their rows and frames), the new revision, wake the
         other daemons, commit: one simple query for a small turn (a round trip); a
-        turn of more rows or statements in parts, the last ending in COMMIT."""
+        turn of more rows or statements in parts, the last ending in COMMIT.
+
+        ``applied``: the turn did not :meth:`fetch` (it was decided on memory believed
+        current, at revision ``applied``): the transaction begins here, and takes the
+        project's row first, checking that its revision is still ``applied`` — if not,
+        nothing is written and TurnStale is raised. The row is held only while the
+        server runs the query, not across a round trip."""
         c = self._live()
         try:
             out = Statements()
+            if applied is not None:
+                # 1 / false::int fails (division by zero, caught below), which aborts the
+                # query before any write: a condition PostgreSQL checks under the lock.
+                out.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                out.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                out.execute("SELECT 1 / (revisions_reserved = %s)::int FROM sessionmem_projects "
+                            "WHERE project_key = %s FOR UPDATE", (applied, self._key))
+                if batch is not None and len(batch) > SMALL:  # its rows go first (below)
+                    psycopg.ClientCursor(c).execute(*next(iter(out.chunks(CHUNK))))
+                    out = Statements()
             if batch is not None:
                 # The frames and the sessions' revisions go with the commit (below), in
                 # one statement each; the rest is the store's own writing (pgstore).
@@ -245,10 +261,17 @@ class PgShared(PgStore):
             cur = psycopg.ClientCursor(c)
             for sql, args in out.chunks(CHUNK):
                 cur.execute(sql, args)
+        except psycopg.errors.DivisionByZero:
+            self._rollback(c)
+            raise TurnStale("another daemon committed first") from None
         except psycopg.Error as e:
             self._rollback(c)
-            how = "is unreachable" if isinstance(e, psycopg.OperationalError) else "refused the write"
-            raise StoreError(f"{self._where} {how}: {_reason(e, self._url)}") from None
+            # Refused only when the server said so on a connection still whole: after a
+            # broken one, whether the COMMIT happened is unknown (turns.py reads anew).
+            if c.broken or c.closed or isinstance(e, psycopg.OperationalError) \
+                    or not isinstance(e, psycopg.DatabaseError):
+                raise StoreError(f"{self._where} is unreachable: {_reason(e, self._url)}") from None
+            raise StoreRefused(f"{self._where} refused the write: {_reason(e, self._url)}") from None
 
     def abort(self) -> None:
         if self._conn is not None:

@@ -133,6 +133,9 @@ class Dispatcher:
         # the connections with calls waiting for a turn), so it sees the write.
         self.defer: Callable[[Callable[[], Any], Any], Coroutine[Any, Any, Any]] | None = None
         self.deferring: dict[Any, int] = {}
+        # While a write turn's calls are applied and not yet committed, every other call
+        # waits for the commit (``hold``), so none sees what may still be undone.
+        self.hold: Callable[[Callable[[], Any], Any], Coroutine[Any, Any, Any]] | None = None
 
     # -- one frame -------------------------------------------------------------------
     def handle_frame(self, frame: bytes, conn: Any = None) -> bytes | PendingReply | None:
@@ -243,10 +246,12 @@ class Dispatcher:
             return self._reply_error(rid, self.refusing)
         if mutates and self.writes_refused is not None:
             return self._reply_error(rid, self.writes_refused)
-        if self.defer is not None and (mutates or conn in self.deferring):
-            if method in self._with_conn:
-                return Pending(rid, self.defer(lambda: handler(params, conn), conn), None, False)
-            return Pending(rid, self.defer(lambda: handler(params), conn), None, False)
+        if self.defer is not None:
+            wait = self.defer if mutates or conn in self.deferring else self.hold
+            if wait is not None:
+                if method in self._with_conn:
+                    return Pending(rid, wait(lambda: handler(params, conn), conn), None, False)
+                return Pending(rid, wait(lambda: handler(params), conn), None, False)
         try:
             result = handler(params, conn) if method in self._with_conn else handler(params)
         except errors.SessionmemError as e:

@@ -11,7 +11,9 @@ proportional to the changes, never to the history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import msgspec
 from msgspec import Raw
@@ -19,8 +21,12 @@ from msgspec import Raw
 from .keyrange import SortedKeys
 from .leases import LeaseRow
 from .messages import MessageLog, MessageSlice
+from .undo import Undo
 
 _encode = msgspec.json.Encoder().encode
+# What ``clear {session}`` replaces (the rest is the session's identity and tracking).
+_CONTENT = ("current_task", "active_ticket", "older", "older_cursor", "_messages", "_files", "_context",
+            "_sorted_keys")
 
 
 @dataclass(slots=True)
@@ -134,6 +140,9 @@ class SessionState:
         "_dirty_context",
         "_dirty_row",
         "_mutations",
+        "_undo",
+        "_call",
+        "_ctx_copied",
     )
 
     def __init__(self, session_id: str, start_time: int) -> None:
@@ -165,6 +174,9 @@ class SessionState:
         self._dirty_context: dict[str, None] = {}
         self._dirty_row = False
         self._mutations = 0
+        self._undo: list[Callable[[], None]] | None = None  # a write turn's inverse steps (undo.py)
+        self._call = -1  # the call of that turn whose changes began last here
+        self._ctx_copied = False
 
     @classmethod
     def from_restored(cls, r: Restored) -> SessionState:
@@ -213,6 +225,8 @@ class SessionState:
     def set_current_task(self, task: str | None) -> bool:
         if task == self.current_task:
             return False
+        if self._undo is not None:
+            self._undo.append(partial(setattr, self, "current_task", self.current_task))
         self.current_task = task
         self._dirty_row = True
         self._mutations += 1
@@ -221,6 +235,8 @@ class SessionState:
     def set_active_ticket(self, ticket: str | None) -> bool:
         if ticket == self.active_ticket:
             return False
+        if self._undo is not None:
+            self._undo.append(partial(setattr, self, "active_ticket", self.active_ticket))
         self.active_ticket = ticket
         self._dirty_row = True
         self._mutations += 1
@@ -235,6 +251,8 @@ class SessionState:
             return None
         encoded = self._messages.append(role, content, timestamp, msg_id, data)
         self._mutations += 1
+        if self._undo is not None:
+            self._undo.append(self._messages.drop_last)
         return encoded
 
     def recent_messages(self, count: int) -> Raw:
@@ -265,14 +283,24 @@ class SessionState:
 
     def pop_message(self) -> bytes | None:
         """Remove the newest (loaded) message; its full JSON, or None when none is."""
+        entry = self._messages.newest_entry() if self._undo is not None else None
         popped = self._messages.pop()
         if popped is None:
             return None
-        if self._saved_messages > len(self._messages):
+        saved = self._saved_messages > len(self._messages)
+        if saved:
             self._saved_messages -= 1
             self._pop_saved += 1
         self._mutations += 1
+        if self._undo is not None and entry is not None:
+            self._undo.append(lambda: self._unpop(entry, saved))
         return popped
+
+    def _unpop(self, entry: tuple[bytes, str | None, bytes | None], saved: bool) -> None:
+        self._messages.push(*entry)
+        if saved:
+            self._saved_messages += 1
+            self._pop_saved -= 1
 
     def trim_messages(self, keep: int) -> int:
         """Keep the newest ``keep`` (loaded) messages; returns how many went."""
@@ -282,7 +310,14 @@ class SessionState:
             self._saved_messages -= saved
             self._trim_saved += saved
             self._mutations += 1
+            if self._undo is not None:
+                self._undo.append(lambda: self._untrim(removed, saved))
         return removed
+
+    def _untrim(self, removed: int, saved: int) -> None:
+        self._messages.untrim(removed)
+        self._saved_messages += saved
+        self._trim_saved -= saved
 
     @property
     def messages_count(self) -> int:
@@ -295,6 +330,7 @@ class SessionState:
     def track_file(self, path: str) -> bool:
         if path in self._files:
             return False
+        self._save_files()
         self._files[path] = None
         self._touch_file(path)
         return True
@@ -302,9 +338,14 @@ class SessionState:
     def untrack_file(self, path: str) -> bool:
         if path not in self._files:
             return False
+        self._save_files()
         del self._files[path]
         self._touch_file(path)
         return True
+
+    def _save_files(self) -> None:
+        if self._undo is not None:  # their order matters: the whole (short) list back
+            self._undo.append(partial(setattr, self, "_files", dict(self._files)))
 
     def _touch_file(self, path: str) -> None:
         # Re-inserting keeps the dirty order that of the latest touch. The files still
@@ -326,6 +367,8 @@ class SessionState:
         old = self._context.get(key)
         if old == value_json:
             return False
+        if self._undo is not None:
+            self._undo.append(lambda: self._put_back(key, old))
         self._context[key] = value_json
         if old is None and self._sorted_keys is not None:
             self._sorted_keys.add(key)
@@ -341,6 +384,13 @@ class SessionState:
         return self._context.get(key)
 
     def delete_context(self, key: str) -> bool:
+        if self._undo is not None and key in self._context:
+            if not self._ctx_copied:
+                # Put back, a deleted key would go last: the whole context as it was
+                # before the turn's first delete keeps its order (undone last).
+                self._ctx_copied = True
+                self._undo.append(partial(self._put_all_back, dict(self._context)))
+            self._undo.append(partial(self._put_back, key, self._context[key]))
         if self._context.pop(key, None) is None:
             return False
         if self._sorted_keys is not None:
@@ -348,6 +398,21 @@ class SessionState:
         self._dirty_context[key] = None
         self._mutations += 1
         return True
+
+    def _put_content_back(self, kept: list[object]) -> None:
+        for name, value in zip(_CONTENT, kept, strict=True):
+            setattr(self, name, value)
+
+    def _put_back(self, key: str, old: bytes | None) -> None:
+        if old is None:
+            del self._context[key]
+        else:
+            self._context[key] = old
+        self._sorted_keys = None  # rebuilt by the next listing
+
+    def _put_all_back(self, old: dict[str, bytes]) -> None:
+        self._context = old
+        self._sorted_keys = None
 
     def all_context(self) -> Raw:
         if not self._context:
@@ -377,11 +442,49 @@ class SessionState:
         """Empty the session and keep its id (``clear {session}``); the next snapshot
         deletes its rows. Its whole history must be loaded (older == 0)."""
         sid, start, rev = self.session_id, self.start_time, self.revision
+        undo, call = self._undo, self._call
+        if undo is not None:  # _reset makes new parts: the old ones are intact, to put back
+            kept = [getattr(self, name) for name in _CONTENT]
+            undo.append(lambda: self._put_content_back(kept))
         self._reset(sid, start)
+        self._undo, self._call = undo, call
+        self._messages.held = undo is not None
         self.revision = rev
         self._wiped = True
         self._dirty_row = True
         self._mutations = 1
+
+    # -- a write turn that may be undone (undo.py) -------------------------------------
+    def checkpoint(self, undo: Undo) -> None:
+        """Before a call of a turn changes this session: from now on until the turn is
+        settled, each change records its inverse into ``undo``; the first change of each
+        call also records what says what is unwritten (the turn's drain resets it), so a
+        call undone alone leaves it exact too."""
+        if self._undo is None:
+            self._undo = undo.steps
+            self._messages.held = True
+            undo.touched.append(self._end_undo)
+        if self._call != undo.calls:
+            self._call = undo.calls
+            self._ctx_copied = False
+            tracking = (self.revision, self._saved_messages, self._trim_saved, self._pop_saved, self._wiped,
+                        dict(self._dirty_files), dict(self._dirty_context), self._dirty_row, self._mutations)
+            undo.steps.append(lambda: self._put_tracking_back(tracking))
+
+    def _put_tracking_back(self, t: tuple) -> None:  # type: ignore[type-arg]
+        (self.revision, self._saved_messages, self._trim_saved, self._pop_saved, self._wiped,
+         self._dirty_files, self._dirty_context, self._dirty_row, self._mutations) = t
+
+    def _end_undo(self) -> None:
+        self._undo = None
+        self._call = -1
+        self._messages.held = False
+        self._messages.compact_if_due()
+
+    @property
+    def undoing(self) -> bool:
+        """Its changes are being recorded (a turn that may be undone is running)."""
+        return self._undo is not None
 
     @property
     def pending_changes(self) -> int:

@@ -43,6 +43,17 @@ class StoreError(Exception):
     """A store could not read what it holds; the message is the store's own reason."""
 
 
+class TurnStale(StoreError):
+    """A write turn sent without taking the project's row first found that another
+    daemon committed since: nothing of it was written; decide it again (turns.py)."""
+
+
+class StoreRefused(StoreError):
+    """The store answered and refused a write (a constraint, a trigger): nothing of it
+    was committed, and the connection is fine (unlike a StoreError, after which whether
+    a commit happened is unknown)."""
+
+
 class StoreFault(Exception):
     """Writes cannot go ahead now (Storage.repair): ``str()`` is the reply's message,
     ``cause`` the store's own error (recorded as the snapshot's failure)."""

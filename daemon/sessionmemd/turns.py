@@ -13,21 +13,27 @@ loop turn shares the transaction (group commit).
 Without calls, a turn only reads (``sync``; a NOTIFY or the listener's heartbeat):
 the changes committed so far are applied and published.
 
-A failed turn: calls that failed on their own (a conflict, bad params) changed
-nothing and keep their errors; the others get -32004 naming the store. When the store
-cannot be reached, or a commit failed after the calls were applied in memory, writes
-are refused at once (the dispatcher's ``writes_refused``) and the daemon reconnects
-with backoff, then reads everything back (a full reload, the changes since its last
-committed revision appended to its log): nothing half-applied stays in memory for
-the next turn, and every watcher gets every committed change, once.
+A turn's calls change memory before their commit, so, until it is settled, every
+change records its inverse (undo.py) and the reads that come meanwhile wait for the
+commit (``hold``: answered the moment the turn is settled, before the next one runs):
+no reply shows a change that may not be committed. A call that fails on its own (a
+conflict, bad params, a bug) is undone alone and keeps its error; the others go on.
+A turn that does not commit is undone at once, every call of it getting -32004 naming
+the store. When the store refused it (it answered: a trigger, a constraint), that is
+all. When it cannot be reached (or the commit's outcome is unknown), writes are also
+refused at once (the dispatcher's ``writes_refused``) while reads answer from memory
+as it was before the turn, and the daemon reconnects with backoff, then reads
+everything back (a full reload, the changes since its last committed revision
+appended to its log), so every watcher gets every committed change, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sessionmem import errors
@@ -37,6 +43,7 @@ from .feed import Feed
 from .host import SessionHost
 from .rpc import Dispatcher
 from .state import SessionState
+from .storage import StoreRefused, TurnStale
 
 if TYPE_CHECKING:  # psycopg is imported only with a PostgreSQL store
     from .pgshared import Fetched, PgShared
@@ -73,6 +80,7 @@ class Turns:
         self._new_state = new_state
         self._complete = complete
         self._calls: list[tuple[Thunk, asyncio.Future[Any]]] = []
+        self._held: list[tuple[Thunk, asyncio.Future[Any]]] = []  # reads waiting for a commit (hold)
         self._reads: list[asyncio.Future[int]] = []
         self._lock = asyncio.Lock()
         self._scheduled = False
@@ -81,6 +89,7 @@ class Turns:
         self.turns = 0  # write turns committed (stats, benchmarks)
         self.in_turn = False  # a write turn is running its calls (under the row lock)
         self.outages = 0
+        self.skips_lost = 0  # turns decided on memory that found another daemon first (stats)
         # The newest revision another daemon announced (NOTIFY): a turn asks for the
         # changes with its first query only when some are expected (pgshared.fetch).
         self._announced = 0
@@ -142,7 +151,7 @@ class Turns:
             # This daemon's own commits notify it too: not worth a wake-up of the loop
             # per write (poke would drop them there, by the same test). Read off the
             # loop, the revision may be a moment old: lower, the loop is woken for
-            # nothing; higher (a failed turn's, before recovery reads the store anew),
+            # nothing; higher (during a turn whose changes are undone when it fails),
             # the same as poke would decide, and the heartbeat reads within a second.
             if revision is not None and revision <= self._host.revision:
                 return
@@ -191,48 +200,128 @@ class Turns:
         try:
             fetched = await self._fetch(lock=False)
         except Exception as e:  # the store went away: reconnect (writes refused meanwhile)
-            self._lost(e, [], [])
+            self._lost(e, [])
             return
         try:
             self._absorb(fetched)
         except Exception as e:  # memory may be half brought forward: read it all anew
-            self._lost(e, [], [])
+            self._lost(e, [])
 
     async def _write(self, calls: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
-        host = self._host
+        if self._current_here():
+            # Decided on memory, committed in one round trip that checks nothing was
+            # committed meanwhile (pgshared.finish ``applied``); if something was, the turn
+            # is undone and decided again the usual way, on what the store holds.
+            if not await self._turn_calls(calls, None):
+                return
+            self.skips_lost += 1
         try:
             fetched = await self._fetch(lock=True)
         except Exception as e:
-            self._lost(e, calls, [])
+            self._lost(e, calls)
             return
-        done: list[tuple[asyncio.Future[Any], Any]] = []
+        await self._turn_calls(calls, fetched)
+
+    def _current_here(self) -> bool:
+        """Memory is likely what the store holds: no other daemon announced a change
+        beyond it, and no lease is held (a renewal elsewhere is no change: only the
+        store's table has it, read by :meth:`_fetch`)."""
+        host = self._host
+        return self._announced <= host.revision and not host.leases.held
+
+    async def _turn_calls(self, calls: list[tuple[Thunk, asyncio.Future[Any]]], fetched: Fetched | None) -> bool:
+        """Run the calls and commit them; True when the turn must be decided again
+        (``fetched`` None: decided on memory, and another daemon had committed)."""
+        host = self._host
+        # Each call's outcome, given once the turn is settled: a reply (or an error such
+        # as a conflict) is sent only when what it was decided on is committed.
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            self._absorb(fetched)
+            if fetched is not None:
+                self._absorb(fetched)
+            host.begin_turn()  # from here every change can be undone (undo.py)
+            self._dispatcher.hold = self.hold  # reads wait for the commit, not see its calls before it
             self.in_turn = True
             for thunk, fut in calls:
+                mark = host.call_begins()
                 try:
                     r = thunk()
                     if asyncio.iscoroutine(r):
                         r = await r
-                    done.append((fut, r))
-                except errors.SessionmemError as e:
-                    fut.set_exception(e)  # decided against the latest state: nothing changed
-                except Exception as e:  # a bug: that call fails, the turn goes on
+                    outcomes.append((fut, r, None))
+                except errors.SessionmemError as e:  # decided against the latest state
+                    host.call_undone(mark)  # nothing changed, by its rules; and if it had, it is undone
+                    outcomes.append((fut, None, e))
+                except Exception as e:  # a bug: that call is undone and fails, the turn goes on
                     log.error("internal error in a write", exc_info=e)
-                    fut.set_exception(errors.InternalError(f"internal error: {e!r}"))
+                    host.call_undone(mark)
+                    outcomes.append((fut, None, errors.InternalError(f"internal error: {e!r}")))
             self.in_turn = False
             batch = host.drain(marks=True)
-            await self._run_blocking(self._store.finish, batch, host.revision)
+            await self._run_blocking(self._store.finish, batch, host.revision,
+                                     self.committed if fetched is None else None)
+        except TurnStale:
+            self.in_turn = False
+            host.end_turn(committed=False)
+            self._release_held()
+            self._announced = max(self._announced, host.revision + 1)  # the changes come with the lock
+            return True
         except Exception as e:
             self.in_turn = False
+            self._undone(e, outcomes)
             await self._run_blocking(self._store.abort)
-            self._lost(e, [], done)
-            return
+            if not isinstance(e, StoreRefused):
+                self._lost(e, [])  # whether it committed is unknown: read everything anew
+            return False
+        host.end_turn(committed=True)
         self.committed = host.revision
         self.turns += 1
         self._feed.committed(host.revision)
-        for fut, r in done:
+        self._release_held()
+        for fut, r, err in outcomes:
             if not fut.done():
+                if err is None:
+                    fut.set_result(r)
+                else:
+                    fut.set_exception(err)
+        return False
+
+    def _undone(self, e: Exception, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        """The turn did not commit: memory back to what the store holds (before any
+        other task runs: the held reads then see it), and every call of the turn fails."""
+        self._host.end_turn(committed=False)
+        self._release_held()
+        err = errors.PersistFailed(f"not committed: {e}; nothing of it is kept", {"store": self._store.location,
+                                                                                  "reason": str(e)})
+        for fut, _r, _err in outcomes:
+            if not fut.done():
+                fut.set_exception(err)
+        if isinstance(e, StoreRefused):
+            log.error("the store refused a turn (nothing of it is kept): %s", e)
+
+    # -- reads while a turn commits ------------------------------------------------------
+    def hold(self, thunk: Thunk, conn: Any = None) -> Coroutine[Any, Any, Any]:
+        """A read that came while a write turn's calls are applied and not yet committed:
+        answered once the turn is settled (committed or undone), so that no reply ever
+        shows a change that may not be committed."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._held.append((thunk, fut))
+        return _wait(fut)
+
+    def _release_held(self) -> None:
+        """Answer the held reads now, on the settled memory, before anything else runs."""
+        self._dispatcher.hold = None
+        held, self._held = self._held, []
+        for thunk, fut in held:
+            try:
+                r = thunk()
+            except BaseException as e:
+                fut.set_exception(e)
+                continue
+            if asyncio.iscoroutine(r):  # a session to load first: on its own from here
+                task = asyncio.ensure_future(r)
+                task.add_done_callback(partial(_forward, fut))
+            else:
                 fut.set_result(r)
 
     def _absorb(self, f: Fetched) -> None:
@@ -267,14 +356,10 @@ class Turns:
         self._feed.committed(host.revision)
 
     # -- the store went away, or refused --------------------------------------------------
-    def _lost(self, e: Exception, pending: list[tuple[Thunk, asyncio.Future[Any]]],
-              applied: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    def _lost(self, e: Exception, pending: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
         err = errors.PersistFailed(f"not committed: {e}; nothing of it is kept", {"store": self._store.location,
                                                                                   "reason": str(e)})
         _fail(pending, err)
-        for fut, _r in applied:
-            if not fut.done():
-                fut.set_exception(err)
         self.outages += 1
         self._dispatcher.writes_refused = errors.PersistFailed(
             f"writes are refused until the daemon has reconnected to the store (it retries by itself): "
@@ -316,6 +401,17 @@ class Turns:
 
 async def _wait(fut: asyncio.Future[Any]) -> Any:
     return await fut
+
+
+def _forward(fut: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
+    if fut.done():
+        return
+    if task.cancelled():
+        fut.cancel()
+    elif task.exception() is not None:
+        fut.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        fut.set_result(task.result())
 
 
 def _fail(calls: list[Any], err: errors.SessionmemError) -> None:
