@@ -128,3 +128,15 @@ def test_pg_bench_before_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
     assert seq["before"] > 0 and seq["after"] > 0 and seq["afterOverBefore"] > 0
     assert figures["postgresql8WritersOn2DaemonsPerSec"]["afterOverBefore"] > 0
     assert figures["writers8On2DaemonsRatio"]["before"] > 0 and figures["writers8On2DaemonsRatio"]["after"] > 0
+
+
+def test_lease_end_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """A lease ending by its connection closing and by its daemon killed, seen on another
+    daemon; writes with ephemeral and ttl leases held."""
+    out = tmp_path / "leases.json"
+    r = subprocess.run([sys.executable, str(BENCH / "lease_end_bench.py"), "--rounds", "1", "--n", "40",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["closeEndP50Ms"] > 0 and figures["killEndP50Ms"] > 0 and figures["killOverCloseP50"] > 0
+    assert figures["writesWith20EphemeralLeasesPerSec"] > 0 and figures["ephemeralOverTtlWrites"] > 0
