@@ -217,3 +217,31 @@ def test_a_postgresql_restart_ends_every_ephemeral_lease_once(
     ends = sorted((ch["lease"]["name"], ch["lease"]["token"]) for ch in seen[0] if ch["op"] == "leaseExpired")
     assert ends == [("on-a", mine["token"]), ("on-b", theirs["token"])]
     assert held_by(cb, "ttl", "agent-b")["token"] == ttl["token"]
+
+
+def test_the_listener_wakes_with_every_notification_of_a_batch(pg_url: str) -> None:
+    """Two NOTIFYs committed together reach the listener in one packet: it wakes with
+    the newest revision (before: the second was dropped, and waited for the heartbeat)."""
+    import threading
+
+    import psycopg
+
+    from sessionmemd.pgshared import Listener, channel
+
+    woken: list[int | None] = []
+    got = threading.Event()
+
+    def wake(revision: int | None) -> None:
+        woken.append(revision)
+        if revision == 6:
+            got.set()
+
+    listener = Listener(pg_url, channel(KEY), wake, "the test store")
+    try:
+        wait_for(lambda: woken, 10, "the listener to listen")
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            with c.transaction():
+                c.execute("SELECT pg_notify(%s, '5'), pg_notify(%s, '6')", (channel(KEY), channel(KEY)))
+        assert got.wait(0.9), woken
+    finally:
+        listener.close()

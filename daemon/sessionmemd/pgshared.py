@@ -313,11 +313,12 @@ class Listener:
                     delay = 0.05
                     self._wake(None)  # what was sent while not listening
                     while not self._stop.is_set():
-                        revision = None
-                        for n in conn.notifies(timeout=1.0, stop_after=1):
-                            revision = int(n.payload) if n.payload.isdigit() else None
-                            break
-                        self._wake(revision)
+                        # Every notification of the batch read, no break: psycopg drops
+                        # the rest of a batch (several in one packet) when the loop is
+                        # left early, and those revisions then waited for the heartbeat.
+                        got = [n.payload for n in conn.notifies(timeout=1.0, stop_after=1)]
+                        numbers = [int(x) for x in got if x.isdigit()]
+                        self._wake(max(numbers) if numbers and len(numbers) == len(got) else None)
             except Exception as e:  # the server gone, a refused connection: again, later
                 log.debug("listening on %s: %s", self._where, e)
                 self._stop.wait(delay)
