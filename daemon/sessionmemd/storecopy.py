@@ -347,7 +347,7 @@ def copy(source: Source, target: Target) -> Report:
     try:
         try:
             found, _ = store.take_opened()
-            held = store.take_leases()
+            held = [r for r in store.take_leases() if r[4] is not None]  # ephemeral ones end with their daemon
             mark, _ = store.reserve_revisions(0)  # reads the mark; reserves nothing
             reader = store.reader()
             try:
