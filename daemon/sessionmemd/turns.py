@@ -54,6 +54,7 @@ Thunk = Callable[[], Any]
 
 FIRST_DELAY = 0.05  # seconds before the first reconnect
 MOST_DELAY = 2.0  # the longest wait between two attempts
+SKIP_TRIES = 3  # turns decided without the project's row before one under its lock
 
 
 def backoff(first: float = FIRST_DELAY, most: float = MOST_DELAY) -> Iterator[float]:
@@ -208,10 +209,22 @@ class Turns:
             self._lost(e, [])
 
     async def _write(self, calls: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
-        if self._current_here():
-            # Decided on memory, committed in one round trip that checks nothing was
-            # committed meanwhile (pgshared.finish ``applied``); if something was, the turn
-            # is undone and decided again the usual way, on what the store holds.
+        # Decided on memory brought up to date without the project's row (a read, when
+        # another daemon announced changes), and committed in one round trip that takes
+        # the row and checks that nothing was committed meanwhile (pgshared.finish
+        # ``applied``): the row is never held across a round trip, so the daemons' turns
+        # overlap. If something was committed, the turn is undone and decided again; after
+        # SKIP_TRIES of those (or with a lease held: see _may_skip), the usual way, on
+        # what the store holds under the row's lock, which always goes through.
+        for _ in range(SKIP_TRIES):
+            if not self._may_skip():
+                break
+            if self._announced > self._host.revision:
+                try:
+                    self._absorb(await self._fetch(lock=False))
+                except Exception as e:
+                    self._lost(e, calls)
+                    return
             if not await self._turn_calls(calls, None):
                 return
             self.skips_lost += 1
@@ -222,12 +235,11 @@ class Turns:
             return
         await self._turn_calls(calls, fetched)
 
-    def _current_here(self) -> bool:
-        """Memory is likely what the store holds: no other daemon announced a change
-        beyond it, and no lease is held (a renewal elsewhere is no change: only the
-        store's table has it, read by :meth:`_fetch`)."""
-        host = self._host
-        return self._announced <= host.revision and not host.leases.held
+    def _may_skip(self) -> bool:
+        """A turn may be decided without the project's row: no lease is held here (a
+        renewal on another daemon is no change, only the store's table has it, which a
+        locked :meth:`_fetch` reads)."""
+        return not self._host.leases.held
 
     async def _turn_calls(self, calls: list[tuple[Thunk, asyncio.Future[Any]]], fetched: Fetched | None) -> bool:
         """Run the calls and commit them; True when the turn must be decided again
