@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, Raw
+from conftest import Daemon
+from test_pg_shared import changes
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
@@ -32,16 +33,6 @@ END $$;
 CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON sessionmem_changes
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION poison_check();
 """
-
-
-def _changes(c: Raw, until: int) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    c.sock.settimeout(10)
-    while not got or got[-1]["revision"] < until:
-        msg = c.recv()
-        assert msg.get("method") == "changed", msg
-        got.append(msg["params"])
-    return got
 
 
 def test_a_turn_refused_at_commit_is_undone_and_never_seen(
@@ -97,8 +88,8 @@ def test_a_turn_refused_at_commit_is_undone_and_never_seen(
     assert [s["sessionId"] for s in c.result("listSessions")].count("new") == 0
     c.result("setContext", {"key": "k", "value": 3})
     assert c.result("addMessage", {"role": "user", "content": "again", "id": "m1"}) is None  # still a retry
-    changes = _changes(watcher, start + 1)
-    assert [(ch["revision"], ch["op"], ch.get("value")) for ch in changes] == [(start + 1, "setContext", 3)]
+    got = changes(watcher, start + 1)
+    assert [(ch["revision"], ch["op"], ch.get("value")) for ch in got] == [(start + 1, "setContext", 3)]
     stored = pg_cluster.psql("SELECT convert_from(key, 'UTF8') || '=' || value FROM sessionmem_context "
                              "WHERE project_key = 'undo'", database=db)
     assert stored == "k=3"
@@ -110,3 +101,24 @@ def test_a_turn_refused_at_commit_is_undone_and_never_seen(
     assert [m["content"] for m in c2.result("getAllMessages")] == ["kept"]
     assert c2.result("getOpenFiles") == ["a.py"]
     assert "refused a turn" in d.read_log()
+
+
+def test_a_read_waits_for_a_slow_commit_at_most_two_seconds(
+        make_daemon: Any, pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
+    d: Daemon = make_daemon("--store", pg_url, "--project-key", "slow", root=tmp_path / "proj")
+    c = d.conn()
+    c.result("setContext", {"key": "k", "value": 1})
+    db = pg_url.split("/")[3].split("?")[0]
+    pg_cluster.psql(POISON.replace("PERFORM pg_sleep(0.6);\n    RAISE EXCEPTION 'poisoned turn';",
+                                   "PERFORM pg_sleep(6);"), database=db)
+    writer = d.conn()
+    writer.send({"jsonrpc": "2.0", "id": 1, "method": "setContext", "params": {"key": "k", "value": "poison"}})
+    time.sleep(0.3)
+    r = d.conn()
+    t = time.monotonic()
+    err = r.call("getContext", {"key": "k"})["error"]
+    waited = time.monotonic() - t
+    assert err["code"] == -32004 and "has not answered for 2 s" in err["message"], err
+    assert 1.5 < waited < 5, waited  # the commit takes 6 s: the read was not kept that long
+    assert writer.recv() == {"jsonrpc": "2.0", "id": 1, "result": None}  # committed, slowly
+    assert r.result("getContext", {"key": "k"}) == "poison"

@@ -55,6 +55,10 @@ Thunk = Callable[[], Any]
 FIRST_DELAY = 0.05  # seconds before the first reconnect
 MOST_DELAY = 2.0  # the longest wait between two attempts
 SKIP_TRIES = 3  # turns decided without the project's row before one under its lock
+# A read held for a turn's commit (``hold``) waits at most this long: a server that stops
+# answering in the middle of a COMMIT (a network cut, not a refused connection) must not
+# stop this daemon's reads for as long as the connection takes to fail.
+HOLD_MOST = 2.0
 
 
 def backoff(first: float = FIRST_DELAY, most: float = MOST_DELAY) -> Iterator[float]:
@@ -82,6 +86,7 @@ class Turns:
         self._complete = complete
         self._calls: list[tuple[Thunk, asyncio.Future[Any]]] = []
         self._held: list[tuple[Thunk, asyncio.Future[Any]]] = []  # reads waiting for a commit (hold)
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._reads: list[asyncio.Future[int]] = []
         self._lock = asyncio.Lock()
         self._scheduled = False
@@ -316,13 +321,27 @@ class Turns:
         """A read that came while a write turn's calls are applied and not yet committed:
         answered once the turn is settled (committed or undone), so that no reply ever
         shows a change that may not be committed."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._held.append((thunk, fut))
+        if self._hold_timer is None:
+            self._hold_timer = loop.call_later(HOLD_MOST, self._held_too_long)
         return _wait(fut)
+
+    def _held_too_long(self) -> None:
+        self._hold_timer = None
+        held, self._held = self._held, []
+        _fail(held, errors.PersistFailed(
+            f"not answered: a write is being committed to the store, which has not answered for "
+            f"{HOLD_MOST:g} s; this read would show changes that may not be committed: retry",
+            {"store": self._store.location}))
 
     def _release_held(self) -> None:
         """Answer the held reads now, on the settled memory, before anything else runs."""
         self._dispatcher.hold = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         held, self._held = self._held, []
         for thunk, fut in held:
             try:
