@@ -183,3 +183,15 @@ def test_search_profile_runs_tiny() -> None:
     lines = r.stdout.splitlines()
     assert sum(1 for x in lines if x.split()[:1] in (["5"], ["50"], ["500"], ["5000"])) >= 4
     assert any(x.startswith("detail=column") and "refused" in x for x in lines)  # no phrase mode there
+
+
+def test_lease_end_bench_runs_tiny(pg_cluster: object, tmp_path: Path) -> None:
+    """A lease ending by its connection closing and by its daemon killed, seen on another
+    daemon; writes with ephemeral and ttl leases held."""
+    out = tmp_path / "leases.json"
+    r = subprocess.run([sys.executable, str(BENCH / "lease_end_bench.py"), "--rounds", "1", "--n", "40",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    figures = json.loads(out.read_text())
+    assert figures["closeEndP50Ms"] > 0 and figures["killEndP50Ms"] > 0 and figures["killOverCloseP50"] > 0
+    assert figures["writesWith20EphemeralLeasesPerSec"] > 0 and figures["ephemeralOverTtlWrites"] > 0

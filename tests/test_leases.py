@@ -261,3 +261,70 @@ def test_under_always_an_acquire_is_acknowledged_only_once_committed(make_daemon
     c = d.conn()
     c.result("releaseLease", {"name": "durable", "token": lease["token"]})
     assert _rows(d) == []
+
+
+# -- the pure rules of a shared store's lease table (leases.py; no daemon) ----------------
+def test_a_shared_table_writes_its_own_ephemeral_leases_only() -> None:
+    from sessionmemd.leases import Held, Leases
+
+    sqlite, shared = Leases(), Leases(shared=True)
+    mine = object()
+    for t in (sqlite, shared):
+        t.put(Held("eph", "a", 5, None, None, "s", mine))
+        t.put(Held("ttl", "a", 6, 1_000, 500, "s"))
+        t.put(Held("theirs", "b", 7, None, None, "s"))  # another daemon's (no connection here)
+    assert sqlite.drain() == [("eph", None), ("ttl", ("ttl", "a", 6, 1_000, 500, "s")), ("theirs", None)]
+    # Shared: its own ephemeral lease is written (the store adds the holder); another
+    # daemon's is not (its row names that daemon), even renewed here without a ttl.
+    assert shared.drain() == [("eph", ("eph", "a", 5, None, None, "s")), ("ttl", ("ttl", "a", 6, 1_000, 500, "s"))]
+    shared.extend(shared.held["theirs"], None, 0)
+    assert shared.drain() == []
+
+
+def test_a_shared_table_reloaded_keeps_connections_and_ends_gone_holders() -> None:
+    from sessionmemd.leases import Held, Leases
+
+    mine, closed = object(), object()
+    t = Leases(shared=True)
+    t.put(Held("live", "a", 5, None, None, "s", mine))
+    t.put(Held("closing", "a", 6, 900, None, "s", None))  # its connection closed at 900
+    t.put(Held("cut", "a", 7, None, None, "s", closed))  # ours, holder gone (reconnected)
+    t.put(Held("lost", "a", 12, None, None, "s", mine))  # taken by a change never committed
+    t.put(Held("old", "a", 8, None, None, "s", mine))  # ended and taken again elsewhere
+    t.put(Held("seen", "b", 9, 950, None, "s"))  # found gone before, at 950
+    rows = [("live", "a", 5, None, None, "s"), ("closing", "a", 6, None, None, "s"),
+            ("cut", "a", 7, 1_000, None, "s"), ("lost", "b", 12, None, None, "s"),
+            ("old", "c", 11, None, None, "s"), ("seen", "b", 9, 1_000, None, "s"),
+            ("ttl", "a", 3, 5_000, 100, "s")]
+    new = t.reloaded(rows, 2_000, upto=11)
+    assert new.shared
+    h = new.held
+    assert h["live"].conn is mine and h["live"].expires_at is None and new.of_connection(mine) == ["live"]
+    assert h["closing"].expires_at == 900  # still ends, at its close
+    assert h["cut"].conn is None and h["cut"].expires_at == 1_000  # gone: ends, nobody's
+    assert h["lost"].owner == "b" and h["lost"].conn is None  # token 12 > upto: the store's
+    assert h["old"].owner == "c" and h["old"].token == 11
+    assert h["seen"].expires_at == 950  # the first time it was found gone stays
+    assert h["ttl"].ttl_ms == 100
+    # A store clock ahead of ours cannot put an end off: ours is the latest it can be.
+    assert t.reloaded([("cut", "a", 7, 9_000, None, "s")], 2_000).held["cut"].expires_at == 2_000
+    assert sorted(new.due(1_000)) == ["closing", "cut", "seen"]
+    assert [x.name for x in new.listed(None, 1_000)] == ["live", "lost", "old", "ttl"]
+    # Nothing of a reload is to be written.
+    assert new.drain() == []
+
+
+def test_a_shared_table_never_writes_a_lease_that_is_ending() -> None:
+    """A renewal without a ttl of an ephemeral lease whose connection closed (or whose
+    holder was found gone, with an end a store clock ahead of ours put in the future)
+    writes nothing: deleting its row without its change would hide its end."""
+    from sessionmemd.leases import Held, Leases
+
+    t = Leases(shared=True)
+    h = Held("x", "a", 5, 2_000, None, "s", None)
+    t.held["x"] = h
+    assert t.live("x", 1_000) is h
+    t.extend(h, None, 1_000)
+    assert t.drain() == [] and h.expires_at == 2_000
+    t.extend(h, 300, 1_000)  # a ttl given: a ttl lease from now on, written
+    assert t.drain() == [("x", ("x", "a", 5, 1_300, 300, "s"))]

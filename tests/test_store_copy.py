@@ -12,7 +12,7 @@ import pytest
 
 from sessionmem import Session
 
-from conftest import Daemon, run_cli
+from conftest import Daemon, run_cli, wait_for
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
@@ -229,13 +229,17 @@ def test_to_refuses_a_key_a_daemon_serves(make_daemon: Any, env: dict[str, str],
     assert pg_count(pg_cluster, pg_url, "sessionmem_messages") == 0
     with pg.session() as s:
         first = s.get_session_id()  # the empty session its start made
+    holder = pg.conn()  # an ephemeral lease, its client still connected at the stop
+    holder.result("acquireLease", {"name": "eph", "owner": "a"})
     pg.stop()
+    assert pg_count(pg_cluster, pg_url, "sessionmem_leases") == 1  # its holder gone: no claim on the key
     r = copy(src.root, env, "--to", pg_url, "--project-key", KEY)
     assert r.returncode == 0, r.stderr
     assert f"replaced the target's empty session(s) {first}" in r.stdout
     pg.start()
     with pg.session() as s:
         assert [m.content for m in s.get_all_messages()] == ["to copy"]
+        wait_for(lambda: s.list_leases() == [], 10, "the dead daemon's lease to end")
 
 
 def test_a_failure_half_way_leaves_nothing_behind(make_daemon: Any, env: dict[str, str], pg_url: str,

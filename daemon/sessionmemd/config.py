@@ -130,6 +130,7 @@ class Config:
         if getattr(store, "shared", False):
             # Several daemons on one PostgreSQL project: write turns (turns.py).
             host.replays = True
+            host.leases.shared = True  # ephemeral leases are stored too, with their holder (leases.py)
             host.set_reserved(1 << 62)  # revisions come from the project row, in each turn
             app.turns = Turns(store, host, feed, dispatcher, loader.reset,  # type: ignore[arg-type]
                               lambda: SessionState(new_session_id(), now_ms()), loader.complete)

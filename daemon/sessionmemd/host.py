@@ -26,7 +26,7 @@ from sessionmem import protocol as p
 from . import replay
 from .hostcore import BLOCK, no_such_session
 from .hosttransact import TransactChanges
-from .leases import LeaseRow, Leases
+from .leases import LeaseRow
 from .state import Batch, SessionState
 
 
@@ -208,22 +208,21 @@ class SessionHost(TransactChanges):
                  lease_rows: list[LeaseRow]) -> int:
         """Back to what the store holds (several daemons on PostgreSQL, turns.py: after a
         turn the store failed, or one that could not replay without a gap): the sessions
-        as reloaded, the revision of the last committed change, the ttl leases as stored.
+        as reloaded, the revision of the last committed change, the leases as stored.
         What was applied in memory after ``committed`` is gone, not recorded as a change
         (it was never committed, published or acknowledged; its revisions are handed out
-        again). The ephemeral leases of connections still open stay (they are never
-        stored) unless one of them was taken by a lost change. Returns how many changes
-        were dropped."""
+        again). The ephemeral leases of connections still open stay when the store still
+        has them with a live holder (after a reconnect it does not: they end). Returns
+        how many changes were dropped."""
         self._reloaded(current, known)
         dropped = self.log.truncate(committed)
         self.revision = self._drained = committed
         self._logged = min(self._logged, committed)
         self._reserving = None  # a reservation among the lost batches is void
         self._watermark = self.reserved - BLOCK // 2
-        ephemeral = [h for h in self.leases.held.values() if h.expires_at is None and h.token <= committed]
-        self.leases = Leases(lease_rows)
-        for h in ephemeral:
-            self.leases.held[h.name] = h  # not dirty: an ephemeral lease has no row
+        # The store's leases (ephemeral ones too), this daemon's connections kept on those
+        # it still holds by a committed change (leases.Leases.reloaded).
+        self.leases = self.leases.reloaded(lease_rows, self._now(), upto=committed)
         self.on_leases()
         return dropped
 

@@ -11,8 +11,14 @@ A lease is *held* while it is in the table and its time has not passed: an expir
 lease that the timer has not removed yet is no longer held (fencing and acquire see
 it as gone), so the timer's lateness never lets a stale holder write.
 
-Ephemeral leases (no ttl) end with the connection that took them; they are never
-written to disk, so a restart, clean or not, ends them too.
+Ephemeral leases (no ttl) end with the connection that took them. With one daemon
+(SQLite) they are never written to disk, so a restart, clean or not, ends them too.
+Several daemons sharing a PostgreSQL project (``shared``) write them too, so that every
+daemon knows them, each row naming its holder (the store connection of the daemon that
+granted it, written by the store). The store reads back an ephemeral lease whose
+holder is gone (its daemon killed, or disconnected) with an end time, the time it
+found it gone: like a lease whose connection closed, it is no longer held, and the
+lease timer of whichever daemon turns first ends it with a change (:meth:`reloaded`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from dataclasses import dataclass
 from sessionmem import errors
 from sessionmem import protocol as p
 
-# What the store keeps of a ttl lease: name, owner, token, expiresAt, ttlMs, sessionId.
-LeaseRow = tuple[str, str, int, int, int, str]
+# What the store keeps of a lease: name, owner, token, expiresAt, ttlMs, sessionId. A
+# ttl lease has both numbers; an ephemeral one (shared stores only) neither while its
+# holder lives, and an end time (no ttl) once the store found its holder gone.
+LeaseRow = tuple[str, str, int, int | None, int | None, str]
 
 
 @dataclass(slots=True)
@@ -56,7 +64,9 @@ def held_error(name: str, h: Held | None, why: str) -> errors.LeaseHeld:
 class Leases:
     """The lease table and its rules; the host records the changes."""
 
-    def __init__(self, rows: list[LeaseRow] | None = None) -> None:
+    def __init__(self, rows: list[LeaseRow] | None = None, shared: bool = False) -> None:
+        # Several daemons on one store: ephemeral leases are written too (see above).
+        self.shared = shared
         self.held: dict[str, Held] = {}
         for name, owner, token, expires_at, ttl, sid in rows or ():
             self.held[name] = Held(name, owner, token, expires_at, ttl, sid)
@@ -105,6 +115,14 @@ class Leases:
         return h
 
     def touched(self, h: Held) -> None:
+        if self.shared and h.ttl_ms is None:
+            if h.conn is None or h.expires_at is not None:
+                # Another daemon's ephemeral lease (its row names that daemon as the
+                # holder, and stays so), or one ending (its change deletes the row):
+                # renewed without a ttl, nothing of it changed.
+                return
+            self.dirty[h.name] = (h.name, h.owner, h.token, None, None, h.session_id)  # the store adds us
+            return
         self.dirty[h.name] = h.row()
 
     def put(self, h: Held) -> None:
@@ -144,6 +162,30 @@ class Leases:
 
     def _live(self, now: int) -> Iterator[Held]:
         return (h for h in self.held.values() if h.expires_at is None or h.expires_at > now)
+
+    def reloaded(self, rows: list[LeaseRow], now: int, upto: int | None = None) -> Leases:
+        """The table as a shared store holds it now (every lease, ephemeral ones too),
+        with what only this daemon knows kept: its own ephemeral leases' connections, and
+        the end already set on one (its connection closed, or its holder found gone
+        before). A lease whose holder is gone ends at the earliest of: when it was first
+        found so, the store's time now, and ``now`` (ours: a store clock ahead of ours
+        cannot put its end off). ``upto``: leases of ours with a larger token are not
+        kept (taken by changes never committed: their tokens are handed out again)."""
+        new = Leases(rows, self.shared)
+        for name, h in new.held.items():
+            if h.ttl_ms is not None:
+                continue
+            old = self.held.get(name)
+            if old is not None and (old.ttl_ms is not None or old.token != h.token
+                                    or (upto is not None and old.token > upto)):
+                old = None  # another lease of that name than the one we knew
+            if h.expires_at is None:
+                if old is not None:
+                    new.held[name] = old  # its holder lives: ours keeps its connection
+                continue
+            first = now if old is None or old.expires_at is None else old.expires_at
+            h.expires_at = min(h.expires_at, now, first)
+        return new
 
     def drain(self) -> list[tuple[str, LeaseRow | None]]:
         out = list(self.dirty.items())

@@ -1,14 +1,15 @@
 """The PostgreSQL store's schema (pgstore.py): its version, the migrations that build
 it, and ``migrate``, which brings a database up to it or refuses a newer one.
 
-Schema (version 4; additive migrations, a newer version is refused): a version
+Schema (version 5; additive migrations, a newer version is refused): a version
 table, ``sessionmem_projects`` (current session, reserved revision mark),
 ``sessionmem_sessions``, ``sessionmem_messages`` (a global identity column gives
 the order; an index on (project, session, seq) loads a session tail-first),
 ``sessionmem_files`` (tracking order by seq), ``sessionmem_context`` and
 ``sessionmem_changes`` (the change log a clean stop leaves for the next start);
 2 adds ``sessionmem_leases``; 3 the search indexes, 4 ``sessionmem_projects.deletions``
-and its trigger (pgsearch.py).
+and its trigger (pgsearch.py); 5 ephemeral leases (their holder; expiry and ttl may
+be NULL).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import psycopg
 from . import pgsearch
 from .storage import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each migration takes the schema from its index to the next; only ever appended to,
 # and each only adds (tables, columns with defaults, indexes).
@@ -74,7 +75,7 @@ _MIGRATIONS: list[str] = [
       PRIMARY KEY (project_key, revision)
     );
     """,
-    # 2: leases with a ttl (ephemeral ones end with their daemon and are never written).
+    # 2: leases with a ttl (ephemeral ones were not written before 4).
     """
     CREATE TABLE sessionmem_leases (
       project_key text NOT NULL,
@@ -91,6 +92,17 @@ _MIGRATIONS: list[str] = [
     pgsearch.MIGRATION,
     # 4: a count of each project's message deletions, for search hits' indexes.
     pgsearch.DELETIONS_MIGRATION,
+    # 5: ephemeral leases too (several daemons: every one must know them), with no expiry
+    # or ttl and their holder, the backend (pid, start) of the store connection of the
+    # daemon that granted them: gone from pg_stat_activity, the lease ends (pgstore.LEASES).
+    # A daemon that knows only 4 or less refuses this schema, as it must (it would read
+    # those NULLs as numbers).
+    """
+    ALTER TABLE sessionmem_leases ALTER COLUMN expires_at DROP NOT NULL,
+      ALTER COLUMN ttl_ms DROP NOT NULL,
+      ADD COLUMN holder_pid integer,
+      ADD COLUMN holder_start timestamptz;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

@@ -17,6 +17,14 @@ of CHUNK statements for a turn of many calls; a turn of more than SMALL rows sen
 them first. One more when the row shows changes nobody announced yet, or when
 sessions must be read anew.
 
+Ephemeral leases are in ``sessionmem_leases`` too, each with its holder: the backend
+of the turn connection of the daemon that granted it (pgstore.LEASES, HOLDER). Every
+turn that reads the leases reads whether each holder still lives; one gone (its
+daemon killed, or disconnected: a reconnected daemon is another backend) comes back
+with an end, and the lease timer of the first daemon to see it ends it in a write
+turn (leases.py). The heartbeat read (below) makes that happen within about a second
+when nobody writes.
+
 ``revisions_reserved`` of the project row is the exact last revision here (a
 single-writer daemon reserves blocks ahead; a block's unused rest is a gap the
 shared daemons step over). The changes table keeps the last KEEP revisions.
@@ -57,6 +65,10 @@ LOCK_TIMEOUT = "10s"
 # PostgreSQL ends a turn's transaction idle this long (its daemon gone without closing
 # the connection: a host powered off), so the row it holds is free again.
 IDLE_TIMEOUT = "60s"
+# TCP keepalives of the turn connection (idle s, interval s, probes): PostgreSQL ends the
+# backend of a host that stopped answering after at most idle + interval x probes.
+KEEPALIVE = (10, 5, 3)
+KEEPALIVE_BOUND = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
 # A turn writing at most this many rows sends them with its frames, revision, NOTIFY
 # and COMMIT as one query (one round trip); a bigger one sends its rows first, as the
 # single-writer store does (pgstore._apply).
@@ -108,6 +120,13 @@ class PgShared(PgStore):
     shared = True  # persist.Persister: every change is committed by its turn
 
     def _lock(self, conn: psycopg.Connection[Any]) -> None:
+        # This connection is the holder of the ephemeral leases this daemon grants
+        # (pgstore.LEASES): they end when PostgreSQL ends its backend. A killed daemon's
+        # socket closes at once; a host that vanished without closing it (powered off,
+        # cut off) is found out by TCP keepalives, asked for here so that it takes about
+        # KEEPALIVE_BOUND s, not the system's default of hours. (Over a Unix socket: no-op.)
+        conn.execute(f"SET tcp_keepalives_idle = {KEEPALIVE[0]}; SET tcp_keepalives_interval = {KEEPALIVE[1]}; "
+                     f"SET tcp_keepalives_count = {KEEPALIVE[2]}")
         got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_lock_id(self._key),)).fetchone()
         if not (got and got[0]):
             raise ProjectBusy(
@@ -296,11 +315,12 @@ class Listener:
                     delay = 0.05
                     self._wake(None)  # what was sent while not listening
                     while not self._stop.is_set():
-                        revision = None
-                        for n in conn.notifies(timeout=1.0, stop_after=1):
-                            revision = int(n.payload) if n.payload.isdigit() else None
-                            break
-                        self._wake(revision)
+                        # Every notification of the batch read, no break: psycopg drops
+                        # the rest of a batch (several in one packet) when the loop is
+                        # left early, and those revisions then waited for the heartbeat.
+                        got = [n.payload for n in conn.notifies(timeout=1.0, stop_after=1)]
+                        numbers = [int(x) for x in got if x.isdigit()]
+                        self._wake(max(numbers) if numbers and len(numbers) == len(got) else None)
             except Exception as e:  # the server gone, a refused connection: again, later
                 log.debug("listening on %s: %s", self._where, e)
                 self._stop.wait(delay)

@@ -73,11 +73,25 @@ def _b(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
 
 
-LEASES = "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases WHERE project_key = %s"
+# The leases of a project. An ephemeral one (no expiry) names its holder: the backend of
+# the store connection of the daemon that granted it (pid, start: a pid is reused, the
+# pair is not). A holder no longer in pg_stat_activity (its daemon killed: PostgreSQL
+# ends the backend when the socket closes; or disconnected) is gone: the lease is read
+# with the time it was found so as its end, and ends like one whose connection closed
+# (leases.py). A holder seen without its start (another role's backend, without
+# pg_read_all_stats) counts as alive by its pid: that can keep a lease longer, never
+# end a live one. pg_stat_get_activity(pid) looks up that one backend.
+LEASES = ("SELECT name, owner, token, CASE WHEN expires_at IS NULL AND (holder_pid IS NULL OR NOT EXISTS ("
+          "SELECT 1 FROM pg_stat_get_activity(holder_pid) a WHERE a.backend_start IS NULL "
+          "OR a.backend_start = holder_start)) THEN (extract(epoch FROM clock_timestamp()) * 1000)::bigint "
+          "ELSE expires_at END, ttl_ms, session_id FROM sessionmem_leases WHERE project_key = %s")
+# The holder an ephemeral lease's row is written with: the writing connection's backend.
+HOLDER = "pg_backend_pid(), (SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid()))"
 
 
 def lease_rows(rows: Iterable[tuple[Any, ...]]) -> list[LeaseRow]:
-    return [(decode(n), decode(o), int(t), int(e), int(ttl), str(sid)) for n, o, t, e, ttl, sid in rows]
+    return [(decode(n), decode(o), int(t), None if e is None else int(e), None if ttl is None else int(ttl), str(sid))
+            for n, o, t, e, ttl, sid in rows]
 
 
 class PgStore:
@@ -213,11 +227,15 @@ class PgStore:
                             (key, _b(name)))
             else:
                 n, owner, token, expires_at, ttl_ms, sid = row
+                # An ephemeral lease (several daemons) is held by this connection's backend.
+                holder = HOLDER if expires_at is None else "NULL, NULL"
                 cur.execute(
                     "INSERT INTO sessionmem_leases (project_key, name, owner, token, expires_at, ttl_ms, "
-                    "session_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_key, name) DO UPDATE "
+                    f"session_id, holder_pid, holder_start) VALUES (%s, %s, %s, %s, %s, %s, %s, {holder}) "
+                    "ON CONFLICT (project_key, name) DO UPDATE "
                     "SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at, "
-                    "ttl_ms = excluded.ttl_ms, session_id = excluded.session_id",
+                    "ttl_ms = excluded.ttl_ms, session_id = excluded.session_id, "
+                    "holder_pid = excluded.holder_pid, holder_start = excluded.holder_start",
                     (key, _b(n), _b(owner), token, expires_at, ttl_ms, sid))
 
     def _apply_session(self, cur: Sink, ch: Changes) -> None:

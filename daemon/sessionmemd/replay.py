@@ -34,7 +34,7 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 from sessionmem import protocol as p
 
 from .changelog import ChangeLog
-from .leases import Held, LeaseRow, Leases
+from .leases import Held, LeaseRow
 from .state import SessionState
 
 if TYPE_CHECKING:
@@ -174,7 +174,8 @@ def catch_up(s: SessionState, log: ChangeLog, since: int) -> bool:
 
 def lease_of(f: Frame) -> Held | None:
     """The lease an ``acquireLease`` frame took (held here without a connection: the
-    daemon that took an ephemeral one ends it with a change of its own)."""
+    daemon that took an ephemeral one ends it with a change of its own, or, that daemon
+    gone, whichever daemon's turn finds its holder gone first: leases.py)."""
     if isinstance(f.lease, UnsetType):
         return None
     x = f.lease
@@ -187,8 +188,9 @@ def apply(host: SessionHost, rows: list[Row], fresh_states: dict[str, SessionSta
     """Bring ``host`` forward by ``rows`` (consecutive, after ``host.revision``): each
     frame goes into the change log as committed, and its change into memory; then the
     sessions read anew (``fresh_states``, None: gone) take their places. ``lease_rows``:
-    the ttl leases as the store holds them now (a renewal is no change, so no frame
-    carries it), or None to keep the table as replayed."""
+    the leases as the store holds them now (a renewal is no change, so no frame carries
+    it; an ephemeral lease whose holder is gone has an end: leases.Leases.reloaded), or
+    None to keep the table as replayed."""
     log = host.log
     for rev, sid, frame in rows:
         f = decode(frame)
@@ -230,8 +232,10 @@ def apply(host: SessionHost, rows: list[Row], fresh_states: dict[str, SessionSta
             host.loaded[sid] = st
             host.known[sid] = max(host.known.get(sid, 0), st.revision)
     if lease_rows is not None:
-        ephemeral = [h for h in host.leases.held.values() if h.ttl_ms is None]
-        host.leases = Leases(lease_rows)
-        for h in ephemeral:
-            host.leases.held[h.name] = h
+        # The store's table is the truth (a renewal is no change; an ephemeral lease
+        # whose holder is gone comes back with an end): this daemon's own connections kept.
+        before = host.leases.next_expiry()
+        host.leases = host.leases.reloaded(lease_rows, host.now())
+        if host.leases.next_expiry() != before:
+            host.on_leases()  # the lease timer ends the ones now due
     host.absorb_replayed(keep)

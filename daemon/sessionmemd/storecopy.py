@@ -245,7 +245,7 @@ class PgSource:
         return [(bytes(n).decode(), bytes(o).decode(), int(t), int(e), int(ttl), str(sid))
                 for n, o, t, e, ttl, sid in self._rows(
                     "SELECT name, owner, token, expires_at, ttl_ms, session_id FROM sessionmem_leases "
-                    "WHERE project_key = %s ORDER BY token")]
+                    "WHERE project_key = %s AND ttl_ms IS NOT NULL ORDER BY token")]  # ephemeral ones end with their daemon
 
     def session(self, sid: str, revision: int) -> Restored:
         from .pgread import load_session
@@ -374,7 +374,7 @@ def copy(source: Source, target: Target) -> Report:
     try:
         try:
             found, _ = store.take_opened()
-            held = store.take_leases()
+            held = [r for r in store.take_leases() if r[4] is not None]  # ephemeral ones end with their daemon
             mark, _ = store.reserve_revisions(0)  # reads the mark; reserves nothing
             reader = store.reader()
             try:
