@@ -247,7 +247,8 @@ def percentile(xs: list[float], q: float) -> float:
 # -- persistence ------------------------------------------------------------------------------
 def make_db(path: Path, n: int) -> None:
     """A database holding one session of n messages of ~200 B, written the fast way."""
-    from sessionmemd.state import Batch, SessionState
+    from sessionmemd.batch import Batch
+    from sessionmemd.state import SessionState
     from sessionmemd.store import Store
 
     store = Store(path)
@@ -263,7 +264,8 @@ def make_db(path: Path, n: int) -> None:
 
 
 def snapshot_costs(tmp: Path, n: int) -> dict[str, float]:
-    from sessionmemd.state import Batch, SessionState
+    from sessionmemd.batch import Batch
+    from sessionmemd.state import SessionState
     from sessionmemd.store import Store
 
     db = tmp / f"snap-{n}.db"

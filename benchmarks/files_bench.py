@@ -10,7 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sessionmemd.state import Batch, SessionState
+from sessionmemd.batch import Batch
+from sessionmemd.state import SessionState
 from sessionmemd.store import Store
 
 

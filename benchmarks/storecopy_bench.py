@@ -34,7 +34,7 @@ def make_project(root: Path, n: int, sessions: int) -> Path:
     """A SQLite file as the daemon writes it (through its store), n messages."""
     from sessionmemd.messages import MessageLog
     from sessionmemd.sqlitestore import SqliteStore
-    from sessionmemd.state import Batch, Changes
+    from sessionmemd.batch import Batch, Changes
 
     db = root / ".arela" / "memory" / "session.db"
     store = SqliteStore(db)

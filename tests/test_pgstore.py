@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sessionmemd.state import Batch, SessionState
+from sessionmemd.batch import Batch
+from sessionmemd.state import SessionState
 from sessionmemd.storage import Storage, StoreError
 from sessionmemd.storeurl import StoreChoiceError, choose, mask, normalise_origin
 

@@ -12,7 +12,8 @@ import pytest
 from sessionmemd.listener import AlreadyRunning
 from sessionmemd.messages import MessageLog
 from sessionmemd.sqlitestore import SqliteStore
-from sessionmemd.state import Batch, SessionState
+from sessionmemd.batch import Batch
+from sessionmemd.state import SessionState
 from sessionmemd.storage import Storage, StoreFault
 
 DAEMON = Path(__file__).resolve().parent.parent / "daemon" / "sessionmemd"

@@ -6,7 +6,8 @@ import msgspec
 
 from sessionmem.protocol import Message
 from sessionmemd.messages import MessageLog
-from sessionmemd.state import Restored, SessionState
+from sessionmemd.batch import Restored
+from sessionmemd.state import SessionState
 
 msgs = msgspec.json.Decoder(list[Message]).decode
 obj = msgspec.json.decode

@@ -13,7 +13,8 @@ import pytest
 
 from sessionmemd.changelog import ChangeLog
 from sessionmemd.host import SessionHost
-from sessionmemd.state import Batch, SessionState
+from sessionmemd.batch import Batch
+from sessionmemd.state import SessionState
 from sessionmemd.dbcheck import SCHEMA_VERSION, BadDatabase, move_aside
 from sessionmemd.store import Store
 

@@ -19,7 +19,8 @@ from sessionmem import protocol as p
 from sessionmemd.changelog import ChangeLog
 from sessionmemd.host import SessionHost
 from sessionmemd.messages import MessageLog
-from sessionmemd.state import Restored, SessionState
+from sessionmemd.batch import Restored
+from sessionmemd.state import SessionState
 from sessionmemd.transact import Op
 
 KEYS = [f"k{i}" for i in range(6)]

@@ -27,7 +27,8 @@ from . import replay
 from .hostcore import BLOCK, no_such_session
 from .hosttransact import TransactChanges
 from .leases import LeaseRow
-from .state import Batch, SessionState
+from .batch import Batch
+from .state import SessionState
 
 
 class SessionHost(TransactChanges):

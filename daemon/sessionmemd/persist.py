@@ -30,7 +30,7 @@ from sessionmem import errors
 from sessionmem import protocol as p
 
 from .host import SessionHost
-from .state import Batch, Restored
+from .batch import Batch, Restored
 from .storage import Storage, StoreFault
 
 log = logging.getLogger("sessionmemd")

@@ -19,7 +19,7 @@ from . import pgsearch
 from .messages import MessageLog
 from .searchpos import Positions
 from .searchquery import Query
-from .state import Restored
+from .batch import Restored
 from .storage import ChangeRow, HitRow, SessionRow, StoreError
 
 

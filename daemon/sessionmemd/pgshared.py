@@ -52,7 +52,7 @@ from .pgstatements import Statements
 from .pgread import PgReader, load_session
 from .pgread import connect as _connect
 from .pgstore import LEASES, PgStore, ProjectBusy, _lock_id, _reason, lease_rows
-from .state import Batch, Restored
+from .batch import Batch, Restored
 from .storage import Catalogue, StoreError, StoreRefused, TurnStale
 from .storeurl import mask
 

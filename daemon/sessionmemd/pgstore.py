@@ -51,7 +51,7 @@ from .listener import AlreadyRunning
 from .pgread import PgReader, connect, decode, load_session
 from .pgschema import migrate
 from .pgstatements import Sink
-from .state import Batch, Changes, Restored
+from .batch import Batch, Changes, Restored
 from .storage import TAIL, Catalogue, Reader, Storage, StoreError, StoreFault
 from .storeurl import mask
 

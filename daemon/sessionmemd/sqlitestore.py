@@ -21,7 +21,7 @@ from .dbcheck import BadDatabase, check_writable, move_aside
 from .leases import LeaseRow
 from .listener import DaemonLock
 from .messages import MessageLog
-from .state import Batch, Restored
+from .batch import Batch, Restored
 from .searchquery import Query
 from .storage import TAIL, Catalogue, ChangeRow, HitRow, Reader, SessionRow, Storage, StoreError, StoreFault
 from .store import Store

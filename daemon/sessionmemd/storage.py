@@ -23,7 +23,7 @@ from typing import Protocol
 from .leases import LeaseRow
 from .messages import MessageLog
 from .searchquery import Query
-from .state import Batch, Restored
+from .batch import Batch, Restored
 
 TAIL = 1000  # a start loads the current session's newest messages first, the rest behind
 

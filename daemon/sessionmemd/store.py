@@ -38,7 +38,7 @@ from sessionmem.paths import make_private_dirs
 
 from . import schema, searchindex, storeread
 from .leases import LeaseRow
-from .state import Batch, Changes, Restored
+from .batch import Batch, Changes, Restored
 from .storage import TAIL
 
 

@@ -42,7 +42,7 @@ from . import storeread
 from .dbcheck import BadDatabase, DatabaseUnusable, check_header
 from .leases import LeaseRow
 from .listener import AlreadyRunning
-from .state import Batch, Changes, Restored
+from .batch import Batch, Changes, Restored
 from .storage import SessionRow, Storage, StoreError
 from .storeurl import mask
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from .messages import MessageLog
-from .state import Restored
+from .batch import Restored
 
 _encode = msgspec.json.Encoder().encode
 _validate_json = msgspec.json.Decoder(msgspec.Raw).decode

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .state import Batch, Changes
+from .batch import Batch, Changes
 
 log = logging.getLogger("sessionmemd")
 
