@@ -15,7 +15,7 @@ the changes committed so far are applied and published.
 
 A turn's calls change memory before their commit, so, until it is settled, every
 change records its inverse (undo.py) and the reads that come meanwhile wait for the
-commit (``hold``: answered the moment the turn is settled, before the next one runs):
+commit (heldreads.py: answered the moment the turn is settled, before the next one runs):
 no reply shows a change that may not be committed. A call that fails on its own (a
 conflict, bad params, a bug) is undone alone and keeps its error; the others go on.
 A turn that does not commit is undone at once, every call of it getting -32004 naming
@@ -33,13 +33,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sessionmem import errors
 
 from . import replay
 from .feed import Feed
+from .heldreads import HeldReads
 from .host import SessionHost
 from .rpc import Dispatcher
 from .state import SessionState
@@ -55,10 +55,6 @@ Thunk = Callable[[], Any]
 FIRST_DELAY = 0.05  # seconds before the first reconnect
 MOST_DELAY = 2.0  # the longest wait between two attempts
 SKIP_TRIES = 3  # turns decided without the project's row before one under its lock
-# A read held for a turn's commit (``hold``) waits at most this long: a server that stops
-# answering in the middle of a COMMIT (a network cut, not a refused connection) must not
-# stop this daemon's reads for as long as the connection takes to fail.
-HOLD_MOST = 2.0
 
 
 def backoff(first: float = FIRST_DELAY, most: float = MOST_DELAY) -> Iterator[float]:
@@ -85,8 +81,7 @@ class Turns:
         self._new_state = new_state
         self._complete = complete
         self._calls: list[tuple[Thunk, asyncio.Future[Any]]] = []
-        self._held: list[tuple[Thunk, asyncio.Future[Any]]] = []  # reads waiting for a commit (hold)
-        self._hold_timer: asyncio.TimerHandle | None = None
+        self._held = HeldReads(dispatcher, store.location)  # reads waiting for a commit
         self._reads: list[asyncio.Future[int]] = []
         self._lock = asyncio.Lock()
         self._scheduled = False
@@ -257,7 +252,7 @@ class Turns:
             if fetched is not None:
                 self._absorb(fetched)
             host.begin_turn()  # from here every change can be undone (undo.py)
-            self._dispatcher.hold = self.hold  # reads wait for the commit, not see its calls before it
+            self._held.start()  # reads wait for the commit, not see its calls before it
             self.in_turn = True
             for thunk, fut in calls:
                 mark = host.call_begins()
@@ -280,7 +275,7 @@ class Turns:
         except TurnStale:
             self.in_turn = False
             host.end_turn(committed=False)
-            self._release_held()
+            self._held.release()
             self._announced = max(self._announced, host.revision + 1)  # the changes come with the lock
             return True
         except Exception as e:
@@ -294,7 +289,7 @@ class Turns:
         self.committed = host.revision
         self.turns += 1
         self._feed.committed(host.revision)
-        self._release_held()
+        self._held.release()
         for fut, r, err in outcomes:
             if not fut.done():
                 if err is None:
@@ -307,7 +302,7 @@ class Turns:
         """The turn did not commit: memory back to what the store holds (before any
         other task runs: the held reads then see it), and every call of the turn fails."""
         self._host.end_turn(committed=False)
-        self._release_held()
+        self._held.release()
         err = errors.PersistFailed(f"not committed: {e}; nothing of it is kept", {"store": self._store.location,
                                                                                   "reason": str(e)})
         for fut, _r, _err in outcomes:
@@ -315,45 +310,6 @@ class Turns:
                 fut.set_exception(err)
         if isinstance(e, StoreRefused):
             log.error("the store refused a turn (nothing of it is kept): %s", e)
-
-    # -- reads while a turn commits ------------------------------------------------------
-    def hold(self, thunk: Thunk, conn: Any = None) -> Coroutine[Any, Any, Any]:
-        """A read that came while a write turn's calls are applied and not yet committed:
-        answered once the turn is settled (committed or undone), so that no reply ever
-        shows a change that may not be committed."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._held.append((thunk, fut))
-        if self._hold_timer is None:
-            self._hold_timer = loop.call_later(HOLD_MOST, self._held_too_long)
-        return _wait(fut)
-
-    def _held_too_long(self) -> None:
-        self._hold_timer = None
-        held, self._held = self._held, []
-        _fail(held, errors.PersistFailed(
-            f"not answered: a write is being committed to the store, which has not answered for "
-            f"{HOLD_MOST:g} s; this read would show changes that may not be committed: retry",
-            {"store": self._store.location}))
-
-    def _release_held(self) -> None:
-        """Answer the held reads now, on the settled memory, before anything else runs."""
-        self._dispatcher.hold = None
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        held, self._held = self._held, []
-        for thunk, fut in held:
-            try:
-                r = thunk()
-            except BaseException as e:
-                fut.set_exception(e)
-                continue
-            if asyncio.iscoroutine(r):  # a session to load first: on its own from here
-                task = asyncio.ensure_future(r)
-                task.add_done_callback(partial(_forward, fut))
-            else:
-                fut.set_result(r)
 
     def _absorb(self, f: Fetched) -> None:
         """What another daemon committed, into memory and the log (replay.py)."""
@@ -432,17 +388,6 @@ class Turns:
 
 async def _wait(fut: asyncio.Future[Any]) -> Any:
     return await fut
-
-
-def _forward(fut: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
-    if fut.done():
-        return
-    if task.cancelled():
-        fut.cancel()
-    elif task.exception() is not None:
-        fut.set_exception(task.exception())  # type: ignore[arg-type]
-    else:
-        fut.set_result(task.result())
 
 
 def _fail(calls: list[Any], err: errors.SessionmemError) -> None:
