@@ -16,7 +16,7 @@ import psycopg  # noqa: E402
 
 from sessionmemd import pgread  # noqa: E402
 from sessionmemd.pgstore import PgStore  # noqa: E402
-from sessionmemd.state import Batch  # noqa: E402
+from sessionmemd.batch import Batch  # noqa: E402
 
 # Rows (of ~100 bytes) enough that PostgreSQL 15, without statistics, plans ``ORDER BY
 # seq DESC LIMIT`` as a bitmap scan of the whole session and a sort (its guess grows

@@ -11,7 +11,7 @@ event loop's own thread), a :class:`Reader`'s on the loader's reader thread. So 
 loop never waits on a store's I/O, and the SQLite paths pay no await per commit.
 
 Loading is tail-first: a session's newest messages, with the older ones behind an
-opaque ``older_cursor`` (state.Restored) that only the store reads back.
+opaque ``older_cursor`` (batch.Restored) that only the store reads back.
 """
 
 from __future__ import annotations
