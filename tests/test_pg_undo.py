@@ -144,3 +144,25 @@ def test_a_write_waiting_for_a_sessions_whole_history_in_a_turn(
     assert c.result("addMessage", {"session": "big", "role": "user", "content": "new", "id": "new"}) is None
     contents = [m["content"] for m in c.result("getAllMessages", {"session": "big"})]
     assert contents == [f"m{i}" for i in range(n)] + ["new"]
+
+
+def test_a_watch_during_a_commit_is_answered_first_and_hears_the_turn_once_committed(
+        make_daemon: Any, pg_url: str, pg_cluster: Any, tmp_path: Path) -> None:
+    d: Daemon = make_daemon("--store", pg_url, "--project-key", "watch", root=tmp_path / "proj")
+    c = d.conn()
+    c.result("setContext", {"key": "k", "value": 1})
+    since = c.result("sync")["revision"]
+    db = pg_url.split("/")[3].split("?")[0]
+    pg_cluster.psql(POISON.replace("PERFORM pg_sleep(0.6);\n    RAISE EXCEPTION 'poisoned turn';",
+                                   "PERFORM pg_sleep(1.0);"), database=db)
+    c.send({"jsonrpc": "2.0", "id": 1, "method": "setContext", "params": {"key": "k", "value": "poison"}})
+    time.sleep(0.3)  # the COMMIT is on its way
+    watchers = []
+    for params in ({"since": since - 1}, {}):  # from before, and from now
+        w = d.conn()
+        assert w.result("watch", params)["revision"] == since  # at once, and not the turn's own
+        watchers.append(w)
+    for w in watchers:  # the turn's notification only once committed, after the reply
+        got = changes(w, since + 1)
+        assert [(ch["revision"], ch["value"]) for ch in got if ch["revision"] > since] == [(since + 1, "poison")]
+    assert c.recv() == {"jsonrpc": "2.0", "id": 1, "result": None}

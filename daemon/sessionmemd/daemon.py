@@ -50,6 +50,9 @@ class Daemon:
         cfg = self.cfg
         app = self.app = cfg.load(on_activity=self._touch)
         app.on_stop = self.request_stop
+        # Before the socket exists: a client that sees it may stop us at once (a SIGTERM
+        # then must be a clean stop, not the default action's death).
+        self._install_signals()
         try:
             self.listener = Listener.open(cfg.paths.socket)
         except BaseException:
@@ -58,7 +61,6 @@ class Daemon:
         await app.server.serve(self.listener.sock)
         app.listening(self.listener.path)
         app.read_change_log()  # behind the first answers
-        self._install_signals()
         self._tasks.append(asyncio.create_task(self._snapshot_timer()))
         self._tasks.append(asyncio.create_task(self._socket_watch()))
         self._tasks.append(asyncio.create_task(self._session_sweeper(cfg.session_idle)))

@@ -117,6 +117,7 @@ class HostCore:
         self.replays_since = revision  # the first revision replayed here is after this
         # A write turn (turns.py) is running: every change records its inverse (undo.py).
         self.undo: Undo | None = None
+        self._turn_base = revision
 
     def set_reserved(self, mark: int) -> None:
         """The durable mark at start (store.reserve_revisions)."""
@@ -136,6 +137,7 @@ class HostCore:
         """From now on until :meth:`end_turn`, every change can be undone. What the
         turn's drain resets (the unwritten sessions, deletions, leases) is put back last."""
         u = self.undo = Undo()
+        self._turn_base = self.revision
         saved = (self.revision, self.current_id, self._current_moved, dict(self._dirty), list(self._deleted),
                  self._drained, self._logged, self._reserving, self._watermark, dict(self.leases.dirty))
         u.add(lambda: self._put_turn_back(saved))
@@ -152,6 +154,11 @@ class HostCore:
          self._logged, self._reserving, self._watermark, self.leases.dirty) = saved
         self.log.truncate(revision)
         self.revision = revision
+
+    @property
+    def settled_revision(self) -> int:
+        """The revision no undo can take back: while a turn runs, the one before it."""
+        return self.revision if self.undo is None else self._turn_base
 
     def call_begins(self) -> Mark:
         u = self.undo

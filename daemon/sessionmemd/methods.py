@@ -220,7 +220,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
         session = None if a.session is UNSET else a.session
         if feed.resumes_before_log(since):  # type: ignore[arg-type]
             return watch_when_restored(conn, since, session)  # type: ignore[arg-type]
-        return feed.watch(conn, since, host.revision, session)  # type: ignore[arg-type]
+        return feed.watch(conn, since, host.settled_revision, session)  # type: ignore[arg-type]
 
     async def watch_when_restored(conn: Watcher, since: int, session: str | None) -> p.WatchResult | None:
         restoring = feed.restoring
@@ -228,7 +228,7 @@ def build_handlers(host: SessionHost, loader: Loader, feed: Feed, shell: Shell, 
             await asyncio.shield(restoring)
         if conn.closed:
             return None  # gone meanwhile: nothing to register
-        return feed.watch(conn, since, host.revision, session)
+        return feed.watch(conn, since, host.settled_revision, session)
 
     def unwatch(_: p.NoParams, conn: Watcher) -> None:
         if not feed.unwatch(conn):

@@ -21,6 +21,12 @@ from sessionmem import protocol as p
 
 Handler = Callable[..., Any]  # (params) -> result, or (params, connection) -> result
 
+# Answered at once even while a write turn commits (``hold``): a watch reports the
+# revision no undo can take back and starts its feed there (notifications are sent only
+# once committed), and its first notifications must follow its reply, which a held
+# reply, sent on a later loop turn than the feed's flush, would not.
+UNHELD = frozenset({"watch", "unwatch"})
+
 
 class Pending(NamedTuple):
     id: p.RequestId | UnsetType  # UNSET: a notification, answered by nothing
@@ -247,7 +253,8 @@ class Dispatcher:
         if mutates and self.writes_refused is not None:
             return self._reply_error(rid, self.writes_refused)
         if self.defer is not None:
-            wait = self.defer if mutates or conn in self.deferring else self.hold
+            wait = self.defer if mutates or conn in self.deferring else \
+                None if method in UNHELD else self.hold
             if wait is not None:
                 if method in self._with_conn:
                     return Pending(rid, wait(lambda: handler(params, conn), conn), None, False)
