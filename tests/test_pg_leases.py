@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, Raw, wait_for
+from test_pg_shared import changes
 
 pytest.importorskip("psycopg", reason="the extra sessionmem[postgres] is not installed")
 
@@ -27,16 +28,6 @@ BOUND = 5.0
 
 def start(make_daemon: Any, pg_url: str, tmp_path: Path, name: str) -> Daemon:
     return make_daemon("--store", pg_url, "--project-key", KEY, root=tmp_path / name, name=name)
-
-
-def changes(c: Raw, until: int, timeout: float = 30) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    c.sock.settimeout(timeout)
-    while not got or got[-1]["revision"] < until:
-        msg = c.recv()
-        assert msg.get("method") == "changed", msg
-        got.append(msg["params"])
-    return got
 
 
 def held_by(c: Raw, name: str, owner: str) -> dict[str, Any]:

@@ -26,8 +26,10 @@ def daemons(make_daemon: Any, pg_url: str, tmp_path: Path, n: int) -> list[Daemo
             for i in range(n)]
 
 
-def changes(c: Raw, until: int) -> list[dict[str, Any]]:
+def changes(c: Raw, until: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The notifications ``c`` (watching) gets, up to revision ``until``."""
     got: list[dict[str, Any]] = []
+    c.sock.settimeout(timeout)
     while not got or got[-1]["revision"] < until:
         msg = c.recv()
         assert msg.get("method") == "changed", msg

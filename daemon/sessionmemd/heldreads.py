@@ -17,6 +17,7 @@ from typing import Any
 
 from sessionmem import errors
 
+from .loader import copy_outcome, outcome_of
 from .rpc import Dispatcher
 
 Thunk = Callable[[], Any]
@@ -43,7 +44,7 @@ class HeldReads:
         self._held.append((thunk, fut))
         if self._timer is None:
             self._timer = loop.call_later(HOLD_MOST, self._too_long)
-        return _wait(fut)
+        return outcome_of(fut)
 
     def _too_long(self) -> None:
         self._timer = None
@@ -72,21 +73,6 @@ class HeldReads:
                 continue
             if asyncio.iscoroutine(r):  # a session to load first: on its own from here
                 task = asyncio.ensure_future(r)
-                task.add_done_callback(partial(_forward, fut))
+                task.add_done_callback(partial(copy_outcome, fut))
             else:
                 fut.set_result(r)
-
-
-async def _wait(fut: asyncio.Future[Any]) -> Any:
-    return await fut
-
-
-def _forward(fut: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
-    if fut.done():
-        return
-    if task.cancelled():
-        fut.cancel()
-    elif task.exception() is not None:
-        fut.set_exception(task.exception())  # type: ignore[arg-type]
-    else:
-        fut.set_result(task.result())

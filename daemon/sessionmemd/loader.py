@@ -51,11 +51,11 @@ def always(_s: SessionState) -> bool:
     return True
 
 
-async def _result(task: asyncio.Future[T]) -> T:
+async def outcome_of(task: asyncio.Future[T]) -> T:
     return await task
 
 
-def _copy_outcome(out: asyncio.Future[T], task: asyncio.Task[T]) -> None:
+def copy_outcome(out: asyncio.Future[T], task: asyncio.Task[T]) -> None:
     if out.done():
         return
     if task.cancelled():
@@ -144,11 +144,11 @@ class Loader:
             task = self._enqueue(ref, op, needs_all, write, load, done)
             if switches or (write and not self._host.room_for(write)):
                 self._gate = done
-            return _result(task)
+            return outcome_of(task)
         # Behind a gate: the session (and whether it exists) is decided when it passes.
         out: asyncio.Future[T] = loop.create_future()
         self._behind_gate.append((ref, op, needs_all, write, switches, load, done, out))
-        return _result(out)
+        return outcome_of(out)
 
     def _gate_passed(self) -> None:
         """The gate's call has run: queue the calls that waited for it, in arrival order,
@@ -163,7 +163,7 @@ class Loader:
             except BaseException as e:  # NoSuchSession: the call's own answer
                 out.set_exception(e)
                 continue
-            task.add_done_callback(functools.partial(_copy_outcome, out))
+            task.add_done_callback(functools.partial(copy_outcome, out))
             if switches or (write and not self._host.room_for(write)):
                 self._gate = done
                 return

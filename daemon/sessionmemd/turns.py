@@ -40,6 +40,7 @@ from sessionmem import errors
 from . import replay
 from .feed import Feed
 from .heldreads import HeldReads
+from .loader import outcome_of
 from .host import SessionHost
 from .rpc import Dispatcher
 from .state import SessionState
@@ -107,7 +108,7 @@ class Turns:
             waiting[conn] = waiting.get(conn, 0) + 1
             fut.add_done_callback(lambda _f: self._done(conn))
         self._schedule()
-        return _wait(fut)
+        return outcome_of(fut)
 
     def _done(self, conn: Any) -> None:
         waiting = self._dispatcher.deferring
@@ -384,10 +385,6 @@ class Turns:
         if self._recovering is not None:
             self._recovering.cancel()
         self._executor.shutdown(wait=True)
-
-
-async def _wait(fut: asyncio.Future[Any]) -> Any:
-    return await fut
 
 
 def _fail(calls: list[Any], err: errors.SessionmemError) -> None:
