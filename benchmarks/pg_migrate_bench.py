@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bench import code_of  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
-from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary  # noqa: E402
+from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary, zipf_weights  # noqa: E402
 
 KEY = "bench/migrate"
 
@@ -50,10 +50,7 @@ def schema_2(url: str, messages: int) -> float:
 
     words = vocabulary()
     rng = random.Random(11)
-    cum, total = [], 0.0
-    for i in range(len(words)):
-        total += 1 / (i + 1)
-        cum.append(total)
+    cum = zipf_weights(len(words))
     t = time.perf_counter()
     with psycopg.connect(url) as c:
         for script in pgschema._MIGRATIONS[:2]:

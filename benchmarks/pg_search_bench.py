@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bench import code_of  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
-from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary  # noqa: E402
+from search_bench import SESSIONS, WORDS_PER_MESSAGE, vocabulary, zipf_weights  # noqa: E402
 
 # Run in a process of its own (argv: url, JSON list of terms), with the code on its
 # PYTHONPATH: this tree's or another revision's. Prints each query's ms, as JSON.
@@ -79,10 +79,7 @@ def main() -> None:
         PgStore(url, "k").close()  # the schema, with the search column and indexes
         words = vocabulary()
         rng = random.Random(11)
-        cum, total = [], 0.0
-        for i in range(len(words)):
-            total += 1 / (i + 1)
-            cum.append(total)
+        cum = zipf_weights(len(words))
         t = time.perf_counter()
         with psycopg.connect(url) as c:
             for s in range(SESSIONS):

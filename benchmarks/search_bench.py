@@ -44,6 +44,16 @@ def vocabulary(n: int = 20_000) -> list[str]:
     return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(4, 9))) for _ in range(n)})
 
 
+def zipf_weights(n: int) -> list[float]:
+    """Cumulative Zipf weights of ``n`` words, for ``random.choices(cum_weights=...)``
+    (cumulative: choices() would otherwise sum 20,000 weights per message)."""
+    cum, total = [], 0.0
+    for i in range(n):
+        total += 1 / (i + 1)
+        cum.append(total)
+    return cum
+
+
 def make_db(path: Path, messages: int) -> list[str]:
     """A database an older sessionmemd could have written: ``messages`` rows over
     SESSIONS sessions, words Zipf-distributed, and no search index yet."""
@@ -52,10 +62,7 @@ def make_db(path: Path, messages: int) -> list[str]:
     Store(path).close()  # schema (with an empty, complete index)
     words = vocabulary()
     rng = random.Random(11)
-    cum, total = [], 0.0
-    for i in range(len(words)):
-        total += 1 / (i + 1)
-        cum.append(total)  # cumulative: choices() would sum 20,000 weights per message
+    cum = zipf_weights(len(words))
     c = sqlite3.connect(path, isolation_level=None)
     for t in ("ai", "ad", "au"):
         c.execute(f"DROP TRIGGER sessionmem_fts_{t}")

@@ -91,7 +91,6 @@ class Turns:
         self.turns = 0  # write turns committed (stats, benchmarks)
         self.in_turn = False  # a write turn is running its calls (under the row lock)
         self.outages = 0
-        self.skips_lost = 0  # turns decided on memory that found another daemon first (stats)
         # The newest revision another daemon announced (NOTIFY): a turn asks for the
         # changes with its first query only when some are expected (pgshared.fetch).
         self._announced = 0
@@ -228,7 +227,6 @@ class Turns:
                     return
             if not await self._turn_calls(calls, None):
                 return
-            self.skips_lost += 1
         try:
             fetched = await self._fetch(lock=True)
         except Exception as e:
@@ -275,8 +273,7 @@ class Turns:
                                      self.committed if fetched is None else None)
         except TurnStale:
             self.in_turn = False
-            host.end_turn(committed=False)
-            self._held.release()
+            self._roll_back()
             self._announced = max(self._announced, host.revision + 1)  # the changes come with the lock
             return True
         except Exception as e:
@@ -302,15 +299,22 @@ class Turns:
     def _undone(self, e: Exception, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         """The turn did not commit: memory back to what the store holds (before any
         other task runs: the held reads then see it), and every call of the turn fails."""
-        self._host.end_turn(committed=False)
-        self._held.release()
-        err = errors.PersistFailed(f"not committed: {e}; nothing of it is kept", {"store": self._store.location,
-                                                                                  "reason": str(e)})
+        self._roll_back()
+        err = self._not_committed(e)
         for fut, _r, _err in outcomes:
             if not fut.done():
                 fut.set_exception(err)
         if isinstance(e, StoreRefused):
             log.error("the store refused a turn (nothing of it is kept): %s", e)
+
+    def _roll_back(self) -> None:
+        """Memory back to what the store holds, then the held reads answered on it."""
+        self._host.end_turn(committed=False)
+        self._held.release()
+
+    def _not_committed(self, e: Exception) -> errors.PersistFailed:
+        return errors.PersistFailed(f"not committed: {e}; nothing of it is kept",
+                                    {"store": self._store.location, "reason": str(e)})
 
     def _absorb(self, f: Fetched) -> None:
         """What another daemon committed, into memory and the log (replay.py)."""
@@ -345,9 +349,7 @@ class Turns:
 
     # -- the store went away, or refused --------------------------------------------------
     def _lost(self, e: Exception, pending: list[tuple[Thunk, asyncio.Future[Any]]]) -> None:
-        err = errors.PersistFailed(f"not committed: {e}; nothing of it is kept", {"store": self._store.location,
-                                                                                  "reason": str(e)})
-        _fail(pending, err)
+        _fail(pending, self._not_committed(e))
         self.outages += 1
         self._dispatcher.writes_refused = errors.PersistFailed(
             f"writes are refused until the daemon has reconnected to the store (it retries by itself): "
